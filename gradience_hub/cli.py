@@ -1,0 +1,99 @@
+"""The ``gradience-hub`` command line: a thin click group.
+
+Each command parses options and calls one library function; errors become messages in one
+place, :func:`main`. Heavy imports happen inside the commands so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from gradience_hub import __version__
+from gradience_hub.errors import EXIT_BAD_INPUT, GradienceError
+
+# Hub ids, local directories or org/name@revision: validated by the library, not click.
+SOURCE = click.argument("source", metavar="SOURCE")
+
+
+def _write_output(text: str, output: str | None) -> None:
+    """Write ``text`` to ``output`` atomically (whole or not at all)."""
+    if output is None:
+        return
+    path = Path(output)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="gradience-hub")
+def cli() -> None:
+    """Spectral audits of LoRA adapters, compression evidence, and publishing it on the Hub.
+
+    SOURCE is a local adapter directory, a Hub repo id org/name, or org/name@revision
+    (an existing directory wins).
+    """
+
+
+@cli.command()
+@SOURCE
+@click.option("--revision", help="Branch, tag or commit of a Hub SOURCE (default: main).")
+@click.option("--adapter-name", help="Which adapter of a multi-adapter directory.")
+@click.option(
+    "--energy",
+    type=float,
+    default=0.9,
+    show_default=True,
+    help="Energy threshold tau for the energy rank k@tau.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print audit.json to stdout, nothing else.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Also write audit.json here.")
+@click.option("--layers", is_flag=True, help="Add a per-module table to the text output.")
+def audit(
+    source: str,
+    revision: str | None,
+    adapter_name: str | None,
+    energy: float,
+    as_json: bool,
+    output: str | None,
+    layers: bool,
+) -> None:
+    """Audit a LoRA adapter's rank use from its weights alone."""
+    from gradience_hub.audit import format_text, run_audit
+
+    report = run_audit(source, revision=revision, adapter_name=adapter_name, energy=energy)
+    text = report.to_json()
+    _write_output(text, output)
+    click.echo(text if as_json else format_text(report, layers=layers), nl=False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the CLI and map errors to exit codes and short messages."""
+    debug = os.environ.get("GRADIENCE_DEBUG", "") not in ("", "0")
+    try:
+        rv = cli.main(args=argv, prog_name="gradience-hub", standalone_mode=False)
+    except GradienceError as exc:
+        if debug:
+            raise
+        for line in exc.user_lines():
+            click.echo(line, err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:
+        if debug:
+            raise
+        click.echo(f"Error: internal error: {type(exc).__name__}: {exc}", err=True)
+        click.echo("Hint: rerun with GRADIENCE_DEBUG=1 for the traceback and report it", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    sys.exit(rv if isinstance(rv, int) else 0)

@@ -1,0 +1,98 @@
+"""One exception hierarchy for gradience-hub.
+
+Every error a user can cause (or the outside world can cause) is a :class:`GradienceError`
+subclass that carries its process exit code and, optionally, a hint that names the fix.
+The CLI turns them into one or two lines in one place (``cli.main``); library callers can
+catch them by class.
+
+Exit codes (DESIGN.md): 0 success or PASS, 1 policy FAIL, 2 bad input, 3 Hub/GitHub/network.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAIL = 1
+EXIT_BAD_INPUT = 2
+EXIT_REMOTE = 3
+
+
+class GradienceError(Exception):
+    """Base class: a message for the user, an optional hint, and an exit code."""
+
+    exit_code = EXIT_BAD_INPUT
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def user_lines(self) -> list[str]:
+        """The one or two lines the CLI prints for this error."""
+        lines = [f"Error: {self.message}"]
+        if self.hint:
+            lines.append(f"Hint: {self.hint}")
+        return lines
+
+
+class UsageError(GradienceError):
+    """Bad command-line usage or option values (exit 2)."""
+
+
+class AdapterError(GradienceError):
+    """The adapter cannot be read or is not a valid LoRA adapter (exit 2)."""
+
+
+class ConfigError(GradienceError):
+    """A bench config (or other user config) is invalid; names the bad key (exit 2)."""
+
+    def __init__(self, message: str, hint: str | None = None, key: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.key = key
+
+
+class TemplateError(GradienceError):
+    """A template is missing or fails to render (exit 2)."""
+
+
+class CardError(GradienceError):
+    """A model card cannot be spliced safely, e.g. broken gradience markers (exit 2)."""
+
+
+class RecordError(GradienceError):
+    """A bench.json or audit.json cannot be read (exit 2)."""
+
+
+class MissingExtraError(GradienceError):
+    """A command needs an optional dependency group that is not installed (exit 2)."""
+
+    def __init__(self, package: str, extra: str = "bench") -> None:
+        super().__init__(
+            f"this command needs '{package}', which is not installed",
+            hint=f"install the '{extra}' extra: pip install 'gradience-hub[{extra}]'",
+        )
+        self.package = package
+        self.extra = extra
+
+
+class RemoteError(GradienceError):
+    """The Hub, GitHub or the network failed or refused (exit 3)."""
+
+    exit_code = EXIT_REMOTE
+
+    def __init__(self, message: str, hint: str | None = None, status: int | None = None) -> None:
+        super().__init__(message, hint)
+        self.status = status
+
+
+class HubError(RemoteError):
+    """A Hugging Face Hub request failed (exit 3)."""
+
+
+class GitHubError(RemoteError):
+    """A GitHub API request failed (exit 3)."""
+
+
+class PolicyFailed(GradienceError):
+    """The bench policy verdict is FAIL and the caller asked to fail on it (exit 1)."""
+
+    exit_code = EXIT_FAIL

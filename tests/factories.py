@@ -1,0 +1,124 @@
+"""Adapters for tests: synthetic ones written with safetensors, and real ones saved by peft.
+
+Nothing is downloaded: peft adapters wrap tiny transformers models built from a config.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PREFIX = "base_model.model."
+
+
+def lora_config(**overrides: Any) -> dict[str, Any]:
+    """A minimal adapter_config.json as PEFT writes it."""
+    config: dict[str, Any] = {
+        "peft_type": "LORA",
+        "r": 8,
+        "lora_alpha": 16,
+        "use_rslora": False,
+        "use_dora": False,
+        "fan_in_fan_out": False,
+        "rank_pattern": {},
+        "alpha_pattern": {},
+        "target_modules": ["q_proj", "v_proj"],
+        "base_model_name_or_path": "test/tiny-base",
+        "task_type": "CAUSAL_LM",
+        "bias": "none",
+        "modules_to_save": None,
+    }
+    config.update(overrides)
+    return config
+
+
+def planted_factors(
+    d_out: int, d_in: int, r: int, spectrum: np.ndarray | None = None, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """(B, A) whose product B @ A has exactly the singular values ``spectrum`` (length r)."""
+    rng = np.random.default_rng(seed)
+    if spectrum is None:
+        spectrum = rng.uniform(0.1, 1.0, size=r)
+    U, _ = np.linalg.qr(rng.standard_normal((d_out, r)))
+    V, _ = np.linalg.qr(rng.standard_normal((d_in, r)))
+    # Spread the spectrum over both factors with a random invertible mixing, so neither
+    # factor is orthogonal (as after real training).
+    M = rng.standard_normal((r, r)) + 3 * np.eye(r)
+    B = (U * spectrum) @ M
+    A = np.linalg.solve(M, V.T)
+    return B, A
+
+
+def write_adapter(
+    directory: Path,
+    modules: dict[str, tuple[np.ndarray, np.ndarray]],
+    config: dict[str, Any] | None = None,
+    dtype: Any = np.float32,
+    extra: dict[str, np.ndarray] | None = None,
+) -> Path:
+    """Write a PEFT-layout adapter: ``modules`` maps module name -> (B, A)."""
+    from safetensors.numpy import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors: dict[str, np.ndarray] = {}
+    for name, (B, A) in modules.items():
+        tensors[f"{PREFIX}{name}.lora_A.weight"] = np.ascontiguousarray(A, dtype=dtype)
+        tensors[f"{PREFIX}{name}.lora_B.weight"] = np.ascontiguousarray(B, dtype=dtype)
+    for key, value in (extra or {}).items():
+        tensors[key] = np.ascontiguousarray(value)
+    save_file(tensors, str(directory / "adapter_model.safetensors"))
+    (directory / "adapter_config.json").write_text(json.dumps(config or lora_config(), indent=2))
+    return directory
+
+
+def llama_like_adapter(
+    directory: Path, n_layers: int = 4, d: int = 64, r: int = 8, seed: int = 0, **config: Any
+) -> Path:
+    """A synthetic adapter over q_proj/v_proj of ``n_layers`` decoder layers."""
+    modules = {}
+    for i in range(n_layers):
+        for j, proj in enumerate(("q_proj", "v_proj")):
+            spectrum = np.geomspace(1.0, 1e-3, r)
+            modules[f"model.layers.{i}.self_attn.{proj}"] = planted_factors(
+                d, d, r, spectrum, seed=seed + 2 * i + j
+            )
+    return write_adapter(directory, modules, lora_config(r=r, **config))
+
+
+def tiny_bert_config():  # type: ignore[no-untyped-def]
+    """A tiny BERT config (random weights; nothing downloaded)."""
+    from transformers import BertConfig
+
+    return BertConfig(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=2,
+    )
+
+
+def peft_adapter(directory: Path, seed: int = 0, train_b: bool = True, **lora_kwargs: Any) -> Path:
+    """Save a real PEFT LoRA adapter of a tiny BERT classifier; B is randomised unless
+    ``train_b`` is False (PEFT initialises B to zero, i.e. an untrained adapter)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification(tiny_bert_config())
+    kwargs: dict[str, Any] = {"r": 8, "lora_alpha": 16, "target_modules": ["query", "value"]}
+    kwargs.update(lora_kwargs)
+    peft_model = get_peft_model(model, LoraConfig(**kwargs))
+    if train_b:
+        with torch.no_grad():
+            for name, param in peft_model.named_parameters():
+                if "lora_B" in name or "lora_embedding_B" in name:
+                    param.normal_(0.0, 0.02)
+    peft_model.save_pretrained(str(directory))
+    return directory
