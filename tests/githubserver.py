@@ -270,7 +270,7 @@ class GitHubServer:
         return self._repo_json(self._ensure_repo(repo_full_name))
 
     def add_pr(self, repo_full_name: str, number: int, title: str | None = None) -> dict:
-        """Add pull request ``number`` (creating the repository if needed); returns its issue JSON."""
+        """Add pull request ``number`` (creating the repository if needed); returns its JSON."""
         return self._add_issue(repo_full_name, number, title, is_pr=True)
 
     def add_issue(self, repo_full_name: str, number: int, title: str | None = None) -> dict:
@@ -394,9 +394,10 @@ class GitHubServer:
 
     def _user_json(self, user: User) -> dict:
         api, login = self.api_url, quote(user.login)
-        html = f"{self.origin}/apps/{user.login.removesuffix('[bot]')}" if user.type == "Bot" else (
-            f"{self.origin}/{user.login}"
-        )
+        if user.type == "Bot":
+            html = f"{self.origin}/apps/{user.login.removesuffix('[bot]')}"
+        else:
+            html = f"{self.origin}/{user.login}"
         return {
             "login": user.login,
             "id": user.id,
@@ -414,6 +415,7 @@ class GitHubServer:
 
     def _repo_json(self, repo: Repo) -> dict:
         owner = self._users.get(repo.owner) or User(repo.owner, 1, None, "read", False)
+        base = f"{self.api_url}/repos/{repo.full_name}"
         return {
             "id": repo.id,
             "node_id": _node_id("R_kgDO", repo.id),
@@ -424,10 +426,10 @@ class GitHubServer:
             "html_url": f"{self.origin}/{repo.full_name}",
             "description": None,
             "fork": False,
-            "url": f"{self.api_url}/repos/{repo.full_name}",
-            "issue_comment_url": f"{self.api_url}/repos/{repo.full_name}/issues/comments{{/number}}",
-            "issues_url": f"{self.api_url}/repos/{repo.full_name}/issues{{/number}}",
-            "pulls_url": f"{self.api_url}/repos/{repo.full_name}/pulls{{/number}}",
+            "url": base,
+            "issue_comment_url": f"{base}/issues/comments{{/number}}",
+            "issues_url": f"{base}/issues{{/number}}",
+            "pulls_url": f"{base}/pulls{{/number}}",
             "default_branch": "main",
             "visibility": "public",
             "has_issues": True,
@@ -511,9 +513,9 @@ class GitHubServer:
             "reactions": {
                 "url": f"{url}/reactions",
                 "total_count": 0,
-                **{k: 0 for k in ("+1", "-1", "laugh", "hooray", "confused", "heart")},
-                "rocket": 0,
-                "eyes": 0,
+                **dict.fromkeys(
+                    ("+1", "-1", "laugh", "hooray", "confused", "heart", "rocket", "eyes"), 0
+                ),
             },
             "performed_via_github_app": ACTIONS_APP if author.installation else None,
         }
@@ -700,11 +702,14 @@ class _Handler(BaseHTTPRequestHandler):
     """HTTP/1.1 front end (keep-alive, as requests' connection pool expects)."""
 
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; with Nagle on, the second waits for the client's
+    # delayed ACK (~40 ms a request on loopback).
+    disable_nagle_algorithm = True
     server_version = "GitHub.com"
     sys_version = ""
     github: GitHubServer  # set on the subclass made by GitHubServer.start()
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # quiet: the request log is GitHubServer.requests
 
     def _serve(self) -> None:
@@ -712,7 +717,7 @@ class _Handler(BaseHTTPRequestHandler):
         query = dict(parse_qsl(split.query, keep_blank_values=True))
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
-        headers = {k: v for k, v in self.headers.items()}
+        headers = dict(self.headers.items())
         for key in list(headers):
             if key.lower() == "authorization":
                 scheme = headers[key].partition(" ")[0]
@@ -737,19 +742,27 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, body: Any, extra: dict[str, str]) -> None:
         payload = b"" if body is None else json.dumps(body).encode()
-        self.send_response(status)
-        if payload:
-            self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(payload)))
-        self.send_header("X-GitHub-Media-Type", "github.v3; format=json")
-        self.send_header("X-GitHub-Api-Version-Selected", "2022-11-28")
-        self.send_header("X-RateLimit-Limit", "5000")
-        self.send_header("X-RateLimit-Remaining", "4999")
-        self.send_header("X-RateLimit-Reset", str(int(time.time()) + 3600))
-        self.send_header("X-RateLimit-Used", "1")
-        self.send_header("X-RateLimit-Resource", "core")
-        self.send_header("X-GitHub-Request-Id", f"TEST:{id(self):X}")
+        headers = {
+            "Content-Type": "application/json; charset=utf-8",
+            "Content-Length": str(len(payload)),
+            "X-GitHub-Media-Type": "github.v3; format=json",
+            "X-GitHub-Api-Version-Selected": "2022-11-28",
+            "X-RateLimit-Limit": "5000",
+            "X-RateLimit-Remaining": "4999",
+            "X-RateLimit-Reset": str(int(time.time()) + 3600),
+            "X-RateLimit-Used": "1",
+            "X-RateLimit-Resource": "core",
+            "X-GitHub-Request-Id": f"TEST:{id(self):X}",
+        }
+        if not payload:
+            del headers["Content-Type"]
+        # Injected or route headers replace the defaults (case-insensitively), never duplicate.
         for key, value in extra.items():
+            for existing in [k for k in headers if k.lower() == key.lower()]:
+                del headers[existing]
+            headers[key] = value
+        self.send_response(status)
+        for key, value in headers.items():
             self.send_header(key, value)
         self.end_headers()
         self.wfile.write(payload)
