@@ -253,8 +253,9 @@ class GitHubClient:
             if mine is not None:
                 if _same_text(mine.body, body):
                     # Found our own POST that "failed" with a 5xx: it was created by this call.
-                    action = "created" if tried_create else "unchanged"
-                    return CommentResult(mine.html_url, mine.id, action)
+                    if tried_create:
+                        return CommentResult(mine.html_url, mine.id, "created")
+                    return CommentResult(mine.html_url, mine.id, "unchanged")
                 with self._translate(f"editing comment {mine.id} on {where}"):
                     mine.edit(body)
                 return CommentResult(mine.html_url, mine.id, "updated")
