@@ -12,6 +12,7 @@ error of the audit). The token never appears in a message.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import re
@@ -154,11 +155,15 @@ class GitHubClient:
         self._retries = retries
         self._backoff_factor = backoff_factor
         self._login: str | None = None
+        cap: dict[str, Any] = {}
+        # max_rate_limit_wait is new in PyGithub 2.10; older releases simply wait uncapped.
+        if "max_rate_limit_wait" in inspect.signature(GithubRetry.__init__).parameters:
+            cap["max_rate_limit_wait"] = max_rate_limit_wait
         retry = _StickyRetry(
             total=retries,
             backoff_factor=backoff_factor,
             secondary_rate_wait=secondary_rate_wait,
-            max_rate_limit_wait=max_rate_limit_wait,
+            **cap,
             status_forcelist=[*range(500, 600), 429],
             # PATCH replaces the body with the same text, so repeating it is harmless.
             allowed_methods=Retry.DEFAULT_ALLOWED_METHODS | {"PATCH"},
