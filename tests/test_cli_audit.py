@@ -1,0 +1,170 @@
+"""`gradience-hub audit` end to end: output shapes, and every bad input as a user meets it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gradience_hub.cli import main
+from tests.factories import llama_like_adapter, lora_config, planted_factors, write_adapter
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Run the console entry point in process; returns (exit code, stdout, stderr)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    out, err = capsys.readouterr()
+    return int(exit_info.value.code or 0), out, err
+
+
+def test_text_json_and_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    directory = llama_like_adapter(tmp_path / "a")
+    code, out, err = run_cli(["audit", str(directory)], capsys)
+    assert code == 0 and err == ""
+    assert out.startswith("GRADIENCE LoRA AUDIT\n")
+    code, out, _ = run_cli(["audit", str(directory), "--json"], capsys)
+    assert code == 0
+    data = json.loads(out)  # stdout is audit.json and nothing else
+    assert data["summary"]["n_layers"] == 8
+    target = tmp_path / "audit.json"
+    code, out, _ = run_cli(["audit", str(directory), "--output", str(target), "--layers"], capsys)
+    assert code == 0 and "Layers:\n" in out
+    assert json.loads(target.read_text())["summary"] == data["summary"]
+
+
+def _corrupt(tmp_path: Path) -> Path:
+    directory = llama_like_adapter(tmp_path / "c")
+    weights = directory / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:200])
+    return directory
+
+
+def _not_lora(tmp_path: Path) -> Path:
+    directory = llama_like_adapter(tmp_path / "n")
+    (directory / "adapter_config.json").write_text(json.dumps({"peft_type": "PREFIX_TUNING"}))
+    return directory
+
+
+def _a_without_b(tmp_path: Path) -> Path:
+    from safetensors.numpy import save_file
+
+    directory = tmp_path / "ab"
+    directory.mkdir()
+    save_file(
+        {"base_model.model.m.q_proj.lora_A.weight": np.ones((2, 4), np.float32)},
+        str(directory / "adapter_model.safetensors"),
+    )
+    (directory / "adapter_config.json").write_text(json.dumps(lora_config(r=2)))
+    return directory
+
+
+def _no_chain(tmp_path: Path) -> Path:
+    B, _ = planted_factors(8, 8, 4)
+    _, A = planted_factors(8, 8, 3)
+    return write_adapter(tmp_path / "chain", {"m.q_proj": (B, A)}, lora_config(r=4))
+
+
+def _nan(tmp_path: Path) -> Path:
+    B, A = planted_factors(8, 8, 4)
+    B[0, 0] = np.nan
+    return write_adapter(tmp_path / "nan", {"m.q_proj": (B, A)}, lora_config(r=4))
+
+
+def _inf(tmp_path: Path) -> Path:
+    B, A = planted_factors(8, 8, 4)
+    A[1, 1] = np.inf
+    return write_adapter(tmp_path / "inf", {"m.q_proj": (B, A)}, lora_config(r=4))
+
+
+def _ambiguous(tmp_path: Path) -> Path:
+    B, A = planted_factors(8, 8, 4)
+    for name in ("one", "two"):
+        write_adapter(tmp_path / "multi" / name, {"m.q_proj": (B, A)}, lora_config(r=4))
+    return tmp_path / "multi"
+
+
+def _no_weights(tmp_path: Path) -> Path:
+    directory = tmp_path / "nw"
+    directory.mkdir()
+    (directory / "adapter_config.json").write_text(json.dumps(lora_config()))
+    return directory
+
+
+def _no_config(tmp_path: Path) -> Path:
+    directory = llama_like_adapter(tmp_path / "nc")
+    (directory / "adapter_config.json").unlink()
+    return directory
+
+
+BAD_INPUTS = {
+    "missing directory": (lambda p: p / "does-not-exist", "directory not found"),
+    "no adapter_config.json": (_no_config, "no adapter_config.json"),
+    "no weights": (_no_weights, "no adapter weights"),
+    "truncated safetensors": (_corrupt, "not a readable safetensors file"),
+    "not LoRA": (_not_lora, "only LoRA adapters"),
+    "lora_A without lora_B": (_a_without_b, "has lora_A but no lora_B"),
+    "shapes do not chain": (_no_chain, "shapes do not chain"),
+    "NaN": (_nan, "NaN or Inf"),
+    "Inf": (_inf, "NaN or Inf"),
+    "ambiguous multi-adapter": (_ambiguous, "several adapters: one, two"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_inputs_exit_2_with_one_message(
+    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make, message = BAD_INPUTS[case]
+    source = make(tmp_path)
+    code, out, err = run_cli(["audit", str(source)], capsys)
+    assert code == 2
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert 1 <= len(lines) <= 2
+    assert lines[0].startswith("Error: ") and message in lines[0]
+    assert "Traceback" not in err
+
+
+def test_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    directory = llama_like_adapter(tmp_path / "a")
+    code, _, err = run_cli(["audit", str(directory), "--energy", "2"], capsys)
+    assert code == 2 and "--energy must be in (0, 1]" in err
+    code, _, err = run_cli(["audit"], capsys)
+    assert code == 2 and "Missing argument" in err
+
+
+def test_subprocess_no_traceback_and_debug(tmp_path: Path) -> None:
+    """As a user runs it: a real process, exit 2, no traceback; GRADIENCE_DEBUG shows it."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("GRADIENCE_DEBUG", None)
+    cmd = [sys.executable, "-m", "gradience_hub", "audit", str(_nan(tmp_path))]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "NaN or Inf" in proc.stderr
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, check=False, env={**env, "GRADIENCE_DEBUG": "1"}
+    )
+    assert "Traceback" in proc.stderr
+
+
+def test_audit_does_not_import_torch_or_hub(tmp_path: Path) -> None:
+    """The audit path is numpy-only: a local audit never imports torch or huggingface_hub."""
+    directory = llama_like_adapter(tmp_path / "a")
+    code = (
+        "import sys; from gradience_hub.cli import main\n"
+        "try:\n    main(['audit', sys.argv[1], '--json'])\nexcept SystemExit:\n    pass\n"
+        "heavy = ('torch', 'huggingface_hub', 'transformers', 'peft')\n"
+        "bad = [m for m in heavy if m in sys.modules]\n"
+        "print('IMPORTED', bad, file=sys.stderr)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(directory)], capture_output=True, text=True, check=True
+    )
+    assert "IMPORTED []" in proc.stderr
+    json.loads(proc.stdout)
