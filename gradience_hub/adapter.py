@@ -351,6 +351,9 @@ class _TensorReader:
             self._bin = _load_bin(path)
 
     def _open_safetensors(self) -> None:
+        # ml_dtypes registers bfloat16 (and fp8) with numpy; without it safetensors cannot
+        # hand bf16 tensors to numpy ("data type 'bfloat16' not understood").
+        import ml_dtypes  # noqa: F401
         from safetensors import safe_open
 
         size = self.path.stat().st_size
@@ -382,6 +385,16 @@ class _TensorReader:
             return str(self._bin[key].dtype)
         sl = self._st.get_slice(key)
         return str(sl.get_dtype()).lower()
+
+
+def _widen(X: np.ndarray) -> np.ndarray:
+    """bf16/fp16/fp8 -> float32, exactly. bf16 is the top half of a float32, so a 16-bit shift
+    of the raw bits is exact and ~20x faster than ml_dtypes' element-wise cast."""
+    if X.dtype.name == "bfloat16":
+        return (X.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+    if X.dtype.kind == "f" and X.dtype.itemsize >= 4:
+        return X
+    return X.astype(np.float32)
 
 
 def _load_bin(path: Path) -> dict[str, np.ndarray]:
@@ -487,6 +500,7 @@ class Adapter:
         A = self._reader.get(pair.a_key)
         B = self._reader.get(pair.b_key)
         dtype = str(A.dtype)
+        A, B = _widen(A), _widen(B)
         if pair.embedding:
             # PEFT: lora_embedding_A is (r, vocab), lora_embedding_B is (dim, r) and the update
             # is (B @ A).T; transposition does not change singular values, keep (B, A).

@@ -154,8 +154,18 @@ def test_subprocess_no_traceback_and_debug(tmp_path: Path) -> None:
 
 
 def test_audit_does_not_import_torch_or_hub(tmp_path: Path) -> None:
-    """The audit path is numpy-only: a local audit never imports torch or huggingface_hub."""
-    directory = llama_like_adapter(tmp_path / "a")
+    """The audit path is numpy-only: a local audit of a bf16 adapter in a fresh process never
+    imports torch or huggingface_hub (and reads bf16 without the test having imported
+    ml_dtypes for it)."""
+    import ml_dtypes
+
+    B, A = planted_factors(64, 32, 8, seed=4)
+    directory = write_adapter(
+        tmp_path / "bf16",
+        {"model.layers.0.self_attn.q_proj": (B, A)},
+        lora_config(r=8),
+        dtype=ml_dtypes.bfloat16,
+    )
     code = (
         "import sys; from gradience_hub.cli import main\n"
         "try:\n    main(['audit', sys.argv[1], '--json'])\nexcept SystemExit:\n    pass\n"
@@ -167,4 +177,4 @@ def test_audit_does_not_import_torch_or_hub(tmp_path: Path) -> None:
         [sys.executable, "-c", code, str(directory)], capture_output=True, text=True, check=True
     )
     assert "IMPORTED []" in proc.stderr
-    json.loads(proc.stdout)
+    assert json.loads(proc.stdout)["layers"][0]["dtype"] == "bfloat16"
