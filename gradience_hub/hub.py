@@ -64,10 +64,21 @@ def hub_errors(repo_id: str, revision: str | None = None) -> Iterator[None]:
             hint="use a branch, tag or commit sha that exists in the repo",
             status=404,
         ) from None
+    except hf_errors.RemoteEntryNotFoundError as exc:
+        raise HubError(f"file not found in {at}: {_reason(exc)}", status=404) from None
     except (hf_errors.LocalEntryNotFoundError, hf_errors.OfflineModeIsEnabled) as exc:
+        # snapshot_download also raises LocalEntryNotFoundError when the Hub answers 5xx/429 to
+        # its first call: it is "could not get it", not "it does not exist".
+        from huggingface_hub import constants
+
+        if constants.HF_HUB_OFFLINE:
+            raise HubError(
+                f"{at} is not in the local cache and HF_HUB_OFFLINE is set",
+                hint="unset HF_HUB_OFFLINE or download the adapter once while online",
+            ) from None
         raise HubError(
-            f"{at} is not in the local cache and the Hub cannot be reached: {_reason(exc)}",
-            hint="unset HF_HUB_OFFLINE or download the adapter once while online",
+            f"the Hub did not deliver {at}: {_reason(exc)}",
+            hint="the Hub or the network failed; retry later, or check HF_ENDPOINT",
         ) from None
     except hf_errors.EntryNotFoundError as exc:
         raise HubError(f"file not found in {at}: {_reason(exc)}", status=404) from None
@@ -128,3 +139,199 @@ def download_adapter(
         sha = info.sha or (revision or "")
         path = Path(snapshot_download(repo_id, revision=sha, allow_patterns=patterns))
     return Download(path=path, repo_id=repo_id, revision=revision, sha=sha)
+
+
+# --------------------------------------------------------------------------- publishing
+
+PR_TITLE_PREFIX = "Gradience audit"
+
+
+def _api():  # type: ignore[no-untyped-def]
+    """A fresh HfApi: constants (HF_ENDPOINT) are read when the client is built, not here."""
+    from huggingface_hub import HfApi
+
+    return HfApi()
+
+
+def whoami() -> str:
+    """The user name of the token (HF_TOKEN or the cached login)."""
+    with hub_errors("whoami"):
+        try:
+            return str(_api().whoami()["name"])
+        except Exception as exc:
+            from huggingface_hub import errors as hf_errors
+
+            if isinstance(exc, (hf_errors.LocalTokenNotFoundError,)) or (
+                isinstance(exc, hf_errors.HfHubHTTPError)
+                and getattr(exc.response, "status_code", None) == 401
+            ):
+                raise HubError(
+                    "no valid Hugging Face token: publishing needs one",
+                    hint="set HF_TOKEN to a token with write access to the repo",
+                    status=401,
+                ) from None
+            raise
+
+
+def resolve_sha(repo_id: str, revision: str | None = None) -> str:
+    """The commit sha that ``revision`` (default: the main branch) points to now."""
+    with hub_errors(repo_id, revision):
+        info = _api().model_info(repo_id, revision=revision)
+    if not info.sha:
+        raise HubError(f"the Hub did not report a commit for {repo_id}@{revision or 'main'}")
+    return str(info.sha)
+
+
+def read_text(repo_id: str, path: str, revision: str) -> str | None:
+    """A text file of the repo at ``revision``, or None when the file does not exist."""
+    from huggingface_hub import errors as hf_errors
+    from huggingface_hub import hf_hub_download
+
+    with hub_errors(repo_id, revision):
+        try:
+            local = hf_hub_download(repo_id, path, revision=revision)
+        except hf_errors.RemoteEntryNotFoundError:
+            return None
+    # newline="" keeps CRLF files byte-identical outside our section
+    with open(local, encoding="utf-8", newline="") as handle:
+        return handle.read()
+
+
+@dataclass(frozen=True)
+class HubPR:
+    """One of our open Hub pull requests."""
+
+    num: int
+    url: str
+    ref: str  # refs/pr/N
+
+
+def find_open_pr(repo_id: str, author: str) -> HubPR | None:
+    """Our open PR (same author, title starting with PR_TITLE_PREFIX), newest first."""
+    with hub_errors(repo_id):
+        for disc in _api().get_repo_discussions(
+            repo_id, author=author, discussion_type="pull_request", discussion_status="open"
+        ):
+            # the author filter is the server's; check again so a Hub that ignores it cannot
+            # make us commit into somebody else's PR
+            if disc.author == author and disc.title.startswith(PR_TITLE_PREFIX):
+                return HubPR(num=disc.num, url=disc.url, ref=f"refs/pr/{disc.num}")
+    return None
+
+
+@dataclass(frozen=True)
+class CommitOutcome:
+    """What one publish attempt did."""
+
+    changed: bool
+    commit_url: str | None
+    pr_url: str | None
+    pr_num: int | None
+    oid: str | None
+
+
+class ParentMoved(Exception):
+    """The branch moved since we read it (412): splice again on the new head and retry."""
+
+
+class Transient(Exception):
+    """A 429, a 5xx or a dropped connection: back off and retry."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def _classify(exc: BaseException) -> BaseException:
+    """Map a commit failure to ParentMoved / Transient, or leave it for hub_errors."""
+    from huggingface_hub import errors as hf_errors
+
+    if isinstance(exc, hf_errors.HfHubHTTPError):
+        response = getattr(exc, "response", None)
+        status = getattr(response, "status_code", None)
+        if status == 412:
+            return ParentMoved(_reason(exc))
+        if status == 429 or (status is not None and status >= 500):
+            retry_after = None
+            headers = getattr(response, "headers", None) or {}
+            with contextlib.suppress(TypeError, ValueError):
+                retry_after = float(headers.get("Retry-After"))
+            return Transient(f"the Hub answered {status}: {_reason(exc)}", retry_after)
+        return exc
+    if type(exc).__module__.split(".")[0].startswith("httpx") or isinstance(exc, ConnectionError):
+        return Transient(f"connection to the Hub failed: {_reason(exc)}")
+    return exc
+
+
+def commit_files(
+    repo_id: str,
+    files: dict[str, bytes],
+    *,
+    parent_sha: str,
+    message: str,
+    description: str,
+    create_pr: bool,
+    pr: HubPR | None = None,
+    branch: str | None = None,
+) -> CommitOutcome:
+    """Commit ``files`` in ONE commit: into our PR ``pr``, as a new PR from ``parent_sha``, or
+    directly on ``branch`` with ``parent_sha`` as the expected head (412 if it moved).
+
+    Files identical to the target's are dropped by the client; when nothing is left no commit
+    (and no PR) is made and ``changed`` is False. Raises ParentMoved, Transient or HubError.
+    """
+    from huggingface_hub import CommitOperationAdd
+
+    operations = [
+        CommitOperationAdd(path_in_repo=p, path_or_fileobj=data) for p, data in files.items()
+    ]
+    kwargs: dict = {"commit_message": message, "commit_description": description}
+    if pr is not None:
+        kwargs.update(revision=pr.ref, parent_commit=parent_sha)
+    elif create_pr:
+        kwargs.update(create_pr=True, parent_commit=parent_sha)
+    else:
+        kwargs.update(revision=branch, parent_commit=parent_sha)
+    with hub_errors(repo_id, kwargs.get("revision")):
+        try:
+            info = _api().create_commit(repo_id, operations, **kwargs)
+        except Exception as exc:
+            mapped = _classify(exc)
+            if mapped is exc:
+                raise
+            raise mapped from None
+    changed = info.oid != parent_sha
+    pr_url = info.pr_url or (pr.url if pr is not None else None)
+    pr_num = info.pr_num or (pr.num if pr is not None else None)
+    return CommitOutcome(
+        changed=changed,
+        commit_url=info.commit_url if changed else None,
+        pr_url=pr_url if (changed or pr is not None) else None,
+        pr_num=pr_num,
+        oid=info.oid,
+    )
+
+
+def upsert_comment(repo_id: str, num: int, body: str, marker: str, me: str) -> str:
+    """Post ``body`` on Hub discussion/PR ``num``, or edit our earlier comment there.
+
+    Ours = authored by ``me``, not hidden, containing ``marker``; other people's comments are
+    never edited. Returns the discussion URL with the comment anchor.
+    """
+    from huggingface_hub.community import DiscussionComment
+
+    api = _api()
+    with hub_errors(repo_id):
+        details = api.get_discussion_details(repo_id, num)
+        for event in details.events:
+            if (
+                isinstance(event, DiscussionComment)
+                and event.author == me
+                and not event.hidden
+                and marker in event.content
+            ):
+                if event.content != body:
+                    api.edit_discussion_comment(repo_id, num, event.id, body)
+                return f"{details.url}#{event.id}"
+        comment = api.comment_discussion(repo_id, num, body)
+    return f"{details.url}#{comment.id}"

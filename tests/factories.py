@@ -122,3 +122,8 @@ def peft_adapter(directory: Path, seed: int = 0, train_b: bool = True, **lora_kw
                     param.normal_(0.0, 0.02)
     peft_model.save_pretrained(str(directory))
     return directory
+
+
+def adapter_files(directory: Path) -> dict[str, bytes]:
+    """The files of an adapter directory, as a Hub repo would hold them."""
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
