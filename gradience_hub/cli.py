@@ -71,6 +71,54 @@ def audit(
     click.echo(text if as_json else format_text(report, layers=layers), nl=False)
 
 
+@cli.command("compress")
+@SOURCE
+@click.option(
+    "--output",
+    "-o",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Directory for the compressed PEFT adapter (created; must be new or empty).",
+)
+@click.option("--rank", type=int, help="Truncate every module to rank K.")
+@click.option("--energy", type=float, help="Per module, the smallest rank holding this energy.")
+@click.option("--per-layer", is_flag=True, help="Use the audit's per-layer rank suggestions.")
+@click.option("--revision", help="Branch, tag or commit of a Hub SOURCE (default: main).")
+@click.option("--adapter-name", help="Which adapter of a multi-adapter directory.")
+@click.option("--force", is_flag=True, help="Replace a non-empty --output directory.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON, nothing else.")
+def compress_command(
+    source: str,
+    output: str,
+    rank: int | None,
+    energy: float | None,
+    per_layer: bool,
+    revision: str | None,
+    adapter_name: str | None,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Write an SVD-truncated copy of a LoRA adapter (--rank K | --energy T | --per-layer)."""
+    if (rank is not None) + (energy is not None) + per_layer != 1:
+        raise click.UsageError("choose exactly one of --rank K, --energy T or --per-layer")
+    import json
+
+    from gradience_hub.compress import compress, format_result
+
+    result = compress(
+        source,
+        output,
+        rank=rank,
+        energy=energy,
+        per_layer=per_layer,
+        revision=revision,
+        adapter_name=adapter_name,
+        force=force,
+    )
+    text = json.dumps(result.to_dict(), indent=2) + "\n" if as_json else format_result(result)
+    click.echo(text, nl=False)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the CLI and map errors to exit codes and short messages."""
     debug = os.environ.get("GRADIENCE_DEBUG", "") not in ("", "0")
