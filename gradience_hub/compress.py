@@ -720,7 +720,7 @@ def _load_onto(model: Any, directory: Path, config: Any, expected: Mapping[str, 
         try:
             peft_model = get_peft_model(model, check_config)
             state = load_peft_weights(str(directory), device="cpu")
-            result = set_peft_model_state_dict(peft_model, state, adapter_name="default")
+            result: Any = set_peft_model_state_dict(peft_model, state, adapter_name="default")
         except Exception as exc:
             raise AdapterError(
                 f"peft could not load the written adapter onto the base model: "

@@ -1,0 +1,319 @@
+"""bench.json: our round trip, gradience 0.11's canonical format, strict errors, bench.md."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from gradience_hub.bench.policy import PASS, Policy, decide, evaluate_variant
+from gradience_hub.errors import RecordError
+from gradience_hub.record import (
+    SCHEMA,
+    AdapterInfo,
+    BenchRecord,
+    ProbeRecord,
+    ProtocolInfo,
+    TaskInfo,
+    format_table,
+    load_bench,
+    save_bench,
+    to_markdown,
+)
+
+SEEDS = (42, 123, 456)
+PROBE = {42: 0.30, 123: 0.30, 456: 0.30}
+
+
+def _record() -> BenchRecord:
+    """The issue's example: three variants, all PASS."""
+    policy = Policy()
+    outcomes = []
+    for name, deltas, reduction in (
+        ("uniform_median", (-0.025, -0.01, -0.004), 0.5),
+        ("uniform_p90", (-0.015, 0.005, 0.01), 0.5),
+        ("per_layer", (-0.02, 0.04, 0.04), 0.028),
+    ):
+        scores = {s: PROBE[s] + d for s, d in zip(SEEDS, deltas, strict=True)}
+        outcomes.append(
+            evaluate_variant(name, PROBE, scores, policy, params=1000, param_reduction=reduction)
+        )
+    decision = decide(outcomes, policy, reference_mean=0.30, eval_examples=872)
+    return BenchRecord.from_decision(
+        decision,
+        adapter=AdapterInfo("org/adapter", "abc1234", "org/base", 64, 2000),
+        task=TaskInfo("embedded-sentiment", "accuracy", 872),
+        protocol=ProtocolInfo("posthoc", list(SEEDS), {"device": "cpu"}),
+        probe=ProbeRecord.from_scores(64, 2000, PROBE),
+        ranks={"uniform_median": 32, "uniform_p90": 32, "per_layer": {"a.q": 8, "a.v": 16}},
+        audit={"allocated_rank": 64, "lora_params": 2000, "stable_rank_mean": 3.2, "other": 1},
+        environment={"python": "3.11"},
+    )
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    record = _record()
+    path = save_bench(record, tmp_path / "out" / "bench.json")
+    assert sorted(p.name for p in path.parent.iterdir()) == ["bench.json"]
+    data = json.loads(path.read_text())
+    assert data["schema"] == SCHEMA
+    assert list(data)[:3] == ["schema", "tool", "created_at"]
+    assert data["status"] == PASS
+    assert data["recommendation"]["variant"] == "uniform_p90"
+    assert data["variants"][0]["per_seed"]["42"]["delta"] == pytest.approx(-0.025)
+    assert data["variants"][0]["rank"] == 32 and "rank_pattern" not in data["variants"][0]
+    assert data["variants"][2]["rank_pattern"] == {"a.q": 8, "a.v": 16}
+    assert data["noise_floor"]["metric_se"] == pytest.approx((0.3 * 0.7 / 872) ** 0.5)
+    assert data["audit"] == {"allocated_rank": 64, "lora_params": 2000, "stable_rank_mean": 3.2}
+    assert data["protocol"] == {"kind": "posthoc", "seeds": [42, 123, 456], "device": "cpu"}
+    back = load_bench(path)
+    assert back.to_dict() == data
+    assert back.variant("per_layer").per_seed[456].score == pytest.approx(0.34)
+
+
+def test_recommendation_tie_prefers_smaller_drop() -> None:
+    record = _record()
+    # uniform_median and uniform_p90 both save 50%; p90's worst drop (-1.5) beats median's (-2.5)
+    assert record.recommendation is not None
+    assert record.recommendation.variant == "uniform_p90"
+
+
+# A canonical bench.json as gradience 0.11's gradience-bench writes it (single seed), built from
+# its documented fields: bench_version, probe, compressed.<variant>, summary.
+GRADIENCE_011 = {
+    "bench_version": "0.1",
+    "timestamp": "2026-01-14T08:24:07.492493",
+    "env": {"python_version": "3.12.1", "torch_version": "2.9.1", "peft_version": "0.18.1"},
+    "model": "distilbert-base-uncased",
+    "task": "glue/sst2",
+    "probe": {
+        "rank": 32,
+        "params": 1771778,
+        "accuracy": 0.832,
+        "utilization_mean": 0.05,
+        "energy_rank_90_p50": 2.0,
+        "energy_rank_90_p90": 18.0,
+        "suggested_r_global_median": 2,
+        "suggested_r_global_90": 32,
+    },
+    "compressed": {
+        "uniform_median": {
+            "rank": 2,
+            "params": 665858,
+            "accuracy": 0.826,
+            "delta_vs_probe": -0.006,
+            "param_reduction": 0.624,
+            "verdict": "PASS",
+        },
+        "uniform_p90": {
+            "rank": 8,
+            "params": 887042,
+            "accuracy": 0.73,
+            "delta_vs_probe": -0.102,
+            "param_reduction": 0.4993,
+            "verdict": "FAIL",
+        },
+        "per_layer": {
+            "rank_pattern_nondefault": 7,
+            "params": 1108226,
+            "accuracy": 0.828,
+            "delta_vs_probe": -0.004,
+            "param_reduction": 0.3745,
+            "verdict": "PASS",
+        },
+    },
+    "summary": {"recommendations_validated": "2/3", "best_compression": "uniform_median"},
+    "config_metadata": {
+        "primary_metric_key": "eval_accuracy",
+        "embedded_config": {
+            "train": {"seed": 42, "eval_samples": 500},
+            "compression": {"acc_tolerance": 0.025},
+        },
+    },
+}
+
+# The multi-seed aggregate shape: metrics as {mean, std, values}, no per-variant verdict.
+GRADIENCE_011_AGGREGATE = {
+    "bench_version": "0.1",
+    "timestamp": "2024-01-15T12:45:30Z",
+    "seeds": [42, 43, 44],
+    "model": "microsoft/DialoGPT-small",
+    "task": "gsm8k/main",
+    "probe": {
+        "rank": 16,
+        "accuracy": {"mean": 0.21, "std": 0.01, "values": [0.22, 0.20, 0.21]},
+        "params": {"mean": 442368.0, "std": 0.0},
+    },
+    "compressed": {
+        "uniform_median": {
+            "rank": 8,
+            "accuracy": {"mean": 0.2, "values": [0.21, 0.19, 0.20]},
+            "delta_vs_probe": {"mean": -0.01, "values": [-0.01, -0.01, -0.01]},
+            "param_reduction": {"mean": 0.5, "values": [0.5, 0.5, 0.5]},
+            "pass_rate": 1.0,
+            "verdict_distribution": {"PASS": 3, "FAIL": 0},
+        },
+        "uniform_r2": {
+            "rank": 2,
+            "accuracy": {"mean": 0.17, "values": [0.16, 0.18, 0.17]},
+            "delta_vs_probe": {"mean": -0.04, "values": [-0.06, -0.02, -0.04]},
+            "param_reduction": {"mean": 0.875, "values": [0.875, 0.875, 0.875]},
+            "pass_rate": 0.33,
+            "verdict_distribution": {"PASS": 1, "FAIL": 2},
+        },
+    },
+    "summary": {"best_compression": {"variant": "uniform_median", "param_reduction_mean": 0.5}},
+}
+
+
+def test_reads_gradience_011_canonical(tmp_path: Path) -> None:
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(GRADIENCE_011))
+    record = load_bench(path)
+    assert record.tool == {"name": "gradience-bench", "version": "0.1"}
+    assert record.protocol.kind == "retrain" and record.protocol.seeds == [42]
+    assert record.task.name == "glue/sst2" and record.task.metric == "accuracy"
+    assert record.task.eval_examples == 500
+    assert record.policy.max_drop == 0.025
+    assert record.probe.rank == 32 and record.probe.params == 1771778
+    assert record.probe.per_seed == {42: 0.832} and record.probe.mean == 0.832
+    assert [v.name for v in record.variants] == ["uniform_median", "uniform_p90", "per_layer"]
+    median = record.variant("uniform_median")
+    assert median.rank == 2 and median.params == 665858 and median.param_reduction == 0.624
+    assert median.per_seed[42].score == 0.826 and median.per_seed[42].delta == -0.006
+    assert median.worst_delta == -0.006 and median.pass_rate == 1.0 and median.p_value is None
+    assert record.variant("uniform_p90").verdict == "FAIL"
+    assert record.variant("per_layer").rank is None
+    assert record.status == PASS
+    assert record.recommendation is not None
+    assert (record.recommendation.variant, record.recommendation.param_reduction) == (
+        "uniform_median",
+        0.624,
+    )
+    assert record.audit["suggested_r_global_median"] == 2 and record.audit["allocated_rank"] == 32
+    assert record.environment == {"python": "3.12.1", "torch": "2.9.1", "peft": "0.18.1"}
+    assert record.metric_se == pytest.approx((0.832 * 0.168 / 500) ** 0.5)
+    # and it converts to our schema losslessly from there on
+    again = BenchRecord.from_dict(json.loads(record.to_json()))
+    assert again.to_dict() == record.to_dict()
+    assert "uniform_median (r=2)" in to_markdown(record)
+
+
+def test_reads_gradience_011_aggregate() -> None:
+    record = BenchRecord.from_dict(copy.deepcopy(GRADIENCE_011_AGGREGATE))
+    assert record.protocol.seeds == [42, 43, 44]
+    assert record.probe.per_seed == {42: 0.22, 43: 0.20, 44: 0.21}
+    assert record.probe.params == 442368
+    median = record.variant("uniform_median")
+    assert median.per_seed[44].delta == -0.01 and median.mean == pytest.approx(0.2)
+    assert median.verdict == PASS and median.pass_rate == 1.0
+    assert median.param_reduction == 0.5 and median.params is None
+    r2 = record.variant("uniform_r2")
+    assert r2.worst_delta == -0.06 and r2.verdict == "FAIL"
+    assert record.status == PASS and record.recommendation.variant == "uniform_median"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda d: d.pop("probe"), "probe"),
+        (lambda d: d["probe"].pop("rank"), "probe.rank"),
+        (lambda d: d["probe"].pop("accuracy"), "probe.accuracy"),
+        (lambda d: d.pop("compressed"), "compressed"),
+        (lambda d: d.pop("summary"), "summary"),
+        (lambda d: d["compressed"]["uniform_p90"].pop("delta_vs_probe"), "uniform_p90.delta"),
+        (lambda d: d["compressed"]["uniform_p90"].pop("verdict"), "uniform_p90.verdict"),
+        (lambda d: d["compressed"]["per_layer"].pop("accuracy"), "per_layer.accuracy"),
+        (lambda d: d["compressed"]["uniform_median"].update(accuracy="high"), "median.accuracy"),
+    ],
+)
+def test_gradience_011_missing_field_names_it(mutate, field: str) -> None:  # type: ignore[no-untyped-def]
+    data = copy.deepcopy(GRADIENCE_011)
+    mutate(data)
+    with pytest.raises(RecordError) as info:
+        BenchRecord.from_dict(data)
+    expected = field.replace("median.", "uniform_median.").replace(".delta", ".delta_vs_probe")
+    assert expected.split(".")[-1] in info.value.message
+    assert expected.split(".")[0] in info.value.message
+    assert info.value.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        (("variants", 1, "worst_delta"), "variants[1].worst_delta"),
+        (("variants", 0, "verdict"), "variants[0].verdict"),
+        (("variants", 2, "per_seed", "42", "delta"), "variants[2].per_seed.42.delta"),
+        (("probe", "mean"), "probe.mean"),
+        (("policy", "max_drop"), "policy.max_drop"),
+        (("status",), "status"),
+        (("noise_floor",), "noise_floor"),
+        (("adapter", "source"), "adapter.source"),
+    ],
+)
+def test_ours_missing_field_names_it(path: tuple, field: str) -> None:
+    data = _record().to_dict()
+    target = data
+    for key in path[:-1]:
+        target = target[key]
+    del target[path[-1]]
+    with pytest.raises(RecordError, match=field.replace("[", r"\[").replace("]", r"\]")):
+        BenchRecord.from_dict(data)
+
+
+def test_bad_values_and_files(tmp_path: Path) -> None:
+    data = _record().to_dict()
+    data["variants"][0]["verdict"] = "MAYBE"
+    with pytest.raises(RecordError, match=r"variants\[0\]\.verdict"):
+        BenchRecord.from_dict(data)
+    data = _record().to_dict()
+    data["policy"]["max_drop"] = -1
+    with pytest.raises(RecordError, match="policy"):
+        BenchRecord.from_dict(data)
+    with pytest.raises(RecordError, match=r"not a bench\.json"):
+        BenchRecord.from_dict({"schema": "something/else"})
+    with pytest.raises(RecordError, match="not found"):
+        load_bench(tmp_path / "nope.json")
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(RecordError, match="not valid JSON"):
+        load_bench(tmp_path / "bad.json")
+
+
+TABLE = """\
+Variant                    Compression  Mean acc  Worst Δ  Status
+uniform_median (r=32)      50%          28.7%     -2.5%    PASS
+uniform_p90 (r=32)         50%          30.0%     -1.5%    PASS
+per_layer (audit-guided)   2.8%         32.0%     -2.0%    PASS
+"""
+
+MARKDOWN = """\
+# Compression bench: PASS
+
+- Recommendation: uniform_p90 (r=32), 50% fewer LoRA parameters
+- Policy: worst-seed drop at most 2.5 points, on every seed
+- Protocol: posthoc, seeds 42, 123, 456
+- Task: embedded-sentiment (accuracy, 872 eval examples); noise floor ±1.6 points
+- Uncompressed adapter: r=64, 30.0% mean
+
+```text
+Variant                    Compression  Mean acc  Worst Δ  Status
+uniform_median (r=32)      50%          28.7%     -2.5%    PASS
+uniform_p90 (r=32)         50%          30.0%     -1.5%    PASS
+per_layer (audit-guided)   2.8%         32.0%     -2.0%    PASS
+```
+"""
+
+
+def test_markdown_golden() -> None:
+    record = _record()
+    assert format_table(record) == TABLE
+    assert to_markdown(record) == MARKDOWN
+    record.status = "FAIL"
+    record.recommendation = None
+    record.warnings = ["max_drop is below the noise floor"]
+    text = to_markdown(record)
+    assert text.startswith("# Compression bench: FAIL")
+    assert "Recommendation: none" in text
+    assert text.endswith("Warning: max_drop is below the noise floor\n")
