@@ -350,6 +350,60 @@ class BenchRecord:
         )
 
 
+def _recommend(variants: Sequence[VariantRecord]) -> Recommendation | None:
+    """The policy's rule (:func:`gradience_hub.bench.policy.recommend`) on recorded variants."""
+    passing = [v for v in variants if v.passed]
+    if not passing:
+        return None
+    best = min(
+        passing,
+        key=lambda v: (
+            -(v.param_reduction or 0.0),
+            -(v.worst_delta if v.worst_delta is not None else -math.inf),
+            v.name,
+        ),
+    )
+    return Recommendation(best.name, best.param_reduction)
+
+
+def with_policy(
+    record: BenchRecord, *, max_drop: float | None = None, min_pass_rate: float | None = None
+) -> BenchRecord:
+    """The same measurements judged under another policy (e.g. ``--max-drop`` at publish time).
+
+    Every variant's pass rate and verdict are recomputed from its per-seed deltas (or, for a
+    record without them, from its worst delta and recorded pass rate); status, recommendation
+    and the noise-floor warning follow. Scores, deltas and p-values do not depend on the policy
+    and are kept. The input record is not modified.
+    """
+    import copy
+
+    policy = Policy(  # validates: a bad --max-drop is a ConfigError naming policy.max_drop
+        max_drop=record.policy.max_drop if max_drop is None else max_drop,
+        min_pass_rate=record.policy.min_pass_rate if min_pass_rate is None else min_pass_rate,
+    )
+    new = copy.deepcopy(record)
+    new.policy = policy
+    for v in new.variants:
+        if v.per_seed:
+            deltas = [s.delta for s in v.per_seed.values()]
+            v.worst_delta = min(deltas)
+            v.pass_rate = sum(policy.seed_passes(d) for d in deltas) / len(deltas)
+        if v.worst_delta is None:
+            continue  # nothing to re-judge: keep the recorded verdict
+        rate = v.pass_rate if v.pass_rate is not None else 0.0
+        ok = policy.seed_passes(v.worst_delta) and rate >= policy.min_pass_rate - 1e-12
+        v.verdict = PASS if ok else FAIL
+    new.status = PASS if any(v.passed for v in new.variants) else FAIL
+    new.recommendation = _recommend(new.variants)
+    old_floor = noise_floor_warning(record.policy, record.metric_se)
+    new.warnings = [w for w in new.warnings if w != old_floor]
+    floor = noise_floor_warning(policy, record.metric_se)
+    if floor:
+        new.warnings.append(floor)
+    return new
+
+
 def save_bench(record: BenchRecord, path: str | Path) -> Path:
     """Write bench.json atomically (a temporary sibling, then rename): whole or absent."""
     path = Path(path)
@@ -901,4 +955,5 @@ __all__ = [
     "save_bench",
     "to_markdown",
     "variant_label",
+    "with_policy",
 ]

@@ -21,6 +21,7 @@ from gradience_hub.record import (
     load_bench,
     save_bench,
     to_markdown,
+    with_policy,
 )
 
 SEEDS = (42, 123, 456)
@@ -317,3 +318,32 @@ def test_markdown_golden() -> None:
     assert text.startswith("# Compression bench: FAIL")
     assert "Recommendation: none" in text
     assert text.endswith("Warning: max_drop is below the noise floor\n")
+
+
+def test_with_policy_rejudges_the_same_measurements() -> None:
+    record = _record()
+    strict = with_policy(record, max_drop=0.02)
+    assert record.policy.max_drop == 0.025 and record.status == PASS  # input untouched
+    assert strict.policy.max_drop == 0.02
+    verdicts = {v.name: v.verdict for v in strict.variants}
+    assert verdicts == {"uniform_median": "FAIL", "uniform_p90": PASS, "per_layer": PASS}
+    assert strict.variant("uniform_median").pass_rate == pytest.approx(2 / 3)
+    assert strict.recommendation is not None and strict.recommendation.variant == "uniform_p90"
+    assert [v.p_value for v in strict.variants] == [v.p_value for v in record.variants]
+    # a max_drop below the noise floor (1.6 points here) brings its warning; loosening drops it
+    tight = with_policy(record, max_drop=0.01)
+    assert tight.status == "FAIL" and tight.recommendation is None
+    assert len(tight.warnings) == 1 and "noise floor" in tight.warnings[0]
+    assert with_policy(tight, max_drop=0.025).warnings == []
+    # gradience 0.11 records are re-judged from their recorded figures too
+    old = with_policy(BenchRecord.from_dict(copy.deepcopy(GRADIENCE_011)), max_drop=0.005)
+    assert {v.name: v.verdict for v in old.variants} == {
+        "uniform_median": "FAIL",
+        "uniform_p90": "FAIL",
+        "per_layer": PASS,
+    }
+    assert old.recommendation is not None and old.recommendation.variant == "per_layer"
+    from gradience_hub.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="max_drop"):
+        with_policy(record, max_drop=-1)
