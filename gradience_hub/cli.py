@@ -119,6 +119,42 @@ def compress_command(
     click.echo(text, nl=False)
 
 
+@cli.command("render")
+@click.option(
+    "--bench",
+    "bench_path",
+    type=click.Path(dir_okay=False),
+    help="bench.json (gradience-hub's, or gradience 0.11's).",
+)
+@click.option(
+    "--audit",
+    "audit_path",
+    type=click.Path(dir_okay=False),
+    help="audit.json from 'gradience-hub audit --output'.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["card", "comment", "summary"]),
+    default="card",
+    show_default=True,
+    help="card: README section (with markers); comment: PR comment; summary: step summary.",
+)
+@click.option(
+    "--template-dir",
+    type=click.Path(file_okay=False),
+    help="Templates that override the shipped ones (rendered in a sandbox).",
+)
+def render_command(
+    bench_path: str | None, audit_path: str | None, fmt: str, template_dir: str | None
+) -> None:
+    """Print the card section, PR comment or step summary as Markdown (needs --bench, --audit
+    or both)."""
+    from gradience_hub.render import render_files
+
+    click.echo(render_files(bench_path, audit_path, fmt, template_dir), nl=False)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the CLI and map errors to exit codes and short messages."""
     debug = os.environ.get("GRADIENCE_DEBUG", "") not in ("", "0")

@@ -1,0 +1,229 @@
+"""The utilization picture: a heatmap of utilization by layer and module.
+
+``gradience/utilization.png`` is committed next to the card and shown in its section. The
+figure is drawn on a :class:`matplotlib.figure.Figure` with the Agg canvas directly (no pyplot
+state, no change to the user's backend), under matplotlib's default style (a user's matplotlibrc
+cannot change it), and saved without the ``Software`` metadata, so the same audit gives the same
+PNG bytes. matplotlib is imported inside the function: importing this module is free.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import math
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from gradience_hub.errors import RecordError
+
+# Rows are grouped by module_type in this order; within a group, the usual projection order of
+# a transformer block comes first, then the rest alphabetically.
+_GROUPS = ("attention", "mlp", "other")
+_LEAF_ORDER = (
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "qkv_proj",
+    "query",
+    "key",
+    "value",
+    "c_attn",
+    "c_proj",
+    "out_proj",
+    "dense",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+    "gate_up_proj",
+    "w1",
+    "w3",
+    "w2",
+    "c_fc",
+    "fc1",
+    "fc2",
+)
+_NO_LAYER = "–"
+_DPI = 110
+
+
+def _row_key(name: str, layer_index: int | None) -> tuple[str, ...]:
+    """The module name with its layer-index component replaced by ``*``."""
+    parts = name.split(".")
+    if layer_index is not None:
+        for i, part in enumerate(parts):
+            if part == str(layer_index):
+                return (*parts[:i], "*", *parts[i + 1 :])
+    return tuple(parts)
+
+
+def _labels(keys: list[tuple[str, ...]]) -> dict[tuple[str, ...], str]:
+    """Row labels: the shortest dotted suffix after the ``*`` that tells a module apart
+    (``q_proj``; ``encoder.layers.*.q_proj`` when an encoder and a decoder both have one);
+    modules without a layer index keep their full name."""
+
+    def suffix(key: tuple[str, ...], n: int) -> tuple[str, ...]:
+        if "*" not in key:
+            return key
+        tail = key[key.index("*") + 1 :]
+        return tail[-n:] if 0 < n <= len(tail) else key[max(0, len(key) - n) :]
+
+    labels: dict[tuple[str, ...], str] = {}
+    for key in keys:
+        n = 1
+        while n < len(key) and any(
+            other != key and suffix(other, n) == suffix(key, n) for other in keys
+        ):
+            n += 1
+        labels[key] = ".".join(suffix(key, n))
+    return labels
+
+
+def _leaf_rank(label: str) -> tuple[int, str]:
+    leaf = label.rsplit(".", 1)[-1]
+    return (_LEAF_ORDER.index(leaf) if leaf in _LEAF_ORDER else len(_LEAF_ORDER), label)
+
+
+def _grid(
+    layers: list[dict[str, Any]],
+) -> tuple[list[str], list[str], list[str], list[list[float]]]:
+    """Row labels, row groups, column labels and the utilization matrix (NaN where absent)."""
+    cells: dict[tuple[tuple[str, ...], str], list[float]] = defaultdict(list)
+    groups: dict[tuple[str, ...], str] = {}
+    columns: set[int] = set()
+    unindexed = False
+    for layer in layers:
+        index = layer.get("layer_index")
+        index = index if isinstance(index, int) and not isinstance(index, bool) else None
+        key = _row_key(str(layer.get("name", "?")), index)
+        group = layer.get("module_type")
+        groups.setdefault(key, group if group in _GROUPS else "other")
+        column = str(index) if index is not None else _NO_LAYER
+        if index is None:
+            unindexed = True
+        else:
+            columns.add(index)
+        try:
+            value = float(layer.get("utilization"))
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(value):
+            cells[(key, column)].append(value)
+    labels = _labels(list(groups))
+    keys = sorted(groups, key=lambda k: (_GROUPS.index(groups[k]), *_leaf_rank(labels[k])))
+    cols = [str(i) for i in sorted(columns)] + ([_NO_LAYER] if unindexed else [])
+    matrix = [
+        [
+            sum(cells[(key, col)]) / len(cells[(key, col)]) if cells.get((key, col)) else math.nan
+            for col in cols
+        ]
+        for key in keys
+    ]
+    return [labels[k] for k in keys], [groups[k] for k in keys], cols, matrix
+
+
+def utilization_heatmap(audit: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Draw utilization (stable rank / r) per module as a layer x module heatmap PNG.
+
+    ``audit`` is an audit.json dict. Columns are layer indices (modules without one share a
+    final "–" column); rows are modules grouped by module_type (attention, mlp, other). Cells
+    show percentages when the grid is small enough to read. Returns the written path; the
+    same audit always gives the same bytes.
+    """
+    import matplotlib.style
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    layers = [row for row in (audit or {}).get("layers") or [] if isinstance(row, dict)]
+    if not layers:
+        raise RecordError("the audit has no modules to plot", hint="audit a LoRA adapter first")
+    rows, groups, cols, matrix = _grid(layers)
+    data = np.ma.masked_invalid(np.array(matrix, dtype=float) * 100.0)
+    n_rows, n_cols = data.shape
+    summary = audit.get("summary") or {}
+
+    width = min(16.0, max(6.4, 2.6 + 0.24 * n_cols + 0.06 * max(len(r) for r in rows)))
+    height = min(14.0, max(3.0, 1.7 + 0.34 * n_rows))
+    with matplotlib.style.context("default"):
+        fig = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        cmap = matplotlib.colormaps["YlGnBu"].with_extremes(bad="#e6e6e6")
+        image = ax.imshow(
+            data, cmap=cmap, vmin=0.0, vmax=100.0, aspect="auto", interpolation="nearest"
+        )
+        colorbar = fig.colorbar(image, ax=ax, pad=0.02, fraction=0.05 if n_cols > 8 else 0.08)
+        colorbar.set_label("utilization (stable rank / r)")
+        colorbar.set_ticks([0, 25, 50, 75, 100], labels=["0%", "25%", "50%", "75%", "100%"])
+
+        step = next(s for s in (1, 2, 4, 5, 8, 10, 16, 20, 25, 50, 100) if n_cols / s <= 32)
+        ticks = [i for i in range(n_cols) if i % step == 0 or cols[i] == _NO_LAYER]
+        ax.set_xticks(ticks, labels=[cols[i] for i in ticks], fontsize=8 if n_cols > 24 else 9)
+        if cols == [_NO_LAYER]:
+            ax.set_xticks([])
+        ax.set_yticks(range(n_rows), labels=rows, fontsize=9 if n_rows <= 24 else 7)
+        ax.tick_params(length=0)
+        indexed = any(c != _NO_LAYER for c in cols)
+        ax.set_xlabel("layer" if indexed else "modules without a layer index")
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+
+        # White rules between module groups, and the group names on the right.
+        bounds = [0] + [i for i in range(1, n_rows) if groups[i] != groups[i - 1]] + [n_rows]
+        for b in bounds[1:-1]:
+            ax.axhline(b - 0.5, color="white", linewidth=2.5)
+        if len(bounds) > 2:
+            side = ax.secondary_yaxis("right")
+            centers = [(lo + hi - 1) / 2 for lo, hi in itertools.pairwise(bounds)]
+            side.set_yticks(centers, labels=[groups[lo] for lo in bounds[:-1]], fontsize=9)
+            side.tick_params(length=0)
+            for spine in side.spines.values():
+                spine.set_visible(False)
+
+        if n_cols <= 32 and n_rows * n_cols <= 400:
+            for i in range(n_rows):
+                for j in range(n_cols):
+                    if data.mask[i, j]:
+                        continue
+                    value = float(data[i, j])
+                    ax.text(
+                        j,
+                        i,
+                        f"{value:.0f}%" if n_cols <= 12 else f"{value:.0f}",
+                        ha="center",
+                        va="center",
+                        fontsize=7 if n_cols > 16 else 8,
+                        color="black" if value < 55 else "white",
+                    )
+
+        details = []
+        rank = summary.get("allocated_rank")
+        if isinstance(rank, (int, float)):
+            details.append(f"allocated rank r={rank:g}")
+        mean = summary.get("utilization_mean")
+        if isinstance(mean, (int, float)):
+            details.append(f"mean utilization {mean * 100:.1f}%")
+        details.append(f"{len(layers)} module{'s' if len(layers) != 1 else ''}")
+        if data.mask.any():
+            details.append("grey: no LoRA module there")
+        ax.set_title(
+            "LoRA utilization by layer and module\n" + " · ".join(details),
+            fontsize=10,
+            loc="left",
+        )
+
+        buffer = io.BytesIO()
+        # No "Software" key: the PNG then carries no version string, and the bytes depend on
+        # the audit only.
+        fig.savefig(buffer, format="png", dpi=_DPI, metadata={"Software": None})
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_bytes(buffer.getvalue())
+    os.replace(tmp, target)
+    return target

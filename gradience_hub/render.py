@@ -1,0 +1,535 @@
+"""Rendering the evidence as Markdown: the Jinja environment and the template context.
+
+Three templates ship inside the wheel (``gradience_hub/templates``): ``card_section.md.j2``
+(the README section between the gradience markers), ``pr_comment.md.j2`` (the sticky Hub or
+GitHub comment) and ``step_summary.md.j2`` (the GitHub Actions step summary), sharing
+``_macros.md.j2``. A user ``template_dir`` is tried first for every template name, so any of
+them can be overridden; every template, shipped or not, renders in a
+:class:`~jinja2.sandbox.ImmutableSandboxedEnvironment` (no access to Python internals, no
+mutation of the data) with :class:`~jinja2.StrictUndefined`.
+
+Escaping is the default, not an opt-in. The environment has ``autoescape=True`` and a
+``finalize`` hook, :func:`~gradience_hub.filters.md`, that turns every printed value that is not
+already :class:`~markupsafe.Markup` into Markdown-escaped Markup; Jinja's HTML escape then leaves
+it alone. So ``{{ variant.name }}`` is safe as written. The number filters return Markup (a
+formatted number cannot carry Markdown); the filters that would otherwise build Markup from raw
+strings with an HTML-only escape (``e``, ``escape``, ``forceescape``, ``join``, ``urlize``,
+``xmlattr``) are replaced by Markdown-escaping versions. Only an explicit ``|safe`` in a user's
+own template opts out, and even then output that contains a gradience marker is refused.
+
+README splicing lives in :mod:`gradience_hub.readme` and is re-exported here
+(:data:`START`, :data:`END`, :func:`splice_readme`, :func:`splice_readme_file`).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from markupsafe import Markup
+
+from gradience_hub import __version__
+from gradience_hub.errors import RecordError, TemplateError, UsageError
+from gradience_hub.filters import FILTERS, is_repo_id, md, safe_url
+from gradience_hub.filters import number as _number
+from gradience_hub.readme import (
+    DEFAULT_TAGS,
+    END,
+    END_RE,
+    HUB_URL,
+    START,
+    START_RE,
+    splice_readme,
+    splice_readme_file,
+)
+
+__all__ = [
+    "COMMENT_MARKER",
+    "DEFAULT_TAGS",
+    "END",
+    "START",
+    "TEMPLATES",
+    "render",
+    "render_files",
+    "splice_readme",
+    "splice_readme_file",
+    "template_context",
+    "wrap_section",
+]
+
+COMMENT_MARKER = "<!-- gradience-hub:comment -->"
+HOMEPAGE = "https://github.com/gradience/gradience-hub"
+
+TEMPLATES = {
+    "card": "card_section.md.j2",
+    "comment": "pr_comment.md.j2",
+    "summary": "step_summary.md.j2",
+}
+
+# --------------------------------------------------------------------------- environment
+
+
+@functools.lru_cache(maxsize=8)
+def _environment(template_dir: str | None) -> Any:
+    """The sandboxed Jinja environment; a user template_dir is searched before the package."""
+    import jinja2
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    loaders: list[jinja2.BaseLoader] = []
+    if template_dir is not None:
+        loaders.append(jinja2.FileSystemLoader(template_dir))
+    loaders.append(jinja2.PackageLoader("gradience_hub", "templates"))
+    # Immutable: a template cannot call list.append, dict.clear, ... on the data it is given.
+    env = ImmutableSandboxedEnvironment(
+        loader=jinja2.ChoiceLoader(loaders),
+        undefined=jinja2.StrictUndefined,
+        autoescape=True,
+        finalize=md,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        auto_reload=True,
+    )
+    env.filters.update(FILTERS)
+    return env
+
+
+def _template_location(exc: BaseException) -> str:
+    """``file:line`` of the innermost template frame of ``exc`` (Jinja rewrites tracebacks so
+    that template frames carry template line numbers)."""
+    lineno = getattr(exc, "lineno", None)
+    name = getattr(exc, "filename", None) or getattr(exc, "name", None)
+    if lineno:
+        return f"{name or 'template'}:{lineno}"
+    tb = exc.__traceback__
+    where = ""
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if filename.endswith(".j2") or "/templates/" in filename:
+            where = f"{filename}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return where or "template"
+
+
+def _render_template(name: str, template_dir: str | None, variables: dict[str, Any]) -> str:
+    import jinja2
+    from jinja2.sandbox import SecurityError
+
+    env = _environment(template_dir)
+    try:
+        template = env.get_template(name)
+        return template.render(variables)
+    except jinja2.TemplateNotFound as exc:
+        where = f"{template_dir} or the shipped templates" if template_dir else "the package"
+        raise TemplateError(
+            f"template {exc.name!r} not found in {where}",
+            hint="name override templates like the shipped ones (card_section.md.j2, ...)",
+        ) from exc
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateError(
+            f"{exc.filename or exc.name or name}:{exc.lineno}: template syntax error: "
+            f"{exc.message}",
+            hint="fix the template syntax",
+        ) from exc
+    except SecurityError as exc:
+        raise TemplateError(
+            f"{_template_location(exc)}: the template sandbox refused: {exc}",
+            hint="templates may read the documented variables, not Python internals",
+        ) from exc
+    except jinja2.UndefinedError as exc:
+        raise TemplateError(
+            f"{_template_location(exc)}: undefined in template: {exc}",
+            hint="use only the documented template variables (see gradience_hub.render)",
+        ) from exc
+    except jinja2.TemplateError as exc:
+        raise TemplateError(f"{_template_location(exc)}: {exc}") from exc
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, ZeroDivisionError) as exc:
+        raise TemplateError(
+            f"{_template_location(exc)}: template failed: {type(exc).__name__}: {exc}",
+            hint="check the template against the documented variables",
+        ) from exc
+
+
+# --------------------------------------------------------------------------- context
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return dict(value) if isinstance(value, Mapping) else {}
+
+
+def _seed_key(seed: Any) -> tuple[int, Any]:
+    x = _number(seed)
+    return (0, x) if x is not None else (1, str(seed))
+
+
+_SUMMARY_FIELDS = (
+    "allocated_rank",
+    "lora_params",
+    "n_layers",
+    "stable_rank_mean",
+    "utilization_mean",
+    "energy_threshold",
+    "energy_rank_90_p50",
+    "energy_rank_90_p90",
+    "suggested_r_global_median",
+    "suggested_r_global_90",
+    "effective_rank_mean",
+    "is_dora",
+    "base_model",
+)
+
+_VARIANT_FIELDS = (
+    "name",
+    "rank",
+    "rank_pattern",
+    "params",
+    "param_reduction",
+    "mean",
+    "worst_delta",
+    "pass_rate",
+    "p_value",
+    "verdict",
+)
+
+_PROTOCOLS = {
+    "posthoc": "post-hoc SVD truncation, no retraining",
+    "retrain": "retrained at the compressed ranks",
+}
+
+
+def _summary_view(audit: dict[str, Any] | None, bench: dict[str, Any] | None) -> dict | None:
+    raw = _mapping(audit.get("summary")) if audit else _mapping((bench or {}).get("audit"))
+    if not raw:
+        return None
+    view = {key: raw.get(key) for key in _SUMMARY_FIELDS}
+    view.update({k: v for k, v in raw.items() if k not in view})
+    if _number(view["energy_threshold"]) is None:
+        view["energy_threshold"] = 0.9
+    return view
+
+
+def _variant_view(raw: Any, recommended: str | None, max_drop: float | None) -> dict[str, Any]:
+    variant = _mapping(raw)
+    view = {key: variant.get(key) for key in _VARIANT_FIELDS}
+    view.update({k: v for k, v in variant.items() if k not in view})
+    per_seed = _mapping(variant.get("per_seed"))
+    seeds = []
+    for seed in sorted(per_seed, key=_seed_key):
+        cell = per_seed[seed]
+        cell = cell if isinstance(cell, Mapping) else {"score": cell}
+        seeds.append({"seed": seed, "score": cell.get("score"), "delta": cell.get("delta")})
+    view["seeds"] = seeds
+    view["delta_by_seed"] = {str(s["seed"]): s["delta"] for s in seeds}
+    view["n_seeds"] = len(seeds)
+    passed = None
+    if seeds and max_drop is not None:
+        deltas = [_number(s["delta"]) for s in seeds]
+        if all(d is not None for d in deltas):
+            passed = sum(1 for d in deltas if d is not None and d >= -max_drop - 1e-12)
+    if passed is None and seeds and _number(view["pass_rate"]) is not None:
+        passed = round(float(view["pass_rate"]) * len(seeds))
+    view["seeds_passed"] = passed
+    verdict = str(view["verdict"] or "").upper()
+    view["passed"] = verdict == "PASS"
+    view["recommended"] = recommended is not None and view["name"] == recommended
+    return view
+
+
+def _metric_scale(bench: dict[str, Any]) -> str:
+    """``fraction`` when every score and mean lies in [0, 1] (accuracy-like), else ``raw``."""
+    values: list[float | None] = [_number(_mapping(bench.get("probe")).get("mean"))]
+    for variant in bench.get("variants") or []:
+        variant = _mapping(variant)
+        values.append(_number(variant.get("mean")))
+        for cell in _mapping(variant.get("per_seed")).values():
+            values.append(_number(_mapping(cell).get("score")))
+    known = [v for v in values if v is not None]
+    return "fraction" if all(0.0 <= v <= 1.0 for v in known) else "raw"
+
+
+def _links(kind: str, context: dict[str, Any], has_bench: bool, picture: bool) -> dict:
+    """Links to the record files: relative in the card, absolute Hub links elsewhere when the
+    caller gives ``repo_url`` (else None: templates then name the files without a link)."""
+    files = {
+        "audit": "gradience/audit.json",
+        "bench": "gradience/bench.json" if has_bench else None,
+        "bench_md": "gradience/bench.md" if has_bench else None,
+        "picture": "gradience/utilization.png" if picture else None,
+    }
+    if kind == "card":
+        return {key: Markup(path) if path else None for key, path in files.items()}
+    repo_url = context.get("repo_url")
+    if not repo_url:
+        return dict.fromkeys(files)
+    base = str(safe_url(str(repo_url))).rstrip("/")
+    rev = quote(str(context.get("revision") or "main"), safe="")
+    return {
+        key: Markup(f"{base}/{'resolve' if key == 'picture' else 'blob'}/{rev}/{path}")
+        if path
+        else None
+        for key, path in files.items()
+    }
+
+
+def _adapter_view(
+    audit: dict[str, Any] | None, bench: dict[str, Any] | None, context: dict[str, Any]
+) -> dict:
+    source = _mapping((audit or {}).get("source"))
+    bench_adapter = _mapping((bench or {}).get("adapter"))
+    repo_id = source.get("repo_id") if source.get("kind") == "hub" else None
+    # bench.json's adapter.source names the adapter, except in records converted from
+    # gradience 0.11, which only knew the base model: never show a base model as the adapter.
+    bench_source = bench_adapter.get("source")
+    if bench_source == bench_adapter.get("base_model"):
+        bench_source = None
+    for candidate in (context.get("repo_id"), bench_source):
+        if repo_id is None and is_repo_id(candidate):
+            repo_id = candidate
+    revision = source.get("sha") or source.get("revision") or bench_adapter.get("revision")
+    summary = _mapping((audit or {}).get("summary"))
+    base_model = (
+        summary.get("base_model") or source.get("base_model") or bench_adapter.get("base_model")
+    )
+    is_sha = revision is not None and re.fullmatch(r"[0-9a-f]{40}", str(revision)) is not None
+    # Link to the Hub the caller publishes to (a private endpoint, the tests' server) when its
+    # repo_url is that repo's page; else to huggingface.co.
+    hub = HUB_URL
+    page = str(context.get("repo_url") or "").rstrip("/")
+    if repo_id and page.endswith(f"/{repo_id}"):
+        hub = str(safe_url(page[: -len(repo_id) - 1]))
+    return {
+        "repo_id": repo_id,
+        "revision": revision,
+        "revision_short": str(revision)[:7] if is_sha else revision,
+        "base_model": base_model,
+        "base_model_url": Markup(f"{hub}/{base_model}") if is_repo_id(base_model) else None,
+        "repo_url": Markup(f"{hub}/{repo_id}") if is_repo_id(repo_id) else None,
+    }
+
+
+def template_context(
+    kind: str,
+    audit: dict[str, Any] | None,
+    bench: dict[str, Any] | None,
+    context: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The variables every template sees; user templates may use any of them.
+
+    Raw documents (deep copies): ``audit`` (the audit.json dict or None), ``bench`` (the
+    bench.json v1 dict or None), ``context`` (the caller's dict).
+
+    Digested (every key present; None when unknown):
+
+    - ``kind``: "card" | "comment" | "summary"; ``status``: "PASS" | "FAIL" | "AUDIT ONLY";
+      ``has_bench``: bool.
+    - ``adapter``: ``repo_id``, ``revision``, ``revision_short`` (7-char sha), ``base_model``,
+      ``repo_url`` and ``base_model_url`` (Hub links, only for valid repo ids).
+    - ``summary``: the audit summary fields (audit.json's, else bench.json's ``audit``), e.g.
+      ``allocated_rank``, ``lora_params``, ``n_layers``, ``utilization_mean``,
+      ``stable_rank_mean``, ``energy_threshold``, ``energy_rank_90_p50/_p90``,
+      ``suggested_r_global_median/_90``; or None. ``per_layer``: ``lora_params``,
+      ``reduction``, ``rank_pattern`` of the per-layer suggestion, or None.
+    - Bench (None / empty without one): ``task`` {name, metric, eval_examples}, ``protocol``
+      {kind, seeds, ...}, ``protocol_text`` (kind in words), ``policy`` {max_drop,
+      min_pass_rate}, ``seeds`` (list), ``probe`` {rank, params, mean, ...}, ``variants``
+      (bench variants plus ``seeds`` [{seed, score, delta}] sorted by seed, ``delta_by_seed``
+      {str(seed): delta}, ``n_seeds``, ``seeds_passed``, ``passed``, ``recommended``),
+      ``recommendation`` {variant, param_reduction}, ``recommended`` (that variant's row),
+      ``metric_name``, ``metric_scale`` ("fraction" for [0, 1] metrics, else "raw"; pass it to
+      the ``metric``/``delta`` filters), ``noise_floor`` (the metric's standard error).
+    - ``links``: {audit, bench, bench_md, picture} URLs (relative in the card; absolute with a
+      ``repo_url`` context; else None); ``picture``: whether to show utilization.png.
+    - ``warnings`` (audit's then bench's, de-duplicated), ``tool`` {name, version, url},
+      ``bench_tool`` {name, version} when another tool wrote the bench, ``generated_at``,
+      ``markers`` {start, end, comment}.
+    """
+    ctx = dict(context or {})
+    if audit is not None and not isinstance(audit, Mapping):
+        raise RecordError("the audit must be an audit.json document (a JSON object)")
+    if bench is not None and not isinstance(bench, Mapping):
+        raise RecordError("the bench must be a bench.json document (a JSON object)")
+    # Copies: nothing a template does can reach the caller's documents.
+    audit = copy.deepcopy(dict(audit)) if audit is not None else None
+    bench = copy.deepcopy(dict(bench)) if bench is not None else None
+    has_bench = bench is not None
+    summary = _summary_view(audit, bench)
+
+    per_layer = None
+    suggestions = _mapping((audit or {}).get("suggestions")).get("per_layer")
+    if isinstance(suggestions, Mapping) and summary:
+        params = _number(suggestions.get("lora_params"))
+        total = _number(summary.get("lora_params"))
+        per_layer = {
+            "lora_params": params,
+            "reduction": 1 - params / total if params is not None and total else None,
+            "rank_pattern": _mapping(suggestions.get("rank_pattern")),
+        }
+
+    task = policy = protocol = probe = recommendation = None
+    variants: list[dict[str, Any]] = []
+    seeds: list[Any] = []
+    noise_floor = None
+    status = "AUDIT ONLY"
+    metric_scale = "fraction"
+    bench_tool = None
+    if bench is not None:
+        status = "PASS" if str(bench.get("status", "")).upper() == "PASS" else "FAIL"
+        task = {"name": None, "metric": None, "eval_examples": None} | _mapping(bench.get("task"))
+        policy = {"max_drop": None, "min_pass_rate": None} | _mapping(bench.get("policy"))
+        protocol = {"kind": None, "seeds": None} | _mapping(bench.get("protocol"))
+        probe_raw = bench.get("probe")
+        if isinstance(probe_raw, Mapping):
+            probe = {"rank": None, "params": None, "mean": None} | dict(probe_raw)
+        rec = bench.get("recommendation")
+        if isinstance(rec, Mapping) and rec.get("variant") is not None:
+            recommendation = {"variant": rec.get("variant"), "param_reduction": None} | dict(rec)
+        rec_name = recommendation["variant"] if recommendation else None
+        max_drop = _number(policy["max_drop"])
+        variants = [_variant_view(v, rec_name, max_drop) for v in bench.get("variants") or []]
+        if isinstance(protocol["seeds"], Sequence) and not isinstance(protocol["seeds"], str):
+            seeds = list(protocol["seeds"])
+        else:
+            found = {s["seed"] for v in variants for s in v["seeds"]}
+            seeds = sorted(found, key=_seed_key)
+        noise = bench.get("noise_floor")
+        noise_floor = _number(noise.get("metric_se")) if isinstance(noise, Mapping) else None
+        metric_scale = _metric_scale(bench)
+        tool = _mapping(bench.get("tool"))
+        if tool and (tool.get("name"), tool.get("version")) != ("gradience-hub", __version__):
+            bench_tool = {"name": tool.get("name"), "version": tool.get("version")}
+
+    recommended = next((v for v in variants if v["recommended"]), None)
+    warnings: list[Any] = []
+    for source in (audit, bench):
+        for warning in (source or {}).get("warnings") or []:
+            if warning not in warnings:
+                warnings.append(warning)
+    picture = bool(ctx.get("utilization_png")) and summary is not None
+    protocol_kind = protocol["kind"] if protocol else None
+    return {
+        "kind": kind,
+        "audit": audit,
+        "bench": bench,
+        "context": ctx,
+        "status": status,
+        "has_bench": has_bench,
+        "adapter": _adapter_view(audit, bench, ctx),
+        "summary": summary,
+        "per_layer": per_layer,
+        "task": task,
+        "protocol": protocol,
+        "protocol_text": _PROTOCOLS.get(str(protocol_kind), protocol_kind),
+        "policy": policy,
+        "seeds": seeds,
+        "probe": probe,
+        "variants": variants,
+        "recommendation": recommendation,
+        "recommended": recommended,
+        "metric_name": (task or {}).get("metric") or "metric",
+        "metric_scale": metric_scale,
+        "noise_floor": noise_floor,
+        "links": _links(kind, ctx, has_bench, picture),
+        "picture": picture,
+        "warnings": warnings,
+        "tool": {"name": "gradience-hub", "version": __version__, "url": Markup(HOMEPAGE)},
+        "bench_tool": bench_tool,
+        "generated_at": ctx.get("generated_at"),
+        "markers": {"start": Markup(START), "end": Markup(END), "comment": Markup(COMMENT_MARKER)},
+    }
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def render(
+    kind: str,
+    audit: dict[str, Any] | None,
+    bench: dict[str, Any] | None,
+    *,
+    template_dir: str | os.PathLike[str] | None = None,
+    context: dict[str, Any] | None = None,
+) -> str:
+    """Render the ``card`` section, PR ``comment`` or step ``summary`` as Markdown.
+
+    ``audit`` is an audit.json dict, ``bench`` a bench.json dict in our v1 schema (either may
+    be None, not both). ``context`` may carry ``repo_url`` (``https://huggingface.co/org/name``)
+    and ``revision`` (sha or ref) for absolute links in the comment and summary, ``repo_id``
+    (named when the audit source is local), ``utilization_png=True`` when
+    ``gradience/utilization.png`` is published alongside (the card then shows it), and
+    ``generated_at`` (shown only when given, so the same input gives the same bytes); all of it
+    is also available to templates as ``context``. A ``template_dir`` is searched
+    first for every template name. The card is the text that goes between the markers (no
+    markers); the comment always starts with :data:`COMMENT_MARKER`.
+
+    Raises TemplateError (a template is missing, broken, uses an undefined variable or
+    something the sandbox forbids), UsageError or RecordError; all exit 2.
+    """
+    if kind not in TEMPLATES:
+        raise UsageError(
+            f"unknown render format {kind!r}", hint=f"use one of: {', '.join(TEMPLATES)}"
+        )
+    if audit is None and bench is None:
+        raise UsageError(
+            "nothing to render: no audit and no bench", hint="pass --bench F, --audit F or both"
+        )
+    directory = None
+    if template_dir is not None:
+        path = Path(template_dir)
+        if not path.is_dir():
+            raise TemplateError(
+                f"template directory not found: {path}", hint="check --template-dir"
+            )
+        directory = str(path.resolve())
+    variables = template_context(kind, audit, bench, context)
+    text = _render_template(TEMPLATES[kind], directory, variables)
+    if START_RE.search(text) or END_RE.search(text):
+        raise TemplateError(
+            f"the rendered {kind} contains a gradience marker, which would break the README",
+            hint="templates must not print <!-- gradience:start/end --> (or mark data |safe)",
+        )
+    if kind == "comment" and not text.startswith(COMMENT_MARKER):
+        text = f"{COMMENT_MARKER}\n{text}"
+    return text
+
+
+def wrap_section(section: str) -> str:
+    """``section`` between the gradience markers, as it appears in a README."""
+    return f"{START}\n{section.strip(chr(10))}\n{END}\n"
+
+
+def render_files(
+    bench_path: str | os.PathLike[str] | None,
+    audit_path: str | os.PathLike[str] | None,
+    kind: str,
+    template_dir: str | os.PathLike[str] | None = None,
+) -> str:
+    """Render from files, for ``gradience-hub render``.
+
+    ``bench_path`` may be our bench.json or gradience 0.11's (read by ``record.load_bench``);
+    either path may be None, not both. The ``card`` comes wrapped in the gradience markers, ready
+    to paste into a README (a later ``annotate`` replaces it in place).
+    """
+    if bench_path is None and audit_path is None:
+        raise UsageError(
+            "render needs a bench.json, an audit.json or both",
+            hint="pass --bench bench.json and/or --audit audit.json",
+        )
+    audit = bench = None
+    if audit_path is not None:
+        from gradience_hub.audit import load_audit
+
+        audit = load_audit(audit_path).to_dict()
+    if bench_path is not None:
+        if not Path(bench_path).is_file():
+            raise RecordError(f"bench file not found: {bench_path}", hint="check the --bench path")
+        from gradience_hub.record import load_bench
+
+        bench = load_bench(bench_path).to_dict()
+    text = render(kind, audit, bench, template_dir=template_dir)
+    return wrap_section(text) if kind == "card" else text
