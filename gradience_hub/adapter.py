@@ -27,10 +27,15 @@ BIN_NAME = "adapter_model.bin"
 PEFT_PREFIX = "base_model.model."
 
 # Matches PEFT's LoRA tensor names: "<module>.lora_A.weight", "<module>.lora_embedding_B", ...
+# Tensor names are untrusted strings: DOTALL so that even a newline cannot hide a factor.
 _LORA_KEY = re.compile(
-    r"^(?P<module>.+)\.(?P<which>lora_A|lora_B|lora_embedding_A|lora_embedding_B)(?:\.(?P<adapter>[^.]+))?(?:\.weight)?$"
+    r"^(?P<module>.+)\.(?P<which>lora_A|lora_B|lora_embedding_A|lora_embedding_B)"
+    r"(?:\.(?P<adapter>[^.]+))?(?:\.weight)?$",
+    re.DOTALL,
 )
-_MAGNITUDE_KEY = re.compile(r"^(?P<module>.+)\.lora_magnitude_vector(?:\.[^.]+)?(?:\.weight)?$")
+_MAGNITUDE_KEY = re.compile(
+    r"^(?P<module>.+)\.lora_magnitude_vector(?:\.[^.]+)?(?:\.weight)?$", re.DOTALL
+)
 
 _ATTENTION_HINTS = (
     "attn",

@@ -155,6 +155,60 @@ def render_command(
     click.echo(render_files(bench_path, audit_path, fmt, template_dir), nl=False)
 
 
+@cli.command()
+@SOURCE
+@click.option("--revision", help="Branch, tag or commit to audit (default: main).")
+@click.option("--adapter-name", help="Which adapter of a multi-adapter repo.")
+@click.option("--bench-config", type=click.Path(dir_okay=False), help="Run a bench (config).")
+@click.option("--bench-json", type=click.Path(dir_okay=False), help="Publish this bench.json.")
+@click.option(
+    "--create-pr/--direct",
+    default=True,
+    show_default=True,
+    help="Open (or update) a Hub PR, or commit directly to the branch.",
+)
+@click.option("--dry-run", is_flag=True, help="Print the README diff and file list; write nothing.")
+@click.option("--comment-on-pr", type=int, metavar="N", help="Sticky comment on Hub discussion N.")
+@click.option("--fail-on-fail", is_flag=True, help="Exit 1 when the bench verdict is FAIL.")
+@click.option("--template-dir", type=click.Path(file_okay=False), help="Override templates.")
+@click.option("--max-drop", type=float, help="Policy: largest allowed worst-seed drop (0.025).")
+def annotate(
+    source: str,
+    revision: str | None,
+    adapter_name: str | None,
+    bench_config: str | None,
+    bench_json: str | None,
+    create_pr: bool,
+    dry_run: bool,
+    comment_on_pr: int | None,
+    fail_on_fail: bool,
+    template_dir: str | None,
+    max_drop: float | None,
+) -> None:
+    """Publish the audit (and bench) on the model card: README section, gradience/* files,
+    in one commit on a Hub PR (default) or the branch; a local directory is written in place."""
+    from gradience_hub.annotate import annotate as run_annotate
+    from gradience_hub.annotate import format_result
+    from gradience_hub.errors import PolicyFailed
+
+    result = run_annotate(
+        source,
+        revision=revision,
+        adapter_name=adapter_name,
+        bench_config=bench_config,
+        bench_json=bench_json,
+        create_pr=create_pr,
+        dry_run=dry_run,
+        comment_on_pr=comment_on_pr,
+        template_dir=template_dir,
+        max_drop=max_drop,
+        log=lambda msg: click.echo(msg, err=True),
+    )
+    click.echo(format_result(result), nl=False)
+    if fail_on_fail and result.status == "FAIL":
+        raise PolicyFailed("the bench verdict is FAIL", hint="see the variant table above")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the CLI and map errors to exit codes and short messages."""
     debug = os.environ.get("GRADIENCE_DEBUG", "") not in ("", "0")

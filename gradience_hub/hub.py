@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gradience_hub.errors import HubError
 
@@ -146,7 +147,7 @@ def download_adapter(
 PR_TITLE_PREFIX = "Gradience audit"
 
 
-def _api():  # type: ignore[no-untyped-def]
+def _api() -> Any:
     """A fresh HfApi: constants (HF_ENDPOINT) are read when the client is built, not here."""
     from huggingface_hub import HfApi
 
@@ -255,7 +256,7 @@ def _classify(exc: BaseException) -> BaseException:
             retry_after = None
             headers = getattr(response, "headers", None) or {}
             with contextlib.suppress(TypeError, ValueError):
-                retry_after = float(headers.get("Retry-After"))
+                retry_after = float(headers.get("Retry-After", ""))
             return Transient(f"the Hub answered {status}: {_reason(exc)}", retry_after)
         return exc
     if type(exc).__module__.split(".")[0].startswith("httpx") or isinstance(exc, ConnectionError):
@@ -335,3 +336,10 @@ def upsert_comment(repo_id: str, num: int, body: str, marker: str, me: str) -> s
                 return f"{details.url}#{event.id}"
         comment = api.comment_discussion(repo_id, num, body)
     return f"{details.url}#{comment.id}"
+
+
+def repo_url(repo_id: str) -> str:
+    """The repo's web URL on the configured endpoint (HF_ENDPOINT)."""
+    from huggingface_hub import constants
+
+    return f"{constants.ENDPOINT.rstrip('/')}/{repo_id}"

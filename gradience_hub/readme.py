@@ -3,7 +3,7 @@
 The body is spliced as text: what stands between ``<!-- gradience:start -->`` and
 ``<!-- gradience:end -->`` is replaced (markers kept), or the section is appended with its
 markers. The YAML front matter is split off as text and only gains missing keys
-(``library_name``, ``base_model``, ``tags`` entries) as appended lines, checked by parsing the
+(``library_name``, ``base_model``, ``tags``) as appended lines, checked by parsing the
 result; nothing is re-serialized, so comments, key order, quoting, line endings (CRLF stays CRLF),
 a BOM and trailing whitespace survive.
 """
@@ -70,52 +70,6 @@ def _yaml_scalar(value: str) -> str:
     return json.dumps(value)
 
 
-def _add_tags_as_text(yaml_text: str, missing: Sequence[str], nl: str) -> str | None:
-    """Append ``missing`` to a top-level ``tags:`` list, editing only that list's text; None
-    when the list has a form that cannot be edited safely."""
-    lines = yaml_text.splitlines(keepends=True)
-    for i, line in enumerate(lines):
-        head = re.match(r"tags[ \t]*:(.*?)(\r?\n)?$", line, re.DOTALL)
-        if not head:
-            continue
-        rest = head.group(1)
-        flow = re.fullmatch(r"([ \t]*\[)([^\[\]#\n]*)(\][ \t]*(?:#.*)?)", rest)
-        if flow:
-            inner = flow.group(2)
-            content = inner.rstrip()
-            joined = ", ".join(_yaml_scalar(t) for t in missing)
-            new_inner = f"{content}, {joined}" if content.strip() else joined
-            new_inner += inner[len(content) :]
-            key = line[: head.start(1)]
-            lines[i] = f"{key}{flow.group(1)}{new_inner}{flow.group(3)}{head.group(2) or ''}"
-            return "".join(lines)
-        if rest.strip() and not rest.strip().startswith("#"):
-            return None  # a scalar or something else we do not edit
-        indent = ""
-        last = i
-        first_item = True
-        for j in range(i + 1, len(lines)):
-            stripped = lines[j].strip()
-            item = re.match(r"([ \t]*)-(?:[ \t]|\r?\n|$)", lines[j])
-            if item:
-                if first_item:
-                    indent = item.group(1)
-                    first_item = False
-                last = j
-            elif stripped == "" or stripped.startswith("#"):
-                continue
-            elif lines[j][:1] in (" ", "\t") and not first_item:
-                last = j  # a continuation of the previous item
-            else:
-                break
-        if not lines[last].endswith("\n"):
-            lines[last] += nl
-        new = [f"{indent}- {_yaml_scalar(t)}{nl}" for t in missing]
-        lines[last + 1 : last + 1] = new
-        return "".join(lines)
-    return None
-
-
 def _complete_yaml(yaml_text: str, base_model: str | None, tags: Sequence[str], nl: str) -> str:
     """``yaml_text`` with the missing ``library_name``, ``base_model`` and ``tags`` added as
     text; unchanged when the YAML does not parse, is not a mapping, or an edit would change
@@ -132,15 +86,8 @@ def _complete_yaml(yaml_text: str, base_model: str | None, tags: Sequence[str], 
         return yaml_text
     expected = dict(data)
     new = yaml_text
-    missing_tags: list[str] = []
-    if "tags" in data and (data["tags"] is None or isinstance(data["tags"], list)):
-        have = data["tags"] or []
-        missing_tags = [t for t in tags if t not in have]
-        if missing_tags:
-            edited = _add_tags_as_text(new, missing_tags, nl)
-            if edited is not None:
-                new = edited
-                expected["tags"] = list(have) + missing_tags
+    # Only missing KEYS are added: an existing tags list is the author's, and editing it
+    # would change bytes outside the markers (the issue's rule for the card).
     additions: list[str] = []
     if "library_name" not in data:
         additions.append("library_name: peft")

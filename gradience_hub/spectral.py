@@ -72,7 +72,7 @@ def r_factor(X: np.ndarray) -> np.ndarray:
                 R2 = _cholesky_r(Q1.T @ Q1)
                 if R2 is not None:
                     return R2 @ R1
-    R = np.linalg.qr(X, mode="r")
+    R: np.ndarray = np.asarray(np.linalg.qr(X, mode="r"))
     if R.shape[0] < k:  # n < k: pad to k x k so the core stays r x r
         R = np.vstack([R, np.zeros((k - R.shape[0], k))])
     return R

@@ -1,0 +1,479 @@
+"""``gradience-hub annotate``: put the audit (and bench) evidence on the adapter's model card.
+
+Resolve the revision to a sha, audit that sha (bench it, or take a given bench.json), render
+the card section, and write README.md + ``gradience/*`` in ONE commit whose parent is the
+audited sha: into our open Hub PR (reused), as a new Hub PR, or directly on a branch. A local
+directory SOURCE (a clone of a Hub repo) gets the same files written in place.
+
+All Hub calls go through :mod:`gradience_hub.hub`; this module only orchestrates.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from gradience_hub import adapter as adapter_io
+from gradience_hub.audit import AuditReport, audit_adapter
+from gradience_hub.errors import GradienceError, HubError, UsageError
+
+COMMENT_MARKER = "<!-- gradience-hub:comment -->"
+README = "README.md"
+AUDIT_JSON = "gradience/audit.json"
+BENCH_JSON = "gradience/bench.json"
+BENCH_MD = "gradience/bench.md"
+PICTURE = "gradience/utilization.png"
+
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+
+
+@dataclass
+class AnnotateResult:
+    """What annotate did (or, with ``dry_run``, would do)."""
+
+    status: str  # "PASS" | "FAIL" | "AUDIT"
+    audit: AuditReport
+    bench: dict[str, Any] | None
+    target: str  # "pr" | "direct" | "local"
+    sha: str | None = None
+    commit_url: str | None = None
+    pr_url: str | None = None
+    hub_comment_url: str | None = None
+    changed: bool = False
+    dry_run: bool = False
+    files: list[str] = field(default_factory=list)
+    diff: str = ""
+    location: str = ""  # repo id or local directory
+
+
+@dataclass
+class _Evidence:
+    audit: AuditReport
+    bench: dict[str, Any] | None
+    bench_md: str | None
+
+
+def _status(bench: dict[str, Any] | None) -> str:
+    if bench is None:
+        return "AUDIT"
+    return "PASS" if bench.get("status") == "PASS" else "FAIL"
+
+
+def _load_bench(bench_json: str, max_drop: float | None) -> tuple[dict[str, Any], str]:
+    """A bench.json (ours or gradience 0.11's) as our v1 dict, plus its bench.md text."""
+    from gradience_hub import record
+
+    rec = record.load_bench(bench_json)
+    if max_drop is not None:
+        rec = record.with_policy(rec, max_drop=max_drop)
+    return rec.to_dict(), record.to_markdown(rec)
+
+
+def _run_bench(source: str, config: str, max_drop: float | None) -> tuple[dict[str, Any], str]:
+    from gradience_hub import record
+    from gradience_hub.bench.protocol import run_bench
+
+    with tempfile.TemporaryDirectory(prefix="gradience-bench-") as out:
+        rec = run_bench(source, config, out)
+    if max_drop is not None:
+        rec = record.with_policy(rec, max_drop=max_drop)
+    return rec.to_dict(), record.to_markdown(rec)
+
+
+def _close(a: Any, b: Any) -> bool:
+    """Structural equality with a 1e-9 relative tolerance on floats: another BLAS build can
+    change the last bits of a singular value without changing the audit."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) or isinstance(b, float):
+        if (
+            isinstance(a, bool)
+            or isinstance(b, bool)
+            or not isinstance(a, (int, float))
+            or not isinstance(b, (int, float))
+        ):
+            return False
+        return abs(a - b) <= 1e-9 * max(abs(a), abs(b)) or a == b
+    return bool(a == b)
+
+
+def _without(doc: dict[str, Any], volatile: Mapping[str, tuple[str, ...]]) -> dict[str, Any]:
+    """``doc`` without the volatile keys (``{"": top-level keys, "source": nested keys}``)."""
+    out = {k: v for k, v in doc.items() if k not in volatile.get("", ())}
+    for section, keys in volatile.items():
+        if section and isinstance(out.get(section), dict):
+            out[section] = {k: v for k, v in out[section].items() if k not in keys}
+    return out
+
+
+# What may differ between two runs on the same adapter without the evidence changing: the
+# commit it was read at (our own commits move the head), when and where a bench ran.
+_AUDIT_VOLATILE = {"source": ("sha", "revision", "display", "path")}
+_BENCH_VOLATILE = {"": ("created_at", "environment"), "adapter": ("revision",)}
+
+
+def keep_published(evidence: _Evidence, old_audit: str | None, old_bench: str | None) -> _Evidence:
+    """Reuse the published documents when the new ones say the same thing.
+
+    Without this every rerun would commit: the audited sha changes with each commit to the
+    repo (ours included) and a rerun bench has a new timestamp. When the new audit equals the
+    published one but for those fields, the published one (and the revision it names, whose
+    adapter gave exactly these figures) stays.
+    """
+    from gradience_hub.audit import AuditReport
+
+    audit, bench = evidence.audit, evidence.bench
+    try:
+        published = json.loads(old_audit) if old_audit else None
+        if isinstance(published, dict) and _close(
+            _without(audit.to_dict(), _AUDIT_VOLATILE), _without(published, _AUDIT_VOLATILE)
+        ):
+            audit = replace(AuditReport.from_dict(published))
+        published_bench = json.loads(old_bench) if old_bench else None
+        if (
+            bench is not None
+            and isinstance(published_bench, dict)
+            and _close(_without(bench, _BENCH_VOLATILE), _without(published_bench, _BENCH_VOLATILE))
+        ):
+            bench = published_bench
+    except (ValueError, GradienceError):
+        return evidence  # unreadable or foreign documents are simply replaced
+    return _Evidence(audit, bench, evidence.bench_md)
+
+
+def render_files(
+    evidence: _Evidence,
+    readme: str | None,
+    *,
+    template_dir: str | None = None,
+    context: dict[str, Any] | None = None,
+) -> dict[str, bytes]:
+    """Every file annotate writes, rendered in memory first (nothing is written on error)."""
+    from gradience_hub import plot, render
+
+    audit = evidence.audit.to_dict()
+    context = {**(context or {}), "utilization_png": True}
+    section = render.render(
+        "card", audit, evidence.bench, template_dir=template_dir, context=context
+    )
+    new_readme = render.splice_readme(readme, section, base_model=evidence.audit.summary.base_model)
+    files: dict[str, bytes] = {README: new_readme.encode("utf-8")}
+    files[AUDIT_JSON] = evidence.audit.to_json().encode("utf-8")
+    if evidence.bench is not None:
+        files[BENCH_JSON] = (json.dumps(evidence.bench, indent=2) + "\n").encode("utf-8")
+        files[BENCH_MD] = (evidence.bench_md or "").encode("utf-8")
+    with tempfile.TemporaryDirectory(prefix="gradience-png-") as tmp:
+        png = plot.utilization_heatmap(audit, Path(tmp) / "utilization.png")
+        files[PICTURE] = Path(png).read_bytes()
+    return files
+
+
+def readme_diff(old: str | None, new: str, label: str = README) -> str:
+    """Unified diff of the README, as ``--dry-run`` prints it."""
+    return "".join(
+        difflib.unified_diff(
+            (old or "").splitlines(keepends=True),
+            new.splitlines(keepends=True),
+            fromfile=f"a/{label}",
+            tofile=f"b/{label}",
+        )
+    )
+
+
+def _commit_message(evidence: _Evidence) -> tuple[str, str]:
+    """PR/commit title (starts with hub.PR_TITLE_PREFIX so the PR is found again) and body."""
+    from gradience_hub.hub import PR_TITLE_PREFIX
+
+    s = evidence.audit.summary
+    status = _status(evidence.bench)
+    if evidence.bench is None:
+        title = f"{PR_TITLE_PREFIX}: LoRA rank utilization {s.utilization_mean * 100:.1f}%"
+    else:
+        rec = evidence.bench.get("recommendation") or {}
+        detail = f", recommend {rec['variant']}" if rec.get("variant") else ""
+        title = f"{PR_TITLE_PREFIX}: {status}{detail}"
+    sha = evidence.audit.source.get("sha") or ""
+    body = (
+        "Spectral audit of this LoRA adapter by gradience-hub: utilization "
+        f"{s.utilization_mean * 100:.1f}% of rank {s.allocated_rank}, suggested ranks "
+        f"{s.suggested_r_global_median} (median) / {s.suggested_r_global_90} (p90).\n\n"
+        f"Audited revision: {sha}\n"
+        "Files: README.md (the section between the gradience markers), gradience/*."
+    )
+    return title, body
+
+
+# --------------------------------------------------------------------------- local directories
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _annotate_local(
+    directory: Path, evidence: _Evidence, *, dry_run: bool, template_dir: str | None
+) -> AnnotateResult:
+    # Published files must not carry this machine's absolute paths (user names, layout):
+    # the adapter's place is recorded relative to the directory the card lives in.
+    source = dict(evidence.audit.source)
+    if source.get("kind") == "local" and source.get("path"):
+        relative = os.path.relpath(source["path"], directory)
+        source.update(path=relative, display=relative)
+        evidence = _Evidence(
+            replace(evidence.audit, source=source), evidence.bench, evidence.bench_md
+        )
+    readme_path = directory / README
+    old = readme_path.read_bytes().decode("utf-8") if readme_path.is_file() else None
+
+    def published(path: str) -> str | None:
+        target = directory / path
+        return target.read_text(encoding="utf-8") if target.is_file() else None
+
+    evidence = keep_published(evidence, published(AUDIT_JSON), published(BENCH_JSON))
+    files = render_files(evidence, old, template_dir=template_dir)
+    changed_paths = [
+        p
+        for p, data in files.items()
+        if not (directory / p).is_file() or (directory / p).read_bytes() != data
+    ]
+    result = AnnotateResult(
+        status=_status(evidence.bench),
+        audit=evidence.audit,
+        bench=evidence.bench,
+        target="local",
+        changed=bool(changed_paths),
+        dry_run=dry_run,
+        files=list(files),
+        diff=readme_diff(old, files[README].decode("utf-8")),
+        location=str(directory),
+    )
+    if not dry_run:
+        for path in changed_paths:
+            _write_atomically(directory / path, files[path])
+    return result
+
+
+def write_local_card(
+    source: str | Path,
+    output: str | Path | None = None,
+    *,
+    energy: float = 0.9,
+    template_dir: str | None = None,
+    adapter_name: str | None = None,
+) -> AnnotateResult:
+    """Audit the adapter in directory ``source`` and write the card section and gradience/*
+    into ``output`` (default: the same directory). Used by the Trainer callback."""
+    adapter, info = adapter_io.load(str(source), None, adapter_name)
+    evidence = _Evidence(audit_adapter(adapter, info, energy), None, None)
+    return _annotate_local(
+        Path(output or source), evidence, dry_run=False, template_dir=template_dir
+    )
+
+
+# --------------------------------------------------------------------------- the Hub
+
+
+def _backoff(attempt: int, base: float, retry_after: float | None) -> float:
+    if retry_after is not None:
+        return min(max(retry_after, 0.0), 30.0)
+    return min(base * 2**attempt, 30.0)
+
+
+def annotate(
+    source: str,
+    *,
+    revision: str | None = None,
+    adapter_name: str | None = None,
+    bench_config: str | None = None,
+    bench_json: str | None = None,
+    create_pr: bool = True,
+    dry_run: bool = False,
+    comment_on_pr: int | None = None,
+    template_dir: str | None = None,
+    max_drop: float | None = None,
+    energy: float = 0.9,
+    retry_backoff: float = 1.0,
+    max_parent_retries: int = 3,
+    max_transient_retries: int = 4,
+    log: Callable[[str], None] | None = None,
+) -> AnnotateResult:
+    """Audit SOURCE (and bench it) and publish the evidence; see the module docstring.
+
+    ``dry_run`` sends no write request. Raises GradienceError subclasses (exit 2/3).
+    """
+    say = log or (lambda _msg: None)
+    if bench_config and bench_json:
+        raise UsageError(
+            "give --bench-config or --bench-json, not both",
+            hint="--bench-json publishes an existing record; --bench-config runs one",
+        )
+    if max_drop is not None and not 0.0 <= max_drop < 1.0:
+        raise UsageError(f"max drop must be in [0, 1), got {max_drop}", hint="e.g. 0.025")
+    if bench_json:
+        # read it first: a bad record must fail before any Hub traffic
+        bench, bench_md = _load_bench(bench_json, max_drop)
+    else:
+        bench, bench_md = None, None
+    spec = adapter_io.parse_source(source, revision)
+
+    def evidence_for(src: str, rev: str | None) -> _Evidence:
+        adapter, info = adapter_io.load(src, rev, adapter_name)
+        report = audit_adapter(adapter, info, energy)
+        if bench_config:
+            b, md = _run_bench(src if rev is None else f"{src}@{rev}", bench_config, max_drop)
+            return _Evidence(report, b, md)
+        return _Evidence(report, bench, bench_md)
+
+    if spec.local_path is not None:
+        if comment_on_pr is not None:
+            raise UsageError("--comment-on-pr needs a Hub SOURCE", hint="pass org/name")
+        return _annotate_local(
+            spec.local_path,
+            evidence_for(str(spec.local_path), None),
+            dry_run=dry_run,
+            template_dir=template_dir,
+        )
+
+    from gradience_hub import hub
+
+    assert spec.repo_id is not None
+    repo = spec.repo_id
+    branch = spec.revision or "main"
+    if not create_pr and _SHA.match(branch):
+        raise UsageError(
+            f"--direct needs a branch to commit to, not the commit {branch[:7]}",
+            hint="use --revision BRANCH with --direct, or the default --create-pr",
+        )
+    me: str | None = None
+    if not dry_run or os.environ.get("HF_TOKEN"):
+        me = hub.whoami()
+    cache: dict[str, _Evidence] = {}
+    parent_retries = transient_retries = 0
+    while True:
+        sha = hub.resolve_sha(repo, spec.revision)
+        if sha not in cache:
+            say(f"Auditing {repo} @ {sha[:7]}")
+            cache[sha] = evidence_for(repo, sha)
+        evidence = cache[sha]
+        pr = hub.find_open_pr(repo, me) if (create_pr and me) else None
+        target_rev = pr.ref if pr else sha
+        current = hub.read_text(repo, README, target_rev)
+        base_readme = current if pr is None else hub.read_text(repo, README, sha)
+        evidence = keep_published(
+            evidence,
+            hub.read_text(repo, AUDIT_JSON, target_rev),
+            hub.read_text(repo, BENCH_JSON, target_rev) if evidence.bench is not None else None,
+        )
+        shown = evidence.audit.source.get("sha") or sha
+        context = {"repo_id": repo, "revision": shown, "repo_url": hub.repo_url(repo)}
+        files = render_files(evidence, base_readme, template_dir=template_dir, context=context)
+        result = AnnotateResult(
+            status=_status(evidence.bench),
+            audit=evidence.audit,
+            bench=evidence.bench,
+            target="pr" if create_pr else "direct",
+            sha=sha,
+            dry_run=dry_run,
+            files=list(files),
+            diff=readme_diff(current, files[README].decode("utf-8")),
+            location=repo,
+            pr_url=pr.url if pr else None,
+        )
+        if dry_run:
+            return result
+        title, body = _commit_message(evidence)
+        parent = hub.resolve_sha(repo, pr.ref) if pr else sha
+        try:
+            outcome = hub.commit_files(
+                repo,
+                files,
+                parent_sha=parent,
+                message=title,
+                description=body,
+                create_pr=create_pr,
+                pr=pr,
+                branch=branch,
+            )
+        except hub.ParentMoved as exc:
+            parent_retries += 1
+            if parent_retries > max_parent_retries:
+                raise HubError(
+                    f"{repo} kept changing while publishing: {exc}",
+                    hint="retry when the repo is quiet",
+                    status=412,
+                ) from None
+            say(f"{branch if not pr else pr.ref} moved; splicing again on the new head")
+            continue
+        except hub.Transient as exc:
+            if transient_retries >= max_transient_retries:
+                raise HubError(
+                    f"publishing to {repo} failed: {exc}",
+                    hint="the Hub is busy or down; retry later",
+                ) from None
+            delay = _backoff(transient_retries, retry_backoff, exc.retry_after)
+            transient_retries += 1
+            say(f"{exc}; retrying in {delay:.1f}s")
+            time.sleep(delay)
+            continue
+        result.changed = outcome.changed
+        result.commit_url = outcome.commit_url
+        result.pr_url = outcome.pr_url or result.pr_url
+        break
+    if comment_on_pr is not None:
+        from gradience_hub import render
+
+        assert me is not None
+        comment = render.render(
+            "comment",
+            evidence.audit.to_dict(),
+            evidence.bench,
+            template_dir=template_dir,
+            context=context,
+        )
+        result.hub_comment_url = hub.upsert_comment(
+            repo, comment_on_pr, comment, COMMENT_MARKER, me
+        )
+    return result
+
+
+def format_result(result: AnnotateResult) -> str:
+    """What the CLI prints after annotate."""
+    lines = []
+    if result.dry_run:
+        lines.append(f"Dry run: nothing was written to {result.location}.")
+        lines.append("Files it would write:")
+        lines += [f"  {p}" for p in result.files]
+        lines.append("")
+        lines.append(result.diff or "README.md: no change")
+    elif not result.changed:
+        lines.append(f"{result.location}: up to date (nothing to commit)")
+        if result.pr_url:
+            lines.append(f"Hub PR: {result.pr_url}")
+    elif result.target == "local":
+        lines.append(f"Wrote {', '.join(result.files)} in {result.location}")
+    elif result.pr_url:
+        lines.append(f"Hub PR: {result.pr_url}")
+    else:
+        lines.append(f"Committed: {result.commit_url}")
+    if result.hub_comment_url:
+        lines.append(f"Comment: {result.hub_comment_url}")
+    lines.append(f"Status: {result.status}")
+    return "\n".join(lines).rstrip("\n") + "\n"

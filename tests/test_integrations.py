@@ -1,0 +1,94 @@
+"""GradienceHubCallback during a real (tiny) transformers Trainer run, and trainer.push_to_hub()
+to the Hub-compatible test server (tests/hubserver.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from gradience_hub.render import END, START
+
+
+def _trainer(tmp_path: Path, callback, push: bool = False, hub_model_id: str | None = None):  # type: ignore[no-untyped-def]
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig, get_peft_model
+    from transformers import BertForSequenceClassification, Trainer, TrainingArguments
+
+    from tests.factories import tiny_bert_config
+
+    torch.manual_seed(0)
+    model = get_peft_model(
+        BertForSequenceClassification(tiny_bert_config()),
+        LoraConfig(r=8, lora_alpha=16, target_modules=["query", "value"], task_type="SEQ_CLS"),
+    )
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, 100, (32, 12), generator=gen)
+    data = Dataset.from_dict(
+        {
+            "input_ids": ids.tolist(),
+            "attention_mask": [[1] * 12] * 32,
+            "labels": (ids[:, 0] % 2).tolist(),
+        }
+    )
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "out"),
+        max_steps=6,
+        save_steps=3,
+        per_device_train_batch_size=8,
+        learning_rate=5e-3,
+        report_to=[],
+        use_cpu=True,
+        logging_steps=100,
+        push_to_hub=push,
+        hub_model_id=hub_model_id,
+        disable_tqdm=True,
+    )
+    return Trainer(model=model, args=args, train_dataset=data, callbacks=[callback])
+
+
+def test_callback_writes_the_section_at_save_and_train_end(tmp_path: Path) -> None:
+    from gradience_hub.integrations import GradienceHubCallback
+
+    callback = GradienceHubCallback()
+    trainer = _trainer(tmp_path, callback)
+    trainer.train()
+    out = tmp_path / "out"
+    # the output dir holds no adapter yet: the newest checkpoint was audited into its card
+    readme = (out / "README.md").read_text()
+    assert readme.count(START) == 1 and readme.count(END) == 1
+    audit = json.loads((out / "gradience" / "audit.json").read_text())
+    assert audit["source"]["path"] == "checkpoint-6"  # relative: no local paths published
+    assert callback.last_report is not None and callback.last_report.summary.n_layers == 4
+    # the final adapter has the weights of checkpoint-6: same figures, so the card stays
+    trainer.save_model()
+    before = (out / "README.md").read_bytes()
+    assert callback.annotate_dir(out)
+    assert (out / "README.md").read_bytes() == before
+
+
+def test_push_to_hub_publishes_the_section(hub_client_env, tmp_path: Path) -> None:
+    from gradience_hub.integrations import GradienceHubCallback
+
+    trainer = _trainer(tmp_path, GradienceHubCallback(), push=True, hub_model_id="alice/tiny-lora")
+    trainer.train()
+    trainer.push_to_hub()
+    readme = hub_client_env.read("alice/tiny-lora", "README.md")
+    assert readme is not None
+    text = readme.decode()
+    # Trainer.push_to_hub rewrote the card from its training summary; the section survived
+    assert text.count(START) == 1 and "library_name: peft" in text
+    files = hub_client_env.files("alice/tiny-lora")
+    assert "gradience/audit.json" in files and "adapter_model.safetensors" in files
+    audit = json.loads(files["gradience/audit.json"])
+    assert audit["summary"]["n_layers"] == 4
+
+
+def test_callback_never_breaks_training(tmp_path: Path) -> None:
+    """An unreadable adapter is logged, not raised: a card must not stop a training run."""
+    from gradience_hub.integrations import GradienceHubCallback
+
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "adapter_config.json").write_text("{broken")
+    assert GradienceHubCallback().annotate_dir(out) is False
