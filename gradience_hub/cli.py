@@ -209,6 +209,18 @@ def annotate(
         raise PolicyFailed("the bench verdict is FAIL", hint="see the variant table above")
 
 
+@cli.command("action")
+def action_command() -> int:
+    """Run as the GitHub Action (the Docker entrypoint of gradience/audit-action).
+
+    Reads the step's inputs from INPUT_* and the run from GITHUB_*; writes outputs, the step
+    summary and one sticky PR comment. See action.yml and docs/action.md.
+    """
+    from gradience_hub.action import main as run_action
+
+    return run_action()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the CLI and map errors to exit codes and short messages."""
     debug = os.environ.get("GRADIENCE_DEBUG", "") not in ("", "0")
