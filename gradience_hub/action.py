@@ -462,7 +462,8 @@ class _Channel:
                 text += f"\nFix: {exc_or_text.hint}"
         else:
             text = exc_or_text
-        print(workflow_command(level, self.secrets.scrub(text), title=title), flush=True)
+        scrub = self.secrets.scrub
+        print(workflow_command(level, scrub(text), title=scrub(title)), flush=True)
 
     def outputs(self, values: Mapping[str, str]) -> None:
         """Write every output, each in the multi-line ``name<<DELIMITER`` form."""
@@ -554,14 +555,13 @@ def _fail_text(result: RepoResult) -> str:
         for v in bench.get("variants") or []
         if isinstance(v, dict) and isinstance(v.get("worst_delta"), (int, float))
     ]
-    best = (
-        f"; the best, {max(worst)[1]}, changed the worst seed by {max(worst)[0]:+.4f}"
-        if worst
-        else ""
-    )
+    best = ""
+    if worst:
+        delta, name = max(worst, key=lambda pair: pair[0])
+        best = f"; the closest, {name}, has a worst-seed change of {delta:+.3f}"
     return (
         f"no compressed variant of {result.source} passes the worst-seed policy "
-        f"(max drop {max_drop}){best}\n"
+        f"(allowed drop {max_drop}){best}\n"
         "Fix: keep the allocated rank (compressing it is not safe), bench larger ranks, or set "
         "fail-on: never to report without failing the check"
     )

@@ -489,6 +489,18 @@ def test_a_fork_s_read_only_token_warns_and_still_writes_the_summary(actions: Ac
     assert "## Gradience" in run.summary
 
 
+def test_pull_request_target_comments_too(actions: Actions) -> None:
+    event = {"action": "opened", "number": PR, "pull_request": {"number": PR}}
+    run = actions.run(
+        {"repo-id": HUB_REPO, "hf-token": HF_TOKEN},
+        event_name="pull_request_target",
+        event=event,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    [comment] = actions.github.comments(GH_REPO, PR)
+    assert run.outputs["comment-url"] == comment["html_url"]
+
+
 def test_no_pull_request_no_comment(actions: Actions) -> None:
     run = actions.run(
         {"repo-id": HUB_REPO, "hf-token": HF_TOKEN}, event_name="push", event={"ref": "x"}
