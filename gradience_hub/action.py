@@ -550,8 +550,8 @@ def _fail_text(result: RepoResult) -> str:
     bench = result.bench or {}
     policy = bench.get("policy") or {}
     max_drop = policy.get("max_drop")
-    worst = [
-        (v.get("worst_delta"), v.get("name"))
+    worst: list[tuple[float, str]] = [
+        (float(v["worst_delta"]), str(v.get("name")))
         for v in bench.get("variants") or []
         if isinstance(v, dict) and isinstance(v.get("worst_delta"), (int, float))
     ]
