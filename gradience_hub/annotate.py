@@ -441,12 +441,15 @@ def annotate(
         from gradience_hub import render
 
         assert me is not None
+        # link to where gradience/* now lives: the commit we made, or (nothing changed) the PR
+        # or branch that already holds it; the audited sha itself does not have the files
+        where = outcome.oid if outcome.changed and outcome.oid else (pr.ref if pr else sha)
         comment = render.render(
             "comment",
             evidence.audit.to_dict(),
             evidence.bench,
             template_dir=template_dir,
-            context=context,
+            context={**context, "revision": where},
         )
         result.hub_comment_url = hub.upsert_comment(
             repo, comment_on_pr, comment, COMMENT_MARKER, me

@@ -300,6 +300,14 @@ def test_sticky_hub_comment(repo) -> None:
     comments = repo.discussion("alice/adapter", num).comments()
     ours = [c for c in comments if c.author == "alice" and ann.COMMENT_MARKER in (c.content or "")]
     assert len(ours) == 1 and "PASS" in ours[0].content
+    # its evidence links point at a revision that holds the files
+    import re
+    from urllib.parse import unquote
+
+    links = re.findall(r"/alice/adapter/blob/([^/]+)/(gradience/[\w.]+)\)", ours[0].content)
+    assert links
+    for rev, path in links:
+        assert repo.read("alice/adapter", path, unquote(rev)) is not None
     assert any(c.author == "bob" and c.content.endswith("bob's copy") for c in comments)
 
 
