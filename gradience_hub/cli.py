@@ -221,6 +221,51 @@ def action_command() -> int:
     return run_action()
 
 
+@cli.command("bench")
+@click.argument("source", metavar="[SOURCE]", required=False)
+@click.option("--config", "config_path", required=True, help="Bench config YAML (examples/).")
+@click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Output dir.")
+@click.option(
+    "--protocol",
+    type=click.Choice(["posthoc", "retrain"]),
+    help="posthoc: evaluate SOURCE and its compressions (default with SOURCE); retrain: train "
+    "a probe and every variant from scratch per seed (default without SOURCE).",
+)
+@click.option("--seeds", help="Comma-separated seeds, e.g. 42,123,456 (default: the config's).")
+@click.option("--resume", is_flag=True, help="Continue a killed run from the cells in --output.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), help="Default: cuda if available.")
+def bench_command(
+    source: str | None,
+    config_path: str,
+    output: str,
+    protocol: str | None,
+    seeds: str | None,
+    resume: bool,
+    device: str | None,
+) -> None:
+    """Multi-seed evidence for compressed variants: writes bench.json, bench.md and adapters.
+
+    SOURCE is the trained adapter (a directory or Hub id). With --protocol retrain SOURCE is
+    optional and only recorded: the probes are trained from the config. Exit 0 on PASS, 1 on
+    FAIL, 2 on bad input.
+    """
+    from gradience_hub.bench.train import require_bench_extra
+    from gradience_hub.errors import PolicyFailed
+
+    require_bench_extra()  # before any heavy import: name the missing extra, exit 2
+    from gradience_hub.bench.protocol import run_bench
+
+    record = run_bench(
+        source, config_path, output, protocol, seeds, resume, device, echo=click.echo
+    )
+    if record.status != "PASS":
+        raise PolicyFailed(
+            f"the bench verdict is FAIL: no variant kept its worst-seed drop within "
+            f"{record.policy.max_drop * 100:.1f} points",
+            hint=f"keep the uncompressed adapter or bench larger ranks; see {output}/bench.md",
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the CLI and map errors to exit codes and short messages."""
     debug = os.environ.get("GRADIENCE_DEBUG", "") not in ("", "0")

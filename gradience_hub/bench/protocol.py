@@ -1,0 +1,463 @@
+"""Bench protocols: grids of independent cells (variant x seed) run by an executor.
+
+``posthoc`` (the default when SOURCE is a trained adapter)
+    Audit SOURCE, write each compressed variant (from the audit's suggestions or explicit
+    ranks) under ``OUTPUT/<variant>/``, then evaluate the adapter ("probe") and every variant on
+    each seed's own eval sample. One stage: every cell is independent.
+
+``retrain`` (the seed article's protocol; SOURCE is optional and its weights are not used)
+    Stage 1, per seed: train the probe at ``lora.r``, save it under
+    ``OUTPUT/retrain/probe__<seed>/``, audit it and evaluate it. Stage 2, per variant and seed:
+    train from scratch at the ranks planned from *that seed's* probe audit (uniform ``r`` or a
+    per-layer ``rank_pattern``), evaluate. Variants keep the probe's ``alpha / r``.
+
+Every finished cell is written to ``OUTPUT/cells/<variant>__<seed>.json`` at once, so a killed
+run continues with ``resume=True`` from the saved cells; ``OUTPUT/cells/run.json`` holds a
+fingerprint of everything the cells depend on (config without seeds and policy, SOURCE's
+weights, protocol, device) and a resume with a different fingerprint is refused. Seeds make
+cells reproducible: the same seed gives the same numbers, resumed or not.
+
+The cells, the executor interface and the cell store are in :mod:`gradience_hub.bench.cells`;
+the policy (per-seed deltas, worst delta, pass rate, paired p-value, verdict) is
+:mod:`gradience_hub.bench.policy` and the record :mod:`gradience_hub.record`.
+
+Output layout::
+
+    OUTPUT/bench.json  bench.md  audit.json
+    OUTPUT/<variant>/                 compressed adapters (posthoc)
+    OUTPUT/retrain/<variant>__<seed>/ trained adapters, probes with their audit.json (retrain)
+    OUTPUT/cells/                     finished cells and run.json (for --resume)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gradience_hub.bench.cells import (
+    PROBE,
+    RETRAIN_DIR,
+    Cell,
+    CellResult,
+    CellRunner,
+    CellStore,
+    Echo,
+    Executor,
+    LocalExecutor,
+    run_grid,
+)
+from gradience_hub.bench.config import BenchConfig, load_config, parse_seeds
+from gradience_hub.bench.variants import VariantPlan, plan_variant, write_variant
+from gradience_hub.errors import UsageError
+
+__all__ = [
+    "PROBE",
+    "Cell",
+    "CellResult",
+    "CellRunner",
+    "CellStore",
+    "Executor",
+    "LocalExecutor",
+    "run_bench",
+]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fingerprint(config: BenchConfig, protocol: str, device: str, source_digest: str) -> str:
+    """What the cells depend on. Seeds are cells of their own and the policy only judges
+    them, so neither is part of it: a resume may add seeds or change max_drop."""
+    data = config.to_dict()
+    for volatile in ("seeds", "policy", "protocol"):
+        data.pop(volatile, None)
+    doc = {"config": data, "protocol": protocol, "device": device, "source": source_digest}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass
+class _Run:
+    """What a protocol hands to the record builder."""
+
+    protocol: str
+    config: BenchConfig
+    output_dir: Path
+    device: str
+    adapter: dict[str, Any]
+    audit_summary: dict[str, Any]
+    probe_rank: int
+    probe_params: int
+    plans: dict[str, VariantPlan]  # "<variant>__<seed>" -> plan
+    results: dict[str, CellResult]
+    pool_size: int
+    warnings: list[str]
+
+
+# --------------------------------------------------------------------------- posthoc
+
+
+def _posthoc(
+    source: str,
+    config: BenchConfig,
+    out: Path,
+    device: str,
+    resume: bool,
+    executor: Executor,
+    echo: Echo,
+    progress: bool,
+) -> _Run:
+    from gradience_hub.adapter import load
+    from gradience_hub.audit import audit_adapter, format_text
+    from gradience_hub.bench.tasks import load_task
+
+    adapter, info = load(source)
+    report = audit_adapter(adapter, info)
+    (out / "audit.json").write_text(report.to_json(), encoding="utf-8")
+    echo(format_text(report))
+    warnings: list[str] = []
+    task = load_task(config, need_train=False)
+    warnings += task.warnings
+    store = CellStore(out)
+    store.start(
+        _fingerprint(config, "posthoc", device, _file_digest(adapter.weights_path)), resume, echo
+    )
+    from gradience_hub.bench.train import model_skeleton
+
+    # compress's peft reload check loads every variant onto this (meta device, no weights).
+    skeleton = model_skeleton(config, task)
+    plans: dict[str, VariantPlan] = {}
+    adapter_dirs: dict[str, Path] = {}
+    for i, spec in enumerate(config.compression.variants):
+        plan = plan_variant(
+            spec, report, config.compression.allowed_ranks, f"compression.variants[{i}]"
+        )
+        if plan.params == plan.full_params:
+            warnings.append(f"variant {spec.name} keeps every module's rank (no compression)")
+        adapter_dirs[spec.name] = write_variant(adapter, plan, out / spec.name, skeleton)
+        for seed in config.seeds:
+            plans[Cell(spec.name, seed).key] = plan
+    runner = CellRunner(
+        protocol="posthoc",
+        config=config,
+        output_dir=out,
+        device=device,
+        probe_dir=adapter.directory,
+        plans=plans,
+        adapter_dirs=adapter_dirs,
+        probe_params=report.summary.lora_params,
+        progress=progress,
+        _task=task,
+    )
+    cells = [
+        Cell(name, seed)
+        for seed in config.seeds
+        for name in (PROBE, *(s.name for s in config.compression.variants))
+    ]
+    results: dict[str, CellResult] = {}
+    run_grid(cells, runner, executor, store, results, echo, len(cells))
+    return _Run(
+        protocol="posthoc",
+        config=config,
+        output_dir=out,
+        device=device,
+        adapter={
+            "source": info.display,
+            "revision": info.sha or info.revision,
+            "base_model": config.model.name_or_path,
+            "allocated_rank": report.summary.allocated_rank,
+            "lora_params": report.summary.lora_params,
+        },
+        audit_summary=_summary(report),
+        probe_rank=report.summary.allocated_rank,
+        probe_params=report.summary.lora_params,
+        plans=plans,
+        results=results,
+        pool_size=len(task.eval_pool),
+        warnings=warnings,
+    )
+
+
+def _summary(report: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(report.summary)
+
+
+# --------------------------------------------------------------------------- retrain
+
+
+def _retrain(
+    source: str | None,
+    config: BenchConfig,
+    out: Path,
+    device: str,
+    resume: bool,
+    executor: Executor,
+    echo: Echo,
+    progress: bool,
+) -> _Run:
+    from gradience_hub.adapter import SourceInfo, open_adapter
+    from gradience_hub.audit import audit_adapter, format_text
+    from gradience_hub.bench.tasks import load_task
+
+    lora, _ = config.require_training("the retrain protocol")
+    for i, spec in enumerate(config.compression.variants):
+        if spec.rank == 0:
+            from gradience_hub.errors import ConfigError
+
+            raise ConfigError(
+                f"variant {spec.name}: rank 0 (the no-update control) exists only in posthoc",
+                hint="drop it from compression.variants or use --protocol posthoc",
+                key=f"compression.variants[{i}].rank",
+            )
+    task = load_task(config, need_train=True)
+    warnings = list(task.warnings)
+    store = CellStore(out)
+    store.start(_fingerprint(config, "retrain", device, ""), resume, echo)
+    runner = CellRunner(
+        protocol="retrain",
+        config=config,
+        output_dir=out,
+        device=device,
+        probe_dir=None,
+        progress=progress,
+        _task=task,
+    )
+    n_variants = len(config.compression.variants)
+    total = len(config.seeds) * (1 + n_variants)
+    results: dict[str, CellResult] = {}
+    # Stage 1: the probes (one per seed).
+    probes = [Cell(PROBE, seed) for seed in config.seeds]
+    run_grid(probes, runner, executor, store, results, echo, total)
+    # Each seed's probe audit plans that seed's variants.
+    plans: dict[str, VariantPlan] = {}
+    first_summary: dict[str, Any] = {}
+    probe_params = 0
+    for seed in config.seeds:
+        probe_dir = out / RETRAIN_DIR / Cell(PROBE, seed).key
+        report = audit_adapter(open_adapter(probe_dir), SourceInfo("local", str(probe_dir)))
+        (probe_dir / "audit.json").write_text(report.to_json(), encoding="utf-8")
+        if not first_summary:
+            first_summary = _summary(report)
+            probe_params = report.summary.lora_params
+            (out / "audit.json").write_text(report.to_json(), encoding="utf-8")
+            echo(f"Audit of the seed-{seed} probe:")
+            echo(format_text(report))
+        for i, spec in enumerate(config.compression.variants):
+            plans[Cell(spec.name, seed).key] = plan_variant(
+                spec, report, config.compression.allowed_ranks, f"compression.variants[{i}]"
+            )
+    runner.plans = plans
+    runner.probe_params = probe_params
+    # Stage 2: every variant at every seed, trained from scratch.
+    cells = [Cell(s.name, seed) for seed in config.seeds for s in config.compression.variants]
+    run_grid(cells, runner, executor, store, results, echo, total)
+    for spec in config.compression.variants:
+        per_seed = {seed: plans[Cell(spec.name, seed).key] for seed in config.seeds}
+        distinct = {json.dumps(p.ranks, sort_keys=True) for p in per_seed.values()}
+        if len(distinct) > 1:
+            shown = ", ".join(f"seed {s}: {p.label}" for s, p in per_seed.items())
+            warnings.append(
+                f"variant {spec.name}: the probes' audits planned different ranks per seed "
+                f"({shown}); the record shows seed {config.seeds[0]}'s"
+            )
+    return _Run(
+        protocol="retrain",
+        config=config,
+        output_dir=out,
+        device=device,
+        adapter={
+            "source": source or f"retrain:{config.path.name if config.path else 'config'}",
+            "revision": None,
+            "base_model": config.model.name_or_path,
+            "allocated_rank": lora.r,
+            "lora_params": probe_params,
+        },
+        audit_summary=first_summary,
+        probe_rank=lora.r,
+        probe_params=probe_params,
+        plans=plans,
+        results=results,
+        pool_size=len(task.eval_pool),
+        warnings=warnings,
+    )
+
+
+# --------------------------------------------------------------------------- record
+
+
+def _record(run: _Run) -> Any:
+    """Judge every variant with the policy and assemble the BenchRecord."""
+    from gradience_hub.bench.policy import Policy, decide, evaluate_variant
+    from gradience_hub.record import (
+        AdapterInfo,
+        BenchRecord,
+        ProbeRecord,
+        ProtocolInfo,
+        TaskInfo,
+        environment_info,
+    )
+
+    config = run.config
+    seeds = config.seeds
+    policy = Policy(config.policy.max_drop, config.policy.min_pass_rate)
+    probe = {seed: run.results[Cell(PROBE, seed).key] for seed in seeds}
+    reference = {seed: r.score for seed, r in probe.items()}
+    reference_correct = {seed: r.correct for seed, r in probe.items()}
+    outcomes = []
+    ranks: dict[str, Any] = {}
+    per_seed_ranks: dict[str, dict[str, Any]] = {}
+    for spec in config.compression.variants:
+        cells = {seed: run.results[Cell(spec.name, seed).key] for seed in seeds}
+        plan = run.plans[Cell(spec.name, seeds[0]).key]
+        params = round(sum(c.params for c in cells.values()) / len(cells))
+        outcomes.append(
+            evaluate_variant(
+                spec.name,
+                reference,
+                {seed: c.score for seed, c in cells.items()},
+                policy,
+                reference_correct=reference_correct,
+                variant_correct={seed: c.correct for seed, c in cells.items()},
+                params=params,
+                param_reduction=1.0 - params / run.probe_params if run.probe_params else None,
+            )
+        )
+        fields = plan.rank_fields()
+        ranks[spec.name] = fields.get("rank", fields.get("rank_pattern"))
+        if run.protocol == "retrain":
+            per_seed_ranks[spec.name] = {
+                str(seed): run.plans[Cell(spec.name, seed).key].rank_fields() for seed in seeds
+            }
+    n_eval = len(probe[seeds[0]].correct)
+    reference_mean = sum(reference.values()) / len(reference)
+    decision = decide(outcomes, policy, reference_mean=reference_mean, eval_examples=n_eval)
+    extra: dict[str, Any] = {
+        "eval_pool": run.pool_size,
+        "eval_samples_per_seed": n_eval,
+        "eval_sampling": "each seed draws its own sample (numpy default_rng(seed))",
+        "device": run.device,
+    }
+    if config.compression.allowed_ranks:
+        extra["allowed_ranks"] = list(config.compression.allowed_ranks)
+    if run.protocol == "retrain":
+        assert config.train is not None
+        extra["train"] = {
+            "steps": config.train.steps,
+            "lr": config.train.lr,
+            "batch_size": config.train.batch_size,
+        }
+        extra["variant_ranks_per_seed"] = per_seed_ranks
+    environment = environment_info()
+    environment["device"] = run.device
+    return BenchRecord.from_decision(
+        decision,
+        adapter=AdapterInfo(**run.adapter),
+        task=TaskInfo(
+            name=config.task.name, metric=config.task.metric or "accuracy", eval_examples=n_eval
+        ),
+        protocol=ProtocolInfo(kind=run.protocol, seeds=list(seeds), extra=extra),
+        probe=ProbeRecord.from_scores(run.probe_rank, run.probe_params, reference),
+        ranks=ranks,
+        audit=run.audit_summary,
+        warnings=run.warnings,
+        environment=environment,
+    )
+
+
+# --------------------------------------------------------------------------- run_bench
+
+
+def run_bench(
+    source: str | None,
+    config_path: str | Path | BenchConfig,
+    output_dir: str | Path,
+    protocol: str | None = None,
+    seeds: Sequence[int] | str | None = None,
+    resume: bool = False,
+    device: str | None = None,
+    *,
+    executor: Executor | None = None,
+    echo: Echo | None = None,
+    progress: bool | None = None,
+) -> Any:
+    """Run the bench and write ``bench.json``, ``bench.md``, ``audit.json`` and the adapters
+    to ``output_dir``; return the :class:`~gradience_hub.record.BenchRecord`.
+
+    ``source``: the trained adapter (local directory or Hub id) for ``posthoc``; optional for
+    ``retrain``, which trains its own probes from the config and only records SOURCE's name.
+    ``protocol`` defaults to the config's ``protocol``, else ``posthoc`` with a SOURCE and
+    ``retrain`` without. ``seeds`` overrides the config's (a list or ``"42,123"``). ``echo``
+    receives the audit, one line per finished cell and the table (None: silent);
+    ``progress`` shows progress bars (None: when stderr is a terminal). The PASS/FAIL verdict
+    is the record's ``status``; this function does not raise on FAIL.
+    """
+    from gradience_hub.bench.train import require_bench_extra, resolve_device
+    from gradience_hub.record import format_table, save_bench, to_markdown
+
+    require_bench_extra()
+    config = config_path if isinstance(config_path, BenchConfig) else load_config(config_path)
+    if seeds is not None:
+        config.seeds = parse_seeds(seeds if isinstance(seeds, str) else list(seeds), "--seeds")
+    protocol = protocol or config.protocol or ("posthoc" if source else "retrain")
+    if protocol not in ("posthoc", "retrain"):
+        raise UsageError(
+            f"--protocol must be posthoc or retrain, got {protocol!r}", hint="--protocol posthoc"
+        )
+    if protocol == "posthoc" and not source:
+        raise UsageError(
+            "the posthoc protocol needs SOURCE, the trained adapter to compress",
+            hint="pass the adapter directory or Hub id, or use --protocol retrain",
+        )
+    if protocol == "retrain":
+        config.require_training("the retrain protocol")
+    if progress is None:
+        progress = sys.stderr.isatty()
+    say: Echo = echo or (lambda _line: None)
+    dev = resolve_device(device)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    executor = executor or LocalExecutor()
+    if protocol == "posthoc":
+        assert source is not None
+        run = _posthoc(source, config, out, dev, resume, executor, say, progress)
+    else:
+        if source:
+            say(
+                f"retrain: SOURCE {source} is recorded as the adapter this evidence is about; "
+                "the probes are trained from the config, SOURCE's weights are not read"
+            )
+        run = _retrain(source, config, out, dev, resume, executor, say, progress)
+    record = _record(run)
+    save_bench(record, out / "bench.json")
+    (out / "bench.md").write_text(to_markdown(record), encoding="utf-8")
+    say("")
+    say(format_table(record).rstrip("\n"))
+    say("")
+    rec = record.recommendation
+    verdict = f"Status: {record.status}"
+    if rec is not None:
+        verdict += f" (recommended: {rec.variant}, {(rec.param_reduction or 0) * 100:.1f}% fewer "
+        verdict += "LoRA parameters)"
+    say(verdict)
+    for warning in record.warnings:
+        say(f"Warning: {warning}")
+    say(
+        f"Wrote {out / 'bench.json'} and {out / 'bench.md'} in {time.perf_counter() - started:.0f}s"
+    )
+    return record

@@ -1,0 +1,454 @@
+"""Training and evaluation of LoRA adapters for the bench (torch, peft, transformers).
+
+Training uses transformers' ``Trainer`` with its own progress bar; LoRA comes from peft at a
+uniform ``r`` or a per-module ``rank_pattern``. Every variant keeps the probe's scaling
+``alpha / r`` (``alpha_pattern`` follows ``rank_pattern``), so a smaller rank changes capacity,
+not the effective learning rate. A run is a function of its seed: ``transformers.set_seed``
+before the model is built (head and LoRA initialisation) and ``seed``/``data_seed`` for the
+Trainer's shuffling.
+
+Evaluation is batched under ``torch.no_grad`` with a tqdm bar and returns per-example
+correctness, which the policy's paired test needs.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gradience_hub.bench.config import BenchConfig
+from gradience_hub.bench.tasks import TaskData, exact_match, resolve_model_path
+from gradience_hub.errors import MissingExtraError, UsageError
+
+BENCH_PACKAGES = ("torch", "peft", "transformers", "datasets")
+# Weights that the checkpoint lacks (a new classification head) are initialised under this
+# seed when an adapter is loaded for evaluation; the adapter's saved head then replaces them.
+_EVAL_INIT_SEED = 0
+
+
+def require_bench_extra() -> None:
+    """Raise :class:`MissingExtraError` naming the first missing package of the extra."""
+    import importlib.util
+
+    for name in (*BENCH_PACKAGES, "tqdm"):
+        if importlib.util.find_spec(name) is None:
+            raise MissingExtraError(name, "bench")
+
+
+def resolve_device(device: str | None) -> str:
+    """``cuda`` when asked or available, else ``cpu``; refuses ``cuda`` without a GPU."""
+    import torch
+
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise UsageError(f"--device must be cpu or cuda, got {device!r}", hint="--device cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageError(
+            "--device cuda was asked but no CUDA GPU is available", hint="--device cpu"
+        )
+    return device
+
+
+def _torch_dtype(name: str) -> Any:
+    import torch
+
+    return {
+        "float32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "float16": torch.float16,
+        "auto": "auto",
+    }[name]
+
+
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Silence the per-load report and weight-loading bar (a new head is expected every
+    cell); restore transformers' settings afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+@dataclass
+class LoadedModel:
+    """A base model and its tokenizer, ready for a LoRA adapter."""
+
+    model: Any
+    tokenizer: Any
+    path: str
+
+
+def load_base(config: BenchConfig, task: TaskData, device: str) -> LoadedModel:
+    """The base model of the config (classification head sized from the task)."""
+    path, is_local = resolve_model_path(config)
+    if is_local:
+        # A local directory needs no Hub access; make sure nothing tries (no network here).
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+    )
+
+    with _quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        dtype = _torch_dtype(config.model.dtype)
+        if task.kind == "classification":
+            model = AutoModelForSequenceClassification.from_pretrained(
+                path, num_labels=task.num_labels, dtype=dtype
+            )
+        else:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return LoadedModel(model=model.to(device), tokenizer=tokenizer, path=path)
+
+
+def model_skeleton(config: BenchConfig, task: TaskData) -> Any:
+    """The base model's module tree on the meta device (no weights, no memory), with the head
+    the task uses: what compress's peft reload check loads a variant onto."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    path, is_local = resolve_model_path(config)
+    if is_local:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if task.kind == "classification":
+        hf_config = AutoConfig.from_pretrained(path, num_labels=task.num_labels)
+        cls = AutoModelForSequenceClassification
+    else:
+        hf_config = AutoConfig.from_pretrained(path)
+        cls = AutoModelForCausalLM
+    with torch.device("meta"):
+        return cls.from_config(hf_config)
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+class _Encoded:
+    """A list-backed torch-style dataset of tokenised examples (no datasets cache)."""
+
+    def __init__(self, items: list[dict[str, Any]]) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.items[i]
+
+
+def _encode_classification(task: TaskData, tokenizer: Any, max_length: int) -> _Encoded:
+    enc = tokenizer([e["text"] for e in task.train], truncation=True, max_length=max_length)
+    return _Encoded(
+        [
+            {"input_ids": ids, "attention_mask": mask, "labels": e["label"]}
+            for ids, mask, e in zip(
+                enc["input_ids"], enc["attention_mask"], task.train, strict=True
+            )
+        ]
+    )
+
+
+def _encode_generation(task: TaskData, tokenizer: Any, max_length: int) -> _Encoded:
+    """Prompt + " " + answer + EOS; the loss covers the answer only (prompt labels -100)."""
+    items = []
+    eos = tokenizer.eos_token or ""
+    for e in task.train:
+        prompt_ids = tokenizer(e["prompt"], add_special_tokens=True)["input_ids"]
+        full = tokenizer(e["prompt"] + " " + e["answer"] + eos, add_special_tokens=True)
+        ids = full["input_ids"][:max_length]
+        labels = [-100] * min(len(prompt_ids), len(ids)) + ids[len(prompt_ids) :]
+        items.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels})
+    return _Encoded(items)
+
+
+class _PadCollator:
+    """Right-pads input_ids / attention_mask (pad id) and token labels (-100)."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, batch: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        width = max(len(b["input_ids"]) for b in batch)
+        out: dict[str, Any] = {
+            "input_ids": torch.tensor(
+                [b["input_ids"] + [self.pad_id] * (width - len(b["input_ids"])) for b in batch]
+            ),
+            "attention_mask": torch.tensor(
+                [b["attention_mask"] + [0] * (width - len(b["attention_mask"])) for b in batch]
+            ),
+        }
+        if isinstance(batch[0]["labels"], list):
+            out["labels"] = torch.tensor(
+                [b["labels"] + [-100] * (width - len(b["labels"])) for b in batch]
+            )
+        else:
+            out["labels"] = torch.tensor([b["labels"] for b in batch])
+        return out
+
+
+# --------------------------------------------------------------------------- training
+
+
+@dataclass
+class TrainResult:
+    """A trained adapter on disk."""
+
+    path: Path
+    seconds: float
+    train_loss: float | None
+    rank: int
+    rank_pattern: dict[str, int] | None
+
+
+def lora_config(
+    config: BenchConfig,
+    task: TaskData,
+    rank: int | None = None,
+    rank_pattern: dict[str, int] | None = None,
+) -> Any:
+    """peft ``LoraConfig`` of the probe (``rank`` None) or of a variant, same scaling."""
+    from peft import LoraConfig, TaskType
+
+    lora, _ = config.require_training("training")
+    assert lora.alpha is not None
+    scale = lora.alpha / lora.r
+    r = lora.r if rank is None else rank
+    kwargs: dict[str, Any] = {
+        "r": r,
+        "lora_alpha": scale * r,
+        "lora_dropout": lora.dropout,
+        "target_modules": lora.target_modules,
+        "task_type": TaskType.SEQ_CLS if task.kind == "classification" else TaskType.CAUSAL_LM,
+    }
+    if rank_pattern:
+        kwargs["rank_pattern"] = dict(rank_pattern)
+        kwargs["alpha_pattern"] = {k: scale * v for k, v in rank_pattern.items()}
+    return LoraConfig(**kwargs)
+
+
+def train_adapter(
+    config: BenchConfig,
+    task: TaskData,
+    seed: int,
+    output_dir: Path,
+    device: str = "cpu",
+    rank: int | None = None,
+    rank_pattern: dict[str, int] | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train a LoRA adapter (the probe's rank, a uniform ``rank`` or a ``rank_pattern``) and
+    save it with ``save_pretrained`` to ``output_dir``."""
+    import tempfile
+
+    import torch
+    from peft import get_peft_model
+    from transformers import Trainer, TrainingArguments, set_seed
+
+    _, train_cfg = config.require_training("training")
+    start = time.perf_counter()
+    set_seed(seed)
+    base = load_base(config, task, device)
+    peft_model = get_peft_model(base.model, lora_config(config, task, rank, rank_pattern))
+    if task.kind == "classification":
+        dataset = _encode_classification(task, base.tokenizer, train_cfg.max_length)
+    else:
+        dataset = _encode_generation(task, base.tokenizer, train_cfg.max_length)
+    bf16 = bool(train_cfg.bf16 and device == "cuda" and torch.cuda.is_bf16_supported())
+    with tempfile.TemporaryDirectory(prefix="gradience-train-") as tmp:
+        args = TrainingArguments(
+            output_dir=tmp,
+            max_steps=train_cfg.steps,
+            per_device_train_batch_size=train_cfg.batch_size,
+            gradient_accumulation_steps=train_cfg.gradient_accumulation_steps,
+            learning_rate=train_cfg.lr,
+            weight_decay=train_cfg.weight_decay,
+            # transformers 5: a float in [0, 1) is a ratio of the total steps.
+            warmup_steps=train_cfg.warmup_ratio if train_cfg.warmup_ratio < 1 else train_cfg.steps,
+            lr_scheduler_type=train_cfg.lr_scheduler,
+            seed=seed,
+            data_seed=seed,
+            bf16=bf16,
+            use_cpu=device == "cpu",
+            save_strategy="no",
+            eval_strategy="no",
+            report_to="none",
+            logging_strategy="no",
+            disable_tqdm=not progress,
+            dataloader_num_workers=0,
+            remove_unused_columns=False,
+            # The fused AdamW has no CPU kernel for every dtype; plain AdamW is the same math.
+            optim="adamw_torch",
+        )
+        trainer = Trainer(
+            model=peft_model,
+            args=args,
+            train_dataset=dataset,
+            data_collator=_PadCollator(base.tokenizer.pad_token_id),
+        )
+        if not progress:
+            # Without bars the Trainer prints its final metrics dict instead: keep quiet.
+            from transformers.trainer_callback import PrinterCallback
+
+            trainer.remove_callback(PrinterCallback)
+        out = trainer.train()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    peft_model.save_pretrained(str(output_dir))
+    return TrainResult(
+        path=output_dir,
+        seconds=time.perf_counter() - start,
+        train_loss=float(out.training_loss) if out.training_loss is not None else None,
+        rank=rank if rank is not None else config.lora.r if config.lora else 0,
+        rank_pattern=dict(rank_pattern) if rank_pattern else None,
+    )
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+@dataclass
+class EvalResult:
+    """Per-example correctness on one seed's sample."""
+
+    correct: list[int]
+    seconds: float
+
+    @property
+    def score(self) -> float:
+        """Accuracy / exact match."""
+        return sum(self.correct) / len(self.correct) if self.correct else 0.0
+
+
+def load_adapter_model(
+    config: BenchConfig, task: TaskData, adapter_dir: Path, device: str
+) -> tuple[Any, Any]:
+    """The base model with the adapter at ``adapter_dir`` loaded (eval mode)."""
+    from peft import PeftModel
+    from transformers import set_seed
+
+    set_seed(_EVAL_INIT_SEED)
+    base = load_base(config, task, device)
+    with warnings.catch_warnings():
+        # transformers deprecation notices raised from inside peft, not ours to act on
+        warnings.simplefilter("ignore", FutureWarning)
+        model = PeftModel.from_pretrained(base.model, str(adapter_dir))
+    model.eval()
+    return model, base.tokenizer
+
+
+def evaluate_adapter(
+    config: BenchConfig,
+    task: TaskData,
+    adapter_dir: Path,
+    indices: list[int],
+    device: str = "cpu",
+    progress: bool = True,
+    desc: str = "eval",
+) -> EvalResult:
+    """Evaluate the adapter on the pool examples at ``indices``."""
+    start = time.perf_counter()
+    model, tokenizer = load_adapter_model(config, task, adapter_dir, device)
+    examples = task.eval_examples(indices)
+    batch_size = config.train.eval_batch_size if config.train else 64
+    max_length = config.train.max_length if config.train else 512
+    if task.kind == "classification":
+        correct = _eval_classification(
+            model, tokenizer, examples, batch_size, max_length, device, progress, desc
+        )
+    else:
+        max_new = config.task.max_new_tokens
+        correct = _eval_generation(
+            model, tokenizer, examples, min(batch_size, 16), max_new, device, progress, desc
+        )
+    return EvalResult(correct=correct, seconds=time.perf_counter() - start)
+
+
+def _batches(n: int, size: int) -> list[range]:
+    return [range(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def _eval_classification(
+    model: Any,
+    tokenizer: Any,
+    examples: list[dict[str, Any]],
+    batch_size: int,
+    max_length: int,
+    device: str,
+    progress: bool,
+    desc: str,
+) -> list[int]:
+    import torch
+    from tqdm.auto import tqdm
+
+    correct: list[int] = []
+    with torch.no_grad():
+        for batch in tqdm(
+            _batches(len(examples), batch_size), desc=desc, disable=not progress, leave=False
+        ):
+            texts = [examples[i]["text"] for i in batch]
+            enc = tokenizer(
+                texts, truncation=True, max_length=max_length, padding=True, return_tensors="pt"
+            ).to(device)
+            pred = model(**enc).logits.argmax(dim=-1).tolist()
+            correct += [int(p == examples[i]["label"]) for p, i in zip(pred, batch, strict=True)]
+    return correct
+
+
+def _eval_generation(
+    model: Any,
+    tokenizer: Any,
+    examples: list[dict[str, Any]],
+    batch_size: int,
+    max_new_tokens: int,
+    device: str,
+    progress: bool,
+    desc: str,
+) -> list[int]:
+    import torch
+    from tqdm.auto import tqdm
+
+    # Left padding so every prompt ends where generation starts.
+    tokenizer.padding_side = "left"
+    correct: list[int] = []
+    with torch.no_grad():
+        for batch in tqdm(
+            _batches(len(examples), batch_size), desc=desc, disable=not progress, leave=False
+        ):
+            prompts = [examples[i]["prompt"] for i in batch]
+            enc = tokenizer(prompts, padding=True, return_tensors="pt").to(device)
+            out = model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+            texts = tokenizer.batch_decode(
+                out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True
+            )
+            correct += [
+                int(exact_match(t, examples[i]["answer"]))
+                for t, i in zip(texts, batch, strict=True)
+            ]
+    return correct

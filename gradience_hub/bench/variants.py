@@ -1,0 +1,166 @@
+"""Compression variants: per-module ranks from an audit and a variant spec, and their adapters.
+
+A :class:`~gradience_hub.bench.config.VariantSpec` becomes a :class:`VariantPlan` (module -> k)
+against one audit: ``uniform_median`` / ``uniform_p90`` take the audit's suggested global ranks,
+``per_layer`` its per-module ``rank_pattern`` (each snapped up to ``allowed_ranks`` when given,
+never above a module's own rank); explicit variants use their ``rank``, ``rank_pattern`` (PEFT's
+first-match rule) or ``energy`` threshold. The posthoc protocol writes each plan as an adapter
+with :func:`gradience_hub.compress.compress_adapter`; ``rank: 0`` (the "no update" control) is a
+copy of the adapter with every ``lora_B`` zeroed, keeping its other tensors (e.g. a trained
+classification head), because PEFT cannot hold a rank-0 module.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gradience_hub.adapter import CONFIG_NAME, SAFETENSORS_NAME, Adapter, AdapterConfig
+from gradience_hub.audit import AuditReport
+from gradience_hub.bench.config import VariantSpec
+from gradience_hub.errors import ConfigError
+
+
+@dataclass
+class VariantPlan:
+    """A variant's per-module ranks against one audit, and its LoRA parameter count."""
+
+    name: str
+    label: str
+    ranks: dict[str, int]
+    params: int
+    full_params: int
+
+    @property
+    def uniform_rank(self) -> int | None:
+        """The rank when every module has the same one, else None."""
+        values = set(self.ranks.values())
+        return values.pop() if len(values) == 1 else None
+
+    @property
+    def is_zero(self) -> bool:
+        """The "no update" control (rank 0)."""
+        return self.uniform_rank == 0
+
+    @property
+    def param_reduction(self) -> float:
+        """``1 - params / full_params``."""
+        return 1.0 - self.params / self.full_params if self.full_params else 0.0
+
+    def rank_fields(self) -> dict[str, Any]:
+        """``{"rank": k}`` for uniform plans, ``{"rank_pattern": {...}}`` otherwise."""
+        k = self.uniform_rank
+        return {"rank": k} if k is not None else {"rank_pattern": dict(self.ranks)}
+
+    def peft_rank_pattern(self) -> dict[str, int]:
+        """The ranks as a PEFT ``rank_pattern`` (escaped full module names: PEFT reads keys
+        as regexes, and ``layer.1.`` would otherwise also match ``layer.1x``)."""
+        return {re.escape(name): k for name, k in self.ranks.items()}
+
+
+def snap(k: int, cap: int, allowed: list[int] | None) -> int:
+    """``k`` rounded up to the nearest allowed rank, never above ``cap`` (the module's rank)."""
+    if not allowed:
+        return min(k, cap)
+    for a in allowed:
+        if k <= a <= cap:
+            return a
+    return cap
+
+
+def plan_variant(
+    spec: VariantSpec,
+    report: AuditReport,
+    allowed_ranks: list[int] | None = None,
+    key: str = "compression.variants",
+) -> VariantPlan:
+    """The per-module ranks of ``spec`` for the audited adapter ``report``."""
+    layers = report.layers
+    full = {layer.name: layer.r for layer in layers}
+    if spec.kind in ("uniform_median", "uniform_p90"):
+        which = "global_median" if spec.kind == "uniform_median" else "global_p90"
+        k = int(report.suggestions[which])
+        ranks = {name: snap(k, r, allowed_ranks) for name, r in full.items()}
+    elif spec.kind == "per_layer":
+        suggested = report.suggestions["per_layer"]["rank_pattern"]
+        ranks = {name: snap(int(suggested[name]), r, allowed_ranks) for name, r in full.items()}
+    elif spec.energy is not None:
+        from gradience_hub.compress import plan_ranks
+
+        ranks = plan_ranks(report, energy=spec.energy)
+    else:
+        rule = AdapterConfig(
+            raw={},
+            r=spec.rank if spec.rank is not None else -1,
+            lora_alpha=1.0,
+            rank_pattern=spec.rank_pattern or {},
+        )
+        ranks = {}
+        for name, r in full.items():
+            k = rule.rank_for(name)
+            ranks[name] = r if k == -1 else k
+        for name, k in ranks.items():
+            if k > full[name]:
+                raise ConfigError(
+                    f"variant {spec.name}: rank {k} for module {name} is above the adapter's "
+                    f"rank {full[name]}",
+                    hint="compression only lowers ranks; use a rank <= the adapter's",
+                    key=f"{key}.rank" if spec.rank_pattern is None else f"{key}.rank_pattern",
+                )
+    params = sum(ranks[layer.name] * (layer.shape[0] + layer.shape[1]) for layer in layers)
+    full_params = sum(layer.r * (layer.shape[0] + layer.shape[1]) for layer in layers)
+    label = spec.name
+    plan = VariantPlan(spec.name, label, ranks, params, full_params)
+    k = plan.uniform_rank
+    if spec.kind == "per_layer":
+        plan.label = f"{spec.name} (audit-guided)"
+    elif k is not None:
+        plan.label = f"{spec.name} (r={k})" if k else f"{spec.name} (no update)"
+    return plan
+
+
+def write_variant(
+    adapter: Adapter, plan: VariantPlan, output_dir: Path, base_model: Any = None
+) -> Path:
+    """Write the plan's adapter to ``output_dir`` (replacing it) and return the directory.
+    ``base_model`` (a model, e.g. a meta-device skeleton) is what compress's peft reload
+    check loads the variant onto."""
+    if plan.is_zero:
+        return _write_zeroed(adapter, output_dir)
+    from gradience_hub.compress import compress_adapter
+
+    compress_adapter(
+        adapter,
+        plan.ranks,
+        output_dir,
+        force=True,
+        base_model=base_model,
+        source=str(adapter.directory),
+    )
+    return output_dir
+
+
+def _write_zeroed(adapter: Adapter, output_dir: Path) -> Path:
+    """The adapter with every ``lora_B`` set to zero: the update vanishes, the rest stays."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    tensors: dict[str, np.ndarray] = {}
+    for pair in adapter.pairs.values():
+        assert pair.a_key is not None and pair.b_key is not None
+        tensors[pair.a_key] = np.ascontiguousarray(adapter.tensor(pair.a_key))
+        tensors[pair.b_key] = np.zeros_like(adapter.tensor(pair.b_key))
+    for key in adapter.other_keys:
+        tensors[key] = np.ascontiguousarray(adapter.tensor(key))
+    if output_dir.exists():
+        shutil.rmtree(output_dir)
+    output_dir.mkdir(parents=True)
+    save_file(tensors, str(output_dir / SAFETENSORS_NAME), metadata={"format": "pt"})
+    (output_dir / CONFIG_NAME).write_text(
+        json.dumps(adapter.config.raw, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+    )
+    return output_dir
