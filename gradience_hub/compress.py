@@ -17,19 +17,23 @@ before the multiplication, so it is copied unchanged only because the scaling is
 The output is written to a temporary sibling directory and renamed into place, so ``--output``
 holds either the whole adapter or nothing. Runs on the core install (numpy, safetensors); when
 torch and peft are importable the written adapter is also loaded with peft (see :func:`verify`).
+
+This module plans the ranks (:func:`plan_ranks`), builds the config (:func:`build_config`) and
+writes the adapter (:func:`compress_adapter`, :func:`compress`). Beside it:
+:mod:`gradience_hub.compress_result` (what was written and lost, and its text) and
+:mod:`gradience_hub.compress_verify` (the numpy self-check and the peft reload check). Every
+public name stays importable from here.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,174 +43,22 @@ import numpy as np
 from gradience_hub import spectral
 from gradience_hub.adapter import (
     CONFIG_NAME,
-    PEFT_PREFIX,
     SAFETENSORS_NAME,
     Adapter,
     AdapterConfig,
     load,
 )
-from gradience_hub.audit import AuditReport, audit_adapter, human_count
-from gradience_hub.errors import AdapterError, MissingExtraError, UsageError
-
-# Verification levels, strongest first (CompressionResult.verified).
-VERIFIED_PEFT_LOAD = "peft-load"  # loaded onto the base model's module tree by peft
-VERIFIED_PEFT_CONFIG = "peft-config"  # LoraConfig parses, PEFT's pattern rule gives r/scaling
-VERIFIED_SELF = "self-check"  # numpy-only: keys, shapes, r/scaling by our copy of PEFT's rule
-VERIFIED_NONE = "skipped"
-
-# PeftModel.from_pretrained picks the model class from task_type when architectures is absent.
-_TASK_CLASSES = {
-    "SEQ_CLS": "AutoModelForSequenceClassification",
-    "CAUSAL_LM": "AutoModelForCausalLM",
-    "SEQ_2_SEQ_LM": "AutoModelForSeq2SeqLM",
-    "TOKEN_CLS": "AutoModelForTokenClassification",
-    "QUESTION_ANS": "AutoModelForQuestionAnswering",
-    "FEATURE_EXTRACTION": "AutoModel",
-}
-
-# Relative tolerance when comparing a reloaded scaling with the asked one: alpha = s * k and
-# PEFT's alpha / r round-trip through two float64 operations.
-_SCALE_RTOL = 1e-12
-
-
-# --------------------------------------------------------------------------- results
-
-
-@dataclass(frozen=True)
-class ModuleCompression:
-    """One module's truncation: ranks, parameters and errors (relative Frobenius norms).
-
-    ``rel_error`` is measured on the truncated float64 factors against the original ones
-    through QR of the stacked factors (no dense product); ``ey_bound`` is the Eckart-Young value
-    ``sqrt(sum_{i>=k} s_i^2 / sum_i s_i^2)`` from the singular values. They agree to rounding,
-    which is the proof that the written factors are the optimal rank-``k`` approximation.
-    ``stored_rel_error`` is the same measurement after rounding the factors to the stored dtype
-    (it adds bf16/fp16 rounding, ~1e-3 for bf16).
-    """
-
-    name: str
-    kind: str
-    shape: tuple[int, int]
-    dtype: str
-    r_old: int
-    r_new: int
-    params_old: int
-    params_new: int
-    scale: float
-    alpha_new: float
-    rel_error: float
-    ey_bound: float
-    stored_rel_error: float
-    fro_norm: float
-
-    @property
-    def param_reduction(self) -> float:
-        """``1 - params_new / params_old``."""
-        return 1.0 - self.params_new / self.params_old if self.params_old else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON form."""
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "shape": list(self.shape),
-            "dtype": self.dtype,
-            "r_old": self.r_old,
-            "r_new": self.r_new,
-            "params_old": self.params_old,
-            "params_new": self.params_new,
-            "param_reduction": self.param_reduction,
-            "scale": self.scale,
-            "alpha_new": self.alpha_new,
-            "rel_error": self.rel_error,
-            "ey_bound": self.ey_bound,
-            "stored_rel_error": self.stored_rel_error,
-            "fro_norm": self.fro_norm,
-        }
-
-
-@dataclass
-class CompressionResult:
-    """What :func:`compress_adapter` wrote and how much it lost.
-
-    ``rel_error`` / ``ey_bound`` overall are the relative Frobenius error of all modules' updates
-    taken together: ``sqrt(sum_i e_i^2 ||dW_i||^2) / sqrt(sum_i ||dW_i||^2)``.
-    """
-
-    output_dir: Path
-    modules: list[ModuleCompression]
-    config: dict[str, Any]
-    verified: str
-    source: str | None = None
-    mode: str | None = None
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def params_old(self) -> int:
-        """LoRA parameters before (factors only; heads and magnitudes are not counted)."""
-        return sum(m.params_old for m in self.modules)
-
-    @property
-    def params_new(self) -> int:
-        """LoRA parameters after."""
-        return sum(m.params_new for m in self.modules)
-
-    @property
-    def param_reduction(self) -> float:
-        """``1 - params_new / params_old``."""
-        return 1.0 - self.params_new / self.params_old if self.params_old else 0.0
-
-    def _overall(self, attr: str) -> float:
-        total = sum(m.fro_norm**2 for m in self.modules)
-        if total == 0.0:
-            return 0.0
-        return math.sqrt(sum((getattr(m, attr) * m.fro_norm) ** 2 for m in self.modules) / total)
-
-    @property
-    def rel_error(self) -> float:
-        """Overall relative Frobenius error (float64 factors)."""
-        return self._overall("rel_error")
-
-    @property
-    def ey_bound(self) -> float:
-        """Overall Eckart-Young bound; equals :attr:`rel_error` up to rounding."""
-        return self._overall("ey_bound")
-
-    @property
-    def stored_rel_error(self) -> float:
-        """Overall relative error of the factors as stored (dtype rounding included)."""
-        return self._overall("stored_rel_error")
-
-    @property
-    def rank_pattern(self) -> dict[str, int]:
-        """The new rank of every module (PEFT module names)."""
-        return {m.name: m.r_new for m in self.modules}
-
-    def to_dict(self) -> dict[str, Any]:
-        """The ``--json`` document."""
-        return {
-            "output_dir": str(self.output_dir),
-            "source": self.source,
-            "mode": self.mode,
-            "verified": self.verified,
-            "totals": {
-                "params_old": self.params_old,
-                "params_new": self.params_new,
-                "param_reduction": self.param_reduction,
-                "rel_error": self.rel_error,
-                "ey_bound": self.ey_bound,
-                "stored_rel_error": self.stored_rel_error,
-            },
-            "modules": [m.to_dict() for m in self.modules],
-            "config": {
-                "r": self.config.get("r"),
-                "lora_alpha": self.config.get("lora_alpha"),
-                "rank_pattern": self.config.get("rank_pattern"),
-                "alpha_pattern": self.config.get("alpha_pattern"),
-            },
-            "warnings": list(self.warnings),
-        }
-
+from gradience_hub.audit import AuditReport, audit_adapter
+from gradience_hub.compress_result import CompressionResult, ModuleCompression, format_result
+from gradience_hub.compress_verify import (
+    VERIFIED_NONE,
+    VERIFIED_PEFT_CONFIG,
+    VERIFIED_PEFT_LOAD,
+    VERIFIED_SELF,
+    self_check,
+    verify_with_peft,
+)
+from gradience_hub.errors import AdapterError, UsageError
 
 # --------------------------------------------------------------------------- planning
 
@@ -538,230 +390,6 @@ def compress_adapter(
     )
 
 
-# --------------------------------------------------------------------------- checks
-
-
-def self_check(
-    directory: Path,
-    expected: Mapping[str, tuple[int, float]],
-    shapes: Mapping[str, tuple[tuple[int, ...], tuple[int, ...]]],
-) -> str:
-    """Re-open the written adapter with our reader (numpy only) and check every module's
-    rank, scaling (PEFT's rule, as :mod:`gradience_hub.adapter` implements it) and shapes."""
-    from gradience_hub.adapter import open_adapter
-
-    written = open_adapter(directory)
-    if set(written.module_names) != set(expected):
-        raise AdapterError(
-            "the written adapter lost or gained LoRA modules", hint="report this as a bug"
-        )
-    for name, (k, scale) in expected.items():
-        pair = written.pairs[name]
-        assert pair.a_key is not None and pair.b_key is not None
-        a_shape = tuple(written.tensor(pair.a_key).shape)
-        b_shape = tuple(written.tensor(pair.b_key).shape)
-        got_scale = written.config.scale_for(name, written.config.rank_for(name))
-        if (
-            written.config.rank_for(name) != k
-            or (a_shape, b_shape) != tuple(shapes[name])
-            or not math.isclose(got_scale, scale, rel_tol=_SCALE_RTOL, abs_tol=0.0)
-        ):
-            raise AdapterError(
-                f"self-check of the written adapter failed for module {name}: config r="
-                f"{written.config.rank_for(name)} scaling={got_scale} (asked r={k} scaling="
-                f"{scale}), lora_A{a_shape} lora_B{b_shape}",
-                hint="report this as a bug",
-            )
-    return VERIFIED_SELF
-
-
-def _peft_available() -> bool:
-    try:
-        import peft  # noqa: F401
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def verify_with_peft(
-    directory: Path,
-    expected: Mapping[str, tuple[int, float]],
-    *,
-    base_model: Any = None,
-    verify: bool | None = None,
-) -> str | None:
-    """Check the adapter in ``directory`` with peft itself; the level reached, or None.
-
-    1. ``LoraConfig.from_pretrained`` parses the config, and PEFT's own ``get_pattern_key``
-       gives every module the asked ``r`` and ``scaling``.
-    2. When a base model is known (``base_model`` object or local directory, else the config's
-       ``base_model_name_or_path`` if it resolves without the network), the adapter is injected
-       into that model's module tree and its state dict loaded with
-       ``set_peft_model_state_dict``: no missing or unexpected keys, no shape mismatch, and each
-       ``LoraLayer`` reports the asked ``r`` and ``scaling``. Transformers models are rebuilt on
-       the meta device from their config, so this costs no weight memory and never touches the
-       caller's model; other ``nn.Module`` objects are deep-copied.
-    """
-    if verify is False:
-        return None
-    if not _peft_available():
-        if verify:
-            raise MissingExtraError("peft")
-        return None
-    import warnings as _warnings
-
-    from peft import LoraConfig
-    from peft.utils.other import get_pattern_key
-
-    try:
-        with _warnings.catch_warnings():
-            _warnings.simplefilter("ignore")
-            config = LoraConfig.from_pretrained(str(directory))
-    except Exception as exc:
-        raise AdapterError(
-            f"peft cannot parse the written {CONFIG_NAME}: {type(exc).__name__}: {exc}",
-            hint="report this as a bug (the original config may hold keys this peft rejects)",
-        ) from None
-    for name, (k, scale) in expected.items():
-        r = config.rank_pattern.get(get_pattern_key(config.rank_pattern.keys(), name), config.r)
-        alpha = config.alpha_pattern.get(
-            get_pattern_key(config.alpha_pattern.keys(), name), config.lora_alpha
-        )
-        got = alpha / math.sqrt(r) if config.use_rslora else alpha / r
-        if r != k or not math.isclose(got, scale, rel_tol=_SCALE_RTOL, abs_tol=0.0):
-            raise AdapterError(
-                f"peft reads module {name} as r={r}, scaling={got}; asked r={k}, scaling={scale}",
-                hint="report this as a bug",
-            )
-    model = _base_skeleton(base_model, config)
-    if model is None:
-        return VERIFIED_PEFT_CONFIG
-    _load_onto(model, directory, config, expected)
-    return VERIFIED_PEFT_LOAD
-
-
-def _base_skeleton(base_model: Any, config: Any) -> Any:
-    """A module tree to load the adapter onto, or None when no base model is known."""
-    import copy
-
-    import torch
-
-    if base_model is None:
-        name = getattr(config, "base_model_name_or_path", None)
-        if not name:
-            return None
-        try:
-            return _skeleton_from_path(str(name), config, local_only=True)
-        except Exception:
-            # Not resolvable without the network (or not a transformers model): the config-level
-            # check stands; an explicit base_model makes this an error instead.
-            return None
-    if isinstance(base_model, (str, os.PathLike)):
-        try:
-            return _skeleton_from_path(str(base_model), config, local_only=True)
-        except Exception as exc:
-            raise AdapterError(
-                f"cannot build the base model {base_model} for the reload check: "
-                f"{type(exc).__name__}: {exc}",
-                hint="pass a local model directory (save_pretrained output) or a model object",
-            ) from None
-    if not isinstance(base_model, torch.nn.Module):
-        raise UsageError(f"base_model must be a torch module or a path, got {type(base_model)}")
-    hf_config = getattr(base_model, "config", None)
-    if hasattr(hf_config, "model_type"):
-        try:
-            with torch.device("meta"):
-                return type(base_model)(hf_config)
-        except Exception:
-            pass  # a model class that cannot be rebuilt from its config alone: copy it
-    return copy.deepcopy(base_model)
-
-
-def _skeleton_from_path(name: str, config: Any, local_only: bool) -> Any:
-    """Build the base model's module tree on the meta device from its config.json."""
-    import torch
-    import transformers
-
-    hf_config = transformers.AutoConfig.from_pretrained(name, local_files_only=local_only)
-    cls = None
-    for arch in getattr(hf_config, "architectures", None) or []:
-        cls = getattr(transformers, arch, None)
-        if cls is not None:
-            break
-    if cls is None:
-        auto = (getattr(config, "auto_mapping", None) or {}).get("base_model_class")
-        cls = getattr(transformers, auto, None) if auto else None
-    if cls is None:
-        task = str(getattr(config, "task_type", None) or "").upper()
-        cls = getattr(transformers, _TASK_CLASSES.get(task, "AutoModel"))
-    with torch.device("meta"):
-        if hasattr(cls, "from_config"):
-            return cls.from_config(hf_config)
-        return cls(hf_config)
-
-
-def _load_onto(model: Any, directory: Path, config: Any, expected: Mapping[str, Any]) -> None:
-    """Inject the adapter into ``model`` and load the written weights; raise on any mismatch."""
-    import copy
-    import warnings as _warnings
-
-    from peft import get_peft_model, set_peft_model_state_dict
-    from peft.tuners.lora import LoraLayer
-    from peft.utils import load_peft_weights
-
-    check_config = copy.deepcopy(config)
-    # Initialisation is irrelevant (the weights are overwritten) and data-driven inits (PiSSA,
-    # OLoRA, ...) would need real base weights, which a meta skeleton does not have.
-    check_config.init_lora_weights = True
-    check_config.inference_mode = True
-    with _warnings.catch_warnings():
-        _warnings.simplefilter("ignore")  # copying into meta tensors warns per parameter
-        try:
-            peft_model = get_peft_model(model, check_config)
-            state = load_peft_weights(str(directory), device="cpu")
-            result: Any = set_peft_model_state_dict(peft_model, state, adapter_name="default")
-        except Exception as exc:
-            raise AdapterError(
-                f"peft could not load the written adapter onto the base model: "
-                f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1][:300]}",
-                hint="report this as a bug, with the adapter's config",
-            ) from None
-    missing = [
-        k
-        for k in result.missing_keys
-        if ("lora_" in k or "modules_to_save" in k or "trainable_tokens" in k) and "default" in k
-    ]
-    if missing or result.unexpected_keys:
-        raise AdapterError(
-            f"peft reload check: missing keys {missing[:3]}, unexpected keys "
-            f"{list(result.unexpected_keys)[:3]}",
-            hint="the written adapter does not match the base model's module names",
-        )
-    seen: set[str] = set()
-    for full, layer in peft_model.named_modules():
-        if not isinstance(layer, LoraLayer) or "default" not in getattr(layer, "r", {}):
-            continue
-        name = full[len(PEFT_PREFIX) :] if full.startswith(PEFT_PREFIX) else full
-        if name not in expected:
-            continue
-        seen.add(name)
-        k, scale = expected[name]
-        got_r, got_s = layer.r["default"], layer.scaling["default"]
-        if got_r != k or not math.isclose(got_s, scale, rel_tol=_SCALE_RTOL, abs_tol=0.0):
-            raise AdapterError(
-                f"peft reload check: module {name} loaded with r={got_r}, scaling={got_s}; "
-                f"asked r={k}, scaling={scale}",
-                hint="report this as a bug",
-            )
-    lost = sorted(set(expected) - seen)
-    if lost:
-        raise AdapterError(
-            f"peft reload check: module {lost[0]} was not adapted by peft",
-            hint="target_modules of the adapter config do not reach this module",
-        )
-
-
 # --------------------------------------------------------------------------- end to end
 
 
@@ -809,51 +437,18 @@ def compress(
     return result
 
 
-# --------------------------------------------------------------------------- text output
-
-_VERIFIED_TEXT = {
-    VERIFIED_PEFT_LOAD: "loaded onto the base model with peft (keys, shapes, r, scaling)",
-    VERIFIED_PEFT_CONFIG: "config parsed by peft; keys, shapes, r and scaling checked "
-    "(no base model available to load onto)",
-    VERIFIED_SELF: "keys, shapes, r and scaling checked without peft "
-    "(install the 'bench' extra for the peft reload check)",
-}
-
-
-def format_result(result: CompressionResult) -> str:
-    """Per-module and total parameter reduction and relative Frobenius error, as a table."""
-    rule = "─" * 40
-    lines = ["GRADIENCE LoRA COMPRESSION", rule]
-    if result.source:
-        lines.append(f"Source: {result.source}")
-    lines.append(f"Output: {result.output_dir}")
-    if result.mode:
-        lines.append(f"Ranks:  {result.mode}")
-    width = max([len("Module"), len("Total")] + [len(m.name) for m in result.modules])
-    head = (
-        f"  {'Module':<{width}}  {'r':>4}  {'r_new':>5}  {'Params':>8}  {'New':>8}  "
-        f"{'Saved':>6}  {'Rel. error':>10}"
-    )
-    lines += ["", head]
-    for m in result.modules:
-        lines.append(
-            f"  {m.name:<{width}}  {m.r_old:>4}  {m.r_new:>5}  {human_count(m.params_old):>8}  "
-            f"{human_count(m.params_new):>8}  {m.param_reduction * 100:>5.1f}%  "
-            f"{m.rel_error:>10.3e}"
-        )
-    lines.append(
-        f"  {'Total':<{width}}  {'':>4}  {'':>5}  {human_count(result.params_old):>8}  "
-        f"{human_count(result.params_new):>8}  {result.param_reduction * 100:>5.1f}%  "
-        f"{result.rel_error:>10.3e}"
-    )
-    lines += [
-        "",
-        f"Parameter reduction: {result.param_reduction * 100:.1f}% "
-        f"({human_count(result.params_old)} -> {human_count(result.params_new)} LoRA params)",
-        f"Relative Frobenius error: {result.rel_error:.3e} "
-        f"(Eckart-Young bound {result.ey_bound:.3e}; as stored {result.stored_rel_error:.3e})",
-        f"Check: {_VERIFIED_TEXT.get(result.verified, result.verified)}",
-    ]
-    if result.warnings:
-        lines += [""] + [f"Warning: {w}" for w in result.warnings]
-    return "\n".join(lines) + "\n"
+__all__ = [
+    "VERIFIED_NONE",
+    "VERIFIED_PEFT_CONFIG",
+    "VERIFIED_PEFT_LOAD",
+    "VERIFIED_SELF",
+    "CompressionResult",
+    "ModuleCompression",
+    "build_config",
+    "compress",
+    "compress_adapter",
+    "format_result",
+    "plan_ranks",
+    "self_check",
+    "verify_with_peft",
+]
