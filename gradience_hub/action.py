@@ -11,291 +11,55 @@ library for each repo, and answers through the Actions channels: ``GITHUB_OUTPUT
 Exit codes are the CLI's (DESIGN.md): 0 success, PASS, or FAIL with ``fail-on: never``; 1 a
 repo's verdict is FAIL; 2 bad input; 3 Hub, GitHub or network failure. The HF token is masked
 before anything else runs and scrubbed from everything this process writes.
+
+This module holds the orchestration: each repo's run of the mode (:func:`run_repo`), its
+summary and comment sections, the sticky PR comment, the outputs' values and the exit code
+(:func:`run`), and the entry point (:func:`main`). The runner protocol it speaks, inputs in and
+workflow commands, outputs, summary and secret scrubbing out, is :mod:`gradience_hub.action_io`;
+every public name stays importable from here.
 """
 
 from __future__ import annotations
 
-import io
 import json
-import math
 import os
 import re
 import sys
 import traceback
-import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
+from gradience_hub.action_io import (
+    FAIL_ON,
+    INPUTS,
+    MODES,
+    OUTPUTS,
+    InputError,
+    Secrets,
+    Settings,
+    _Channel,
+    _ScrubbedStream,
+    escape_data,
+    escape_property,
+    parse_settings,
+    read_input,
+    workflow_command,
+)
 from gradience_hub.errors import (
     EXIT_BAD_INPUT,
     EXIT_FAIL,
     EXIT_OK,
     GradienceError,
-    UsageError,
 )
 
-INPUTS: dict[str, str] = {
-    "repo-id": "",
-    "revision": "",
-    "mode": "audit",
-    "bench-config": "",
-    "bench-json": "",
-    "hf-token": "",
-    # action.yml defaults it to ${{ github.token }}; outside Actions GITHUB_TOKEN stands in.
-    "github-token": "",
-    "create-pr": "true",
-    "comment": "true",
-    "fail-on": "fail",
-    "max-drop": "",
-    "dry-run": "false",
-}
-"""Every input of action.yml and the default used when GitHub did not pass it (local runs)."""
-
-OUTPUTS = ("status", "utilization", "suggested-rank", "report-path", "hub-pr-url", "comment-url")
-"""Every output of action.yml; all of them are written on every run (empty when unknown)."""
-
-MODES = ("audit", "bench", "annotate")
-FAIL_ON = ("fail", "never")
 REPORT_DIR = "gradience-report"
 """Reports go to ``$GITHUB_WORKSPACE/gradience-report/<repo>/`` (audit.json, bench.json)."""
 
 FORK_SAFE_DOC = "examples/workflows/fork-safe.yml"
 # GitHub refuses issue comments longer than this many characters.
 _MAX_COMMENT = 65536
-_TRUE = ("true", "True", "TRUE")
-_FALSE = ("false", "False", "FALSE")
-
-
-class InputError(UsageError):
-    """An action input is missing or invalid (exit 2); ``input`` names it."""
-
-    def __init__(self, name: str, message: str, hint: str | None = None) -> None:
-        super().__init__(message, hint)
-        self.input = name
-
-
-# -- workflow commands (https://docs.github.com/actions/reference/workflow-commands) -----------
-
-
-def escape_data(text: str) -> str:
-    """Escape the message of a workflow command: ``%``, CR and LF (the runner's rules)."""
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-
-
-def escape_property(text: str) -> str:
-    """Escape a workflow command property value: the data rules plus ``:`` and ``,``."""
-    return escape_data(text).replace(":", "%3A").replace(",", "%2C")
-
-
-def workflow_command(name: str, message: str = "", **properties: str) -> str:
-    """``::name key=value,...::message`` with everything escaped."""
-    props = ",".join(f"{k}={escape_property(v)}" for k, v in properties.items() if v)
-    return f"::{name}{' ' + props if props else ''}::{escape_data(message)}"
-
-
-class Secrets:
-    """Values that must never leave the process in clear text; :meth:`scrub` blanks them."""
-
-    def __init__(self) -> None:
-        self._values: list[str] = []
-
-    def add(self, value: str | None) -> None:
-        for part in (value or "").splitlines():
-            part = part.strip()
-            if part and part not in self._values:
-                self._values.append(part)
-        self._values.sort(key=len, reverse=True)  # longest first: no partial leftovers
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(list(self._values))
-
-    def scrub(self, text: str) -> str:
-        for value in self._values:
-            text = text.replace(value, "***")
-        return text
-
-
-class _ScrubbedStream(io.TextIOBase):
-    """A text stream that scrubs secrets from everything written through it.
-
-    Exception texts, library messages and tracebacks all pass through ``sys.stdout`` /
-    ``sys.stderr``, so scrubbing here guards what no single message format could.
-    """
-
-    def __init__(self, stream: TextIO, secrets: Secrets) -> None:
-        self._stream = stream
-        self._secrets = secrets
-
-    def write(self, s: str) -> int:
-        if not isinstance(s, str):  # behave like a text stream: click probes with b""
-            raise TypeError(f"write() argument must be str, not {type(s).__name__}")
-        self._stream.write(self._secrets.scrub(s))
-        return len(s)
-
-    def flush(self) -> None:
-        self._stream.flush()
-
-    def writable(self) -> bool:
-        return True
-
-    def isatty(self) -> bool:
-        return self._stream.isatty()
-
-    def fileno(self) -> int:
-        return self._stream.fileno()
-
-    @property
-    def encoding(self) -> str:  # type: ignore[override]
-        return getattr(self._stream, "encoding", None) or "utf-8"
-
-
-# -- inputs --------------------------------------------------------------------------------
-
-
-def read_input(name: str, environ: Mapping[str, str]) -> str:
-    """An input's value, stripped: ``INPUT_REPO-ID`` (as GitHub passes it) or ``INPUT_REPO_ID``
-    (what ``docker run -e`` and shells allow), else the :data:`INPUTS` default."""
-    upper = name.upper()
-    for key in (f"INPUT_{upper}", f"INPUT_{upper.replace('-', '_')}"):
-        if key in environ:
-            return environ[key].strip()
-    return INPUTS[name]
-
-
-def _bool_input(name: str, environ: Mapping[str, str]) -> bool:
-    value = read_input(name, environ)
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise InputError(
-        name, f"input '{name}' must be true or false, not {value!r}", hint=f"{name}: true"
-    )
-
-
-def _lines(value: str) -> list[str]:
-    """One item per line, blank lines and ``#`` comments dropped, duplicates removed."""
-    items: list[str] = []
-    for line in value.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and line not in items:
-            items.append(line)
-    return items
-
-
-@dataclass
-class Settings:
-    """The validated inputs."""
-
-    repo_ids: list[str]
-    revision: str | None
-    mode: str
-    bench_config: str | None
-    bench_json: list[str]
-    github_token: str
-    create_pr: bool
-    comment: bool
-    fail_on: str
-    max_drop: float | None
-    dry_run: bool
-
-    def bench_json_for(self, index: int) -> str | None:
-        """The bench.json of the ``index``-th repo: one file for all, or one per repo."""
-        if not self.bench_json:
-            return None
-        return self.bench_json[0] if len(self.bench_json) == 1 else self.bench_json[index]
-
-
-def parse_settings(environ: Mapping[str, str]) -> Settings:
-    """Validate every input; raises :class:`InputError` naming the first bad one."""
-    repo_ids = _lines(read_input("repo-id", environ))
-    if not repo_ids:
-        raise InputError(
-            "repo-id",
-            "input 'repo-id' is required: the Hub repo id(s) or local adapter directories to audit",
-            hint="with: repo-id: your-org/your-adapter (one per line for several)",
-        )
-    mode = read_input("mode", environ).lower() or "audit"
-    if mode not in MODES:
-        raise InputError(
-            "mode",
-            f"input 'mode' must be one of {', '.join(MODES)}, not {mode!r}",
-            hint="mode: audit (spectral audit), bench (run a bench config) or annotate "
-            "(publish on the Hub)",
-        )
-    fail_on = read_input("fail-on", environ).lower() or "fail"
-    if fail_on not in FAIL_ON:
-        raise InputError(
-            "fail-on",
-            f"input 'fail-on' must be fail or never, not {fail_on!r}",
-            hint="fail-on: never reports a FAIL verdict without failing the step",
-        )
-    max_drop: float | None = None
-    raw_drop = read_input("max-drop", environ)
-    if raw_drop:
-        try:
-            max_drop = float(raw_drop)
-        except ValueError:
-            max_drop = math.nan
-        if not (math.isfinite(max_drop) and 0.0 <= max_drop < 1.0):
-            raise InputError(
-                "max-drop",
-                f"input 'max-drop' must be a number in [0, 1), not {raw_drop!r}",
-                hint="max-drop: 0.025 allows a 2.5-point drop on the worst seed",
-            )
-    bench_config = read_input("bench-config", environ) or None
-    bench_json = _lines(read_input("bench-json", environ))
-    if mode == "bench" and not bench_config:
-        raise InputError(
-            "bench-config",
-            "input 'bench-config' is required with mode: bench",
-            hint="bench-config: path/to/bench.yaml (see examples/), or use mode: audit",
-        )
-    if bench_config and mode == "audit":
-        raise InputError(
-            "bench-config",
-            "input 'bench-config' needs mode: bench or mode: annotate",
-            hint="set mode: bench to run it, or drop bench-config",
-        )
-    if bench_config and bench_json:
-        raise InputError(
-            "bench-json",
-            "inputs 'bench-config' and 'bench-json' exclude each other",
-            hint="bench-config runs a new bench; bench-json reuses a finished one's record",
-        )
-    if len(bench_json) not in (0, 1, len(repo_ids)):
-        raise InputError(
-            "bench-json",
-            f"input 'bench-json' lists {len(bench_json)} files for {len(repo_ids)} repos",
-            hint="give one bench.json for all repos, or one per repo in the order of repo-id",
-        )
-    for name, paths in (
-        ("bench-config", [bench_config] if bench_config else []),
-        ("bench-json", bench_json),
-    ):
-        for path in paths:
-            if not Path(path).is_file():
-                raise InputError(
-                    name,
-                    f"input '{name}': file {path!r} not found",
-                    hint="paths are relative to the workspace; check out the repo first "
-                    "(actions/checkout)",
-                )
-    return Settings(
-        repo_ids=repo_ids,
-        revision=read_input("revision", environ) or None,
-        mode=mode,
-        bench_config=bench_config,
-        bench_json=bench_json,
-        github_token=read_input("github-token", environ) or environ.get("GITHUB_TOKEN", ""),
-        create_pr=_bool_input("create-pr", environ),
-        comment=_bool_input("comment", environ),
-        fail_on=fail_on,
-        max_drop=max_drop,
-        dry_run=_bool_input("dry-run", environ),
-    )
 
 
 # -- one repo ------------------------------------------------------------------------------
@@ -445,41 +209,6 @@ def _sections(result: RepoResult) -> tuple[str, str]:
 
 
 # -- the run -------------------------------------------------------------------------------
-
-
-class _Channel:
-    """Annotations on stdout, outputs and the step summary, all scrubbed of secrets."""
-
-    def __init__(self, environ: Mapping[str, str], secrets: Secrets) -> None:
-        self.output_path = environ.get("GITHUB_OUTPUT") or None
-        self.summary_path = environ.get("GITHUB_STEP_SUMMARY") or None
-        self.secrets = secrets
-
-    def annotate(self, level: str, title: str, exc_or_text: GradienceError | str) -> None:
-        if isinstance(exc_or_text, GradienceError):
-            text = exc_or_text.message
-            if exc_or_text.hint:
-                text += f"\nFix: {exc_or_text.hint}"
-        else:
-            text = exc_or_text
-        scrub = self.secrets.scrub
-        print(workflow_command(level, scrub(text), title=scrub(title)), flush=True)
-
-    def outputs(self, values: Mapping[str, str]) -> None:
-        """Write every output, each in the multi-line ``name<<DELIMITER`` form."""
-        if self.output_path is None:
-            return
-        with open(self.output_path, "a", encoding="utf-8") as f:
-            for name in OUTPUTS:
-                value = self.secrets.scrub(values.get(name, ""))
-                delimiter = f"ghadelimiter_{uuid.uuid4()}"  # random: no value can end it early
-                f.write(f"{name}<<{delimiter}\n{value}\n{delimiter}\n")
-
-    def summary(self, markdown: str) -> None:
-        if self.summary_path is None:
-            return
-        with open(self.summary_path, "a", encoding="utf-8") as f:
-            f.write(self.secrets.scrub(markdown).rstrip("\n") + "\n")
 
 
 def _read_event(path: str | None, channel: _Channel) -> dict[str, Any]:
@@ -701,3 +430,25 @@ def main(environ: Mapping[str, str] | None = None) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         sys.stdout, sys.stderr = stdout, stderr
+
+
+__all__ = [
+    "FAIL_ON",
+    "FORK_SAFE_DOC",
+    "INPUTS",
+    "MODES",
+    "OUTPUTS",
+    "REPORT_DIR",
+    "InputError",
+    "RepoResult",
+    "Secrets",
+    "Settings",
+    "escape_data",
+    "escape_property",
+    "main",
+    "parse_settings",
+    "read_input",
+    "run",
+    "run_repo",
+    "workflow_command",
+]

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gradience_hub import action
+from gradience_hub import action, action_io
 from gradience_hub.action import (
     INPUTS,
     OUTPUTS,
@@ -131,7 +131,7 @@ def test_inputs_and_outputs_of_action_yml_are_the_runtime_s() -> None:
 
 
 def test_every_input_is_read_by_the_runtime() -> None:
-    source = Path(action.__file__).read_text(encoding="utf-8")
+    source = "".join(Path(m.__file__).read_text(encoding="utf-8") for m in (action, action_io))
     read = set(re.findall(r'(?:read_input|_bool_input)\(\s*"([a-z-]+)"', source))
     assert read == set(INPUTS)
 
