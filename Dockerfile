@@ -1,5 +1,5 @@
 # The image of `uses: gradience/audit-action@v1`: the gradience-hub package, run as
-# `gradience-hub action` (gradience_hub/action.py holds all the logic).
+# `gradience-hub action` (gradience_hub/action.py and action_io.py hold all the logic).
 #
 # GitHub's rules for Docker actions: no USER (the runner mounts the workspace and expects root)
 # and no WORKDIR (the runner sets it to the mounted $GITHUB_WORKSPACE).
