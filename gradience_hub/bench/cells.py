@@ -187,7 +187,8 @@ class CellRunner:
         return eval_indices(len(self.task.eval_pool), self.config.task.eval_samples, seed)
 
     def __call__(self, cell: Cell) -> CellResult:
-        from gradience_hub.bench.train import evaluate_adapter, train_adapter
+        from gradience_hub.bench.evaluate import evaluate_adapter
+        from gradience_hub.bench.train import train_adapter
 
         train_seconds = train_loss = None
         if self.protocol == "retrain":
@@ -200,7 +201,7 @@ class CellRunner:
                     cell.seed,
                     adapter_dir,
                     self.device,
-                    progress=self.progress,
+                    progress=bool(self.progress),
                 )
             else:
                 plan = self.plans[cell.key]
@@ -214,7 +215,7 @@ class CellRunner:
                     self.device,
                     rank=k,
                     rank_pattern=None if k is not None else plan.peft_rank_pattern(),
-                    progress=self.progress,
+                    progress=bool(self.progress),
                 )
             train_seconds, train_loss = trained.seconds, trained.train_loss
         else:
@@ -230,7 +231,7 @@ class CellRunner:
             adapter_dir,
             idx,
             self.device,
-            progress=self.progress,
+            progress=bool(self.progress),
             desc=f"eval {cell.key}",
         )
         params = self.probe_params if cell.variant == PROBE else self.plans[cell.key].params

@@ -18,8 +18,9 @@ weights, protocol, device) and a resume with a different fingerprint is refused.
 cells reproducible: the same seed gives the same numbers, resumed or not.
 
 The cells, the executor interface and the cell store are in :mod:`gradience_hub.bench.cells`;
-the policy (per-seed deltas, worst delta, pass rate, paired p-value, verdict) is
-:mod:`gradience_hub.bench.policy` and the record :mod:`gradience_hub.record`.
+:mod:`gradience_hub.bench.judge` turns the finished cells into the record through the policy
+(:mod:`gradience_hub.bench.policy`: per-seed deltas, worst delta, pass rate, paired p-value,
+verdict) and :mod:`gradience_hub.record`.
 
 Output layout::
 
@@ -36,7 +37,6 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +53,9 @@ from gradience_hub.bench.cells import (
     run_grid,
 )
 from gradience_hub.bench.config import BenchConfig, load_config, parse_seeds
+from gradience_hub.bench.judge import RunResults, build_record, summary_dict
 from gradience_hub.bench.variants import VariantPlan, plan_variant, write_variant
-from gradience_hub.errors import UsageError
+from gradience_hub.errors import ConfigError, UsageError
 
 __all__ = [
     "PROBE",
@@ -89,24 +90,6 @@ def _fingerprint(config: BenchConfig, protocol: str, device: str, source_digest:
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
-@dataclass
-class _Run:
-    """What a protocol hands to the record builder."""
-
-    protocol: str
-    config: BenchConfig
-    output_dir: Path
-    device: str
-    adapter: dict[str, Any]
-    audit_summary: dict[str, Any]
-    probe_rank: int
-    probe_params: int
-    plans: dict[str, VariantPlan]  # "<variant>__<seed>" -> plan
-    results: dict[str, CellResult]
-    pool_size: int
-    warnings: list[str]
-
-
 # --------------------------------------------------------------------------- posthoc
 
 
@@ -119,7 +102,7 @@ def _posthoc(
     executor: Executor,
     echo: Echo,
     progress: bool,
-) -> _Run:
+) -> RunResults:
     from gradience_hub.adapter import load
     from gradience_hub.audit import audit_adapter, format_text
     from gradience_hub.bench.tasks import load_task
@@ -169,7 +152,7 @@ def _posthoc(
     ]
     results: dict[str, CellResult] = {}
     run_grid(cells, runner, executor, store, results, echo, len(cells))
-    return _Run(
+    return RunResults(
         protocol="posthoc",
         config=config,
         output_dir=out,
@@ -181,7 +164,7 @@ def _posthoc(
             "allocated_rank": report.summary.allocated_rank,
             "lora_params": report.summary.lora_params,
         },
-        audit_summary=_summary(report),
+        audit_summary=summary_dict(report),
         probe_rank=report.summary.allocated_rank,
         probe_params=report.summary.lora_params,
         plans=plans,
@@ -189,12 +172,6 @@ def _posthoc(
         pool_size=len(task.eval_pool),
         warnings=warnings,
     )
-
-
-def _summary(report: Any) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    return asdict(report.summary)
 
 
 # --------------------------------------------------------------------------- retrain
@@ -209,7 +186,7 @@ def _retrain(
     executor: Executor,
     echo: Echo,
     progress: bool,
-) -> _Run:
+) -> RunResults:
     from gradience_hub.adapter import SourceInfo, open_adapter
     from gradience_hub.audit import audit_adapter, format_text
     from gradience_hub.bench.tasks import load_task
@@ -217,8 +194,6 @@ def _retrain(
     lora, _ = config.require_training("the retrain protocol")
     for i, spec in enumerate(config.compression.variants):
         if spec.rank == 0:
-            from gradience_hub.errors import ConfigError
-
             raise ConfigError(
                 f"variant {spec.name}: rank 0 (the no-update control) exists only in posthoc",
                 hint="drop it from compression.variants or use --protocol posthoc",
@@ -252,7 +227,7 @@ def _retrain(
         report = audit_adapter(open_adapter(probe_dir), SourceInfo("local", str(probe_dir)))
         (probe_dir / "audit.json").write_text(report.to_json(), encoding="utf-8")
         if not first_summary:
-            first_summary = _summary(report)
+            first_summary = summary_dict(report)
             probe_params = report.summary.lora_params
             (out / "audit.json").write_text(report.to_json(), encoding="utf-8")
             echo(f"Audit of the seed-{seed} probe:")
@@ -270,12 +245,16 @@ def _retrain(
         per_seed = {seed: plans[Cell(spec.name, seed).key] for seed in config.seeds}
         distinct = {json.dumps(p.ranks, sort_keys=True) for p in per_seed.values()}
         if len(distinct) > 1:
-            shown = ", ".join(f"seed {s}: {p.label}" for s, p in per_seed.items())
+            shown = ", ".join(
+                f"seed {s}: "
+                + (f"r={p.uniform_rank}" if p.uniform_rank is not None else f"{p.params} params")
+                for s, p in per_seed.items()
+            )
             warnings.append(
                 f"variant {spec.name}: the probes' audits planned different ranks per seed "
                 f"({shown}); the record shows seed {config.seeds[0]}'s"
             )
-    return _Run(
+    return RunResults(
         protocol="retrain",
         config=config,
         output_dir=out,
@@ -294,88 +273,6 @@ def _retrain(
         results=results,
         pool_size=len(task.eval_pool),
         warnings=warnings,
-    )
-
-
-# --------------------------------------------------------------------------- record
-
-
-def _record(run: _Run) -> Any:
-    """Judge every variant with the policy and assemble the BenchRecord."""
-    from gradience_hub.bench.policy import Policy, decide, evaluate_variant
-    from gradience_hub.record import (
-        AdapterInfo,
-        BenchRecord,
-        ProbeRecord,
-        ProtocolInfo,
-        TaskInfo,
-        environment_info,
-    )
-
-    config = run.config
-    seeds = config.seeds
-    policy = Policy(config.policy.max_drop, config.policy.min_pass_rate)
-    probe = {seed: run.results[Cell(PROBE, seed).key] for seed in seeds}
-    reference = {seed: r.score for seed, r in probe.items()}
-    reference_correct = {seed: r.correct for seed, r in probe.items()}
-    outcomes = []
-    ranks: dict[str, Any] = {}
-    per_seed_ranks: dict[str, dict[str, Any]] = {}
-    for spec in config.compression.variants:
-        cells = {seed: run.results[Cell(spec.name, seed).key] for seed in seeds}
-        plan = run.plans[Cell(spec.name, seeds[0]).key]
-        params = round(sum(c.params for c in cells.values()) / len(cells))
-        outcomes.append(
-            evaluate_variant(
-                spec.name,
-                reference,
-                {seed: c.score for seed, c in cells.items()},
-                policy,
-                reference_correct=reference_correct,
-                variant_correct={seed: c.correct for seed, c in cells.items()},
-                params=params,
-                param_reduction=1.0 - params / run.probe_params if run.probe_params else None,
-            )
-        )
-        fields = plan.rank_fields()
-        ranks[spec.name] = fields.get("rank", fields.get("rank_pattern"))
-        if run.protocol == "retrain":
-            per_seed_ranks[spec.name] = {
-                str(seed): run.plans[Cell(spec.name, seed).key].rank_fields() for seed in seeds
-            }
-    n_eval = len(probe[seeds[0]].correct)
-    reference_mean = sum(reference.values()) / len(reference)
-    decision = decide(outcomes, policy, reference_mean=reference_mean, eval_examples=n_eval)
-    extra: dict[str, Any] = {
-        "eval_pool": run.pool_size,
-        "eval_samples_per_seed": n_eval,
-        "eval_sampling": "each seed draws its own sample (numpy default_rng(seed))",
-        "device": run.device,
-    }
-    if config.compression.allowed_ranks:
-        extra["allowed_ranks"] = list(config.compression.allowed_ranks)
-    if run.protocol == "retrain":
-        assert config.train is not None
-        extra["train"] = {
-            "steps": config.train.steps,
-            "lr": config.train.lr,
-            "batch_size": config.train.batch_size,
-        }
-        extra["variant_ranks_per_seed"] = per_seed_ranks
-    environment = environment_info()
-    environment["device"] = run.device
-    return BenchRecord.from_decision(
-        decision,
-        adapter=AdapterInfo(**run.adapter),
-        task=TaskInfo(
-            name=config.task.name, metric=config.task.metric or "accuracy", eval_examples=n_eval
-        ),
-        protocol=ProtocolInfo(kind=run.protocol, seeds=list(seeds), extra=extra),
-        probe=ProbeRecord.from_scores(run.probe_rank, run.probe_params, reference),
-        ranks=ranks,
-        audit=run.audit_summary,
-        warnings=run.warnings,
-        environment=environment,
     )
 
 
@@ -443,7 +340,7 @@ def run_bench(
                 "the probes are trained from the config, SOURCE's weights are not read"
             )
         run = _retrain(source, config, out, dev, resume, executor, say, progress)
-    record = _record(run)
+    record = build_record(run)
     save_bench(record, out / "bench.json")
     (out / "bench.md").write_text(to_markdown(record), encoding="utf-8")
     say("")

@@ -276,7 +276,8 @@ def _split_rows(
                 hint="set task.text_field / task.label_field / task.prompt_field to a column",
                 key="task.dataset",
             )
-        train, pool = [], []
+        train: list[dict[str, Any]] = []
+        pool: list[dict[str, Any]] = []
         for row in rows:
             (pool if is_eval(str(row.get(field_name)), task.eval_fraction) else train).append(row)
         return train, pool

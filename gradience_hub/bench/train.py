@@ -1,14 +1,12 @@
 """Training and evaluation of LoRA adapters for the bench (torch, peft, transformers).
 
-Training uses transformers' ``Trainer`` with its own progress bar; LoRA comes from peft at a
+Training uses transformers' ``Trainer`` with its own progress bar (evaluation is in
+:mod:`gradience_hub.bench.evaluate`); LoRA comes from peft at a
 uniform ``r`` or a per-module ``rank_pattern``. Every variant keeps the probe's scaling
 ``alpha / r`` (``alpha_pattern`` follows ``rank_pattern``), so a smaller rank changes capacity,
 not the effective learning rate. A run is a function of its seed: ``transformers.set_seed``
 before the model is built (head and LoRA initialisation) and ``seed``/``data_seed`` for the
 Trainer's shuffling.
-
-Evaluation is batched under ``torch.no_grad`` with a tqdm bar and returns per-example
-correctness, which the policy's paired test needs.
 """
 
 from __future__ import annotations
@@ -23,13 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from gradience_hub.bench.config import BenchConfig
-from gradience_hub.bench.tasks import TaskData, exact_match, resolve_model_path
+from gradience_hub.bench.tasks import TaskData, resolve_model_path
 from gradience_hub.errors import MissingExtraError, UsageError
 
 BENCH_PACKAGES = ("torch", "peft", "transformers", "datasets")
-# Weights that the checkpoint lacks (a new classification head) are initialised under this
-# seed when an adapter is loaded for evaluation; the adapter's saved head then replaces them.
-_EVAL_INIT_SEED = 0
 
 
 def require_bench_extra() -> None:
@@ -131,6 +126,7 @@ def model_skeleton(config: BenchConfig, task: TaskData) -> Any:
     path, is_local = resolve_model_path(config)
     if is_local:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    cls: Any
     if task.kind == "classification":
         hf_config = AutoConfig.from_pretrained(path, num_labels=task.num_labels)
         cls = AutoModelForSequenceClassification
@@ -271,7 +267,10 @@ def train_adapter(
     start = time.perf_counter()
     set_seed(seed)
     base = load_base(config, task, device)
-    peft_model = get_peft_model(base.model, lora_config(config, task, rank, rank_pattern))
+    with warnings.catch_warnings():
+        # transformers deprecation notices raised from inside peft, not ours to act on
+        warnings.simplefilter("ignore", FutureWarning)
+        peft_model = get_peft_model(base.model, lora_config(config, task, rank, rank_pattern))
     if task.kind == "classification":
         dataset = _encode_classification(task, base.tokenizer, train_cfg.max_length)
     else:
@@ -313,7 +312,9 @@ def train_adapter(
             from transformers.trainer_callback import PrinterCallback
 
             trainer.remove_callback(PrinterCallback)
-        out = trainer.train()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            out = trainer.train()
     output_dir.mkdir(parents=True, exist_ok=True)
     peft_model.save_pretrained(str(output_dir))
     return TrainResult(
@@ -323,132 +324,3 @@ def train_adapter(
         rank=rank if rank is not None else config.lora.r if config.lora else 0,
         rank_pattern=dict(rank_pattern) if rank_pattern else None,
     )
-
-
-# --------------------------------------------------------------------------- evaluation
-
-
-@dataclass
-class EvalResult:
-    """Per-example correctness on one seed's sample."""
-
-    correct: list[int]
-    seconds: float
-
-    @property
-    def score(self) -> float:
-        """Accuracy / exact match."""
-        return sum(self.correct) / len(self.correct) if self.correct else 0.0
-
-
-def load_adapter_model(
-    config: BenchConfig, task: TaskData, adapter_dir: Path, device: str
-) -> tuple[Any, Any]:
-    """The base model with the adapter at ``adapter_dir`` loaded (eval mode)."""
-    from peft import PeftModel
-    from transformers import set_seed
-
-    set_seed(_EVAL_INIT_SEED)
-    base = load_base(config, task, device)
-    with warnings.catch_warnings():
-        # transformers deprecation notices raised from inside peft, not ours to act on
-        warnings.simplefilter("ignore", FutureWarning)
-        model = PeftModel.from_pretrained(base.model, str(adapter_dir))
-    model.eval()
-    return model, base.tokenizer
-
-
-def evaluate_adapter(
-    config: BenchConfig,
-    task: TaskData,
-    adapter_dir: Path,
-    indices: list[int],
-    device: str = "cpu",
-    progress: bool = True,
-    desc: str = "eval",
-) -> EvalResult:
-    """Evaluate the adapter on the pool examples at ``indices``."""
-    start = time.perf_counter()
-    model, tokenizer = load_adapter_model(config, task, adapter_dir, device)
-    examples = task.eval_examples(indices)
-    batch_size = config.train.eval_batch_size if config.train else 64
-    max_length = config.train.max_length if config.train else 512
-    if task.kind == "classification":
-        correct = _eval_classification(
-            model, tokenizer, examples, batch_size, max_length, device, progress, desc
-        )
-    else:
-        max_new = config.task.max_new_tokens
-        correct = _eval_generation(
-            model, tokenizer, examples, min(batch_size, 16), max_new, device, progress, desc
-        )
-    return EvalResult(correct=correct, seconds=time.perf_counter() - start)
-
-
-def _batches(n: int, size: int) -> list[range]:
-    return [range(i, min(i + size, n)) for i in range(0, n, size)]
-
-
-def _eval_classification(
-    model: Any,
-    tokenizer: Any,
-    examples: list[dict[str, Any]],
-    batch_size: int,
-    max_length: int,
-    device: str,
-    progress: bool,
-    desc: str,
-) -> list[int]:
-    import torch
-    from tqdm.auto import tqdm
-
-    correct: list[int] = []
-    with torch.no_grad():
-        for batch in tqdm(
-            _batches(len(examples), batch_size), desc=desc, disable=not progress, leave=False
-        ):
-            texts = [examples[i]["text"] for i in batch]
-            enc = tokenizer(
-                texts, truncation=True, max_length=max_length, padding=True, return_tensors="pt"
-            ).to(device)
-            pred = model(**enc).logits.argmax(dim=-1).tolist()
-            correct += [int(p == examples[i]["label"]) for p, i in zip(pred, batch, strict=True)]
-    return correct
-
-
-def _eval_generation(
-    model: Any,
-    tokenizer: Any,
-    examples: list[dict[str, Any]],
-    batch_size: int,
-    max_new_tokens: int,
-    device: str,
-    progress: bool,
-    desc: str,
-) -> list[int]:
-    import torch
-    from tqdm.auto import tqdm
-
-    # Left padding so every prompt ends where generation starts.
-    tokenizer.padding_side = "left"
-    correct: list[int] = []
-    with torch.no_grad():
-        for batch in tqdm(
-            _batches(len(examples), batch_size), desc=desc, disable=not progress, leave=False
-        ):
-            prompts = [examples[i]["prompt"] for i in batch]
-            enc = tokenizer(prompts, padding=True, return_tensors="pt").to(device)
-            out = model.generate(
-                **enc,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-            texts = tokenizer.batch_decode(
-                out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True
-            )
-            correct += [
-                int(exact_match(t, examples[i]["answer"]))
-                for t, i in zip(texts, batch, strict=True)
-            ]
-    return correct

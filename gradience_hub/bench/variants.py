@@ -115,11 +115,11 @@ def plan_variant(
     full_params = sum(layer.r * (layer.shape[0] + layer.shape[1]) for layer in layers)
     label = spec.name
     plan = VariantPlan(spec.name, label, ranks, params, full_params)
-    k = plan.uniform_rank
+    uniform = plan.uniform_rank
     if spec.kind == "per_layer":
         plan.label = f"{spec.name} (audit-guided)"
-    elif k is not None:
-        plan.label = f"{spec.name} (r={k})" if k else f"{spec.name} (no update)"
+    elif uniform is not None:
+        plan.label = f"{spec.name} (r={uniform})" if uniform else f"{spec.name} (no update)"
     return plan
 
 
