@@ -16,7 +16,7 @@ from typing import Any
 
 from gradience_hub.bench.config import BenchConfig
 from gradience_hub.bench.tasks import TaskData, exact_match
-from gradience_hub.bench.train import load_base
+from gradience_hub.bench.train import load_base, prompt_ids
 
 # Weights that the checkpoint lacks (a new classification head) are initialised under this
 # seed when an adapter is loaded for evaluation; the adapter's saved head then replaces them.
@@ -124,24 +124,26 @@ def _eval_generation(
     import torch
     from tqdm.auto import tqdm
 
-    # Left padding so every prompt ends where generation starts.
-    tokenizer.padding_side = "left"
     correct: list[int] = []
+    pad = tokenizer.pad_token_id
     with torch.no_grad():
         for batch in tqdm(
             _batches(len(examples), batch_size), desc=desc, disable=not progress, leave=False
         ):
-            prompts = [examples[i]["prompt"] for i in batch]
-            enc = tokenizer(prompts, padding=True, return_tensors="pt").to(device)
+            # The prompts exactly as in training, left-padded so each ends where
+            # generation starts.
+            ids = [prompt_ids(tokenizer, examples[i]["prompt"]) for i in batch]
+            width = max(len(x) for x in ids)
+            input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=device)
+            mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=device)
             out = model.generate(
-                **enc,
+                input_ids=input_ids,
+                attention_mask=mask,
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
-                pad_token_id=tokenizer.pad_token_id,
+                pad_token_id=pad,
             )
-            texts = tokenizer.batch_decode(
-                out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True
-            )
+            texts = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
             correct += [
                 int(exact_match(t, examples[i]["answer"]))
                 for t, i in zip(texts, batch, strict=True)

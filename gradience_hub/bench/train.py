@@ -165,15 +165,30 @@ def _encode_classification(task: TaskData, tokenizer: Any, max_length: int) -> _
     )
 
 
+def prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
+    """Token ids of a prompt as generation sees it: the tokenizer's leading special tokens
+    (BOS) kept, trailing ones (a BERT-style [SEP]) dropped so the answer follows directly.
+    Training and evaluation both use this, so the model learns what it is asked."""
+    ids = list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
+    special = set(tokenizer.all_special_ids)
+    while len(ids) > 1 and ids[-1] in special:
+        ids.pop()
+    return ids
+
+
 def _encode_generation(task: TaskData, tokenizer: Any, max_length: int) -> _Encoded:
-    """Prompt + " " + answer + EOS; the loss covers the answer only (prompt labels -100)."""
+    """Prompt ids + " answer" ids + EOS; the loss covers the answer only (prompt labels -100).
+    Prompt and answer are tokenised apart so the boundary is exact; a prompt too long to leave
+    room for any answer token is truncated from the left."""
     items = []
-    eos = tokenizer.eos_token or ""
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     for e in task.train:
-        prompt_ids = tokenizer(e["prompt"], add_special_tokens=True)["input_ids"]
-        full = tokenizer(e["prompt"] + " " + e["answer"] + eos, add_special_tokens=True)
-        ids = full["input_ids"][:max_length]
-        labels = [-100] * min(len(prompt_ids), len(ids)) + ids[len(prompt_ids) :]
+        prompt = prompt_ids(tokenizer, e["prompt"])
+        answer = list(tokenizer(" " + e["answer"], add_special_tokens=False)["input_ids"]) + eos
+        answer = answer[: max_length - 1]
+        prompt = prompt[-(max_length - len(answer)) :]
+        ids = prompt + answer
+        labels = [-100] * len(prompt) + answer
         items.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels})
     return _Encoded(items)
 
