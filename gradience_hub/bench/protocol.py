@@ -54,7 +54,7 @@ from gradience_hub.bench.cells import (
 )
 from gradience_hub.bench.config import BenchConfig, load_config, parse_seeds
 from gradience_hub.bench.judge import RunResults, build_record, summary_dict
-from gradience_hub.bench.variants import VariantPlan, plan_variant, write_variant
+from gradience_hub.bench.variants import VariantPlan, check_fits, plan_variant, write_variant
 from gradience_hub.errors import ConfigError, UsageError
 
 __all__ = [
@@ -122,6 +122,7 @@ def _posthoc(
 
     # compress's peft reload check loads every variant onto this (meta device, no weights).
     skeleton = model_skeleton(config, task)
+    check_fits(report, adapter, skeleton, config.model.name_or_path)
     plans: dict[str, VariantPlan] = {}
     adapter_dirs: dict[str, Path] = {}
     for i, spec in enumerate(config.compression.variants):
@@ -130,7 +131,12 @@ def _posthoc(
         )
         if plan.params == plan.full_params:
             warnings.append(f"variant {spec.name} keeps every module's rank (no compression)")
-        adapter_dirs[spec.name] = write_variant(adapter, plan, out / spec.name, skeleton)
+        error = write_variant(adapter, plan, out / spec.name, skeleton)
+        adapter_dirs[spec.name] = out / spec.name
+        echo(
+            f"Compressed {plan.label}: {plan.param_reduction * 100:.1f}% fewer LoRA params, "
+            f"relative error {error:.3f} -> {out / spec.name}"
+        )
         for seed in config.seeds:
             plans[Cell(spec.name, seed).key] = plan
     runner = CellRunner(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 from gradience_hub.adapter import CONFIG_NAME, SAFETENSORS_NAME, Adapter, AdapterConfig
 from gradience_hub.audit import AuditReport
 from gradience_hub.bench.config import VariantSpec
-from gradience_hub.errors import ConfigError
+from gradience_hub.errors import AdapterError, ConfigError
 
 
 @dataclass
@@ -123,25 +124,47 @@ def plan_variant(
     return plan
 
 
+def check_fits(report: AuditReport, adapter: Adapter, base_model: Any, model_name: str) -> None:
+    """Refuse early, naming the fix, when the adapter was not trained on the config's base
+    model: peft loads it onto ``base_model`` (a meta-device skeleton) as compress does."""
+    from gradience_hub.compress import verify_with_peft
+
+    expected = {layer.name: (layer.r, layer.scale) for layer in report.layers}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # transformers notices via peft
+            verify_with_peft(adapter.directory, expected, base_model=base_model, verify=True)
+    except AdapterError as exc:
+        raise AdapterError(
+            f"the adapter in {adapter.directory} does not fit the config's base model "
+            f"{model_name}: {exc.message}",
+            hint="set model.name_or_path (and task) to what the adapter was trained with",
+        ) from None
+
+
 def write_variant(
     adapter: Adapter, plan: VariantPlan, output_dir: Path, base_model: Any = None
-) -> Path:
-    """Write the plan's adapter to ``output_dir`` (replacing it) and return the directory.
-    ``base_model`` (a model, e.g. a meta-device skeleton) is what compress's peft reload
-    check loads the variant onto."""
+) -> float:
+    """Write the plan's adapter to ``output_dir`` (replacing it); return the relative
+    Frobenius error of the whole update (1.0 for the zeroed control). ``base_model`` (a
+    model, e.g. a meta-device skeleton) is what compress's peft reload check loads the
+    variant onto."""
     if plan.is_zero:
-        return _write_zeroed(adapter, output_dir)
+        _write_zeroed(adapter, output_dir)
+        return 1.0
     from gradience_hub.compress import compress_adapter
 
-    compress_adapter(
-        adapter,
-        plan.ranks,
-        output_dir,
-        force=True,
-        base_model=base_model,
-        source=str(adapter.directory),
-    )
-    return output_dir
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # transformers notices via peft
+        result = compress_adapter(
+            adapter,
+            plan.ranks,
+            output_dir,
+            force=True,
+            base_model=base_model,
+            source=str(adapter.directory),
+        )
+    return float(result.rel_error)
 
 
 def _write_zeroed(adapter: Adapter, output_dir: Path) -> Path:
