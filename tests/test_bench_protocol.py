@@ -331,6 +331,12 @@ def test_cli_exit_2_on_bad_input(
     other = peft_adapter(tmp_path / "tiny-bert-adapter")  # trained on another base model
     assert _cli(["bench", str(other), "--config", str(good), "--output", out]) == 2
     assert "does not fit the config's base model" in capsys.readouterr().err
+    no_model = copy.deepcopy(EMBEDDED)
+    # Neither a directory nor a valid Hub id: refused without any network round trip.
+    no_model["model"]["name_or_path"] = "models/missing/base"
+    cfg = _write_config(tmp_path / "no-model.yaml", no_model)
+    assert _cli(["bench", str(embedded_adapter), "--config", str(cfg), "--output", out]) == 2
+    assert "cannot load the base model models/missing/base" in capsys.readouterr().err
     assert _cli(["bench", "--config", str(good), "--output", out, "--protocol", "posthoc"]) == 2
     assert "needs SOURCE" in capsys.readouterr().err
     assert _cli(["bench", str(tmp_path / "nope"), "--config", str(good), "--output", out]) == 2

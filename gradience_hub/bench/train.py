@@ -22,7 +22,7 @@ from typing import Any
 
 from gradience_hub.bench.config import BenchConfig
 from gradience_hub.bench.tasks import TaskData, resolve_model_path
-from gradience_hub.errors import MissingExtraError, UsageError
+from gradience_hub.errors import ConfigError, MissingExtraError, UsageError
 
 BENCH_PACKAGES = ("torch", "peft", "transformers", "datasets")
 
@@ -101,20 +101,33 @@ def load_base(config: BenchConfig, task: TaskData, device: str) -> LoadedModel:
         AutoTokenizer,
     )
 
-    with _quiet_transformers():
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        dtype = _torch_dtype(config.model.dtype)
-        if task.kind == "classification":
-            model = AutoModelForSequenceClassification.from_pretrained(
-                path, num_labels=task.num_labels, dtype=dtype
-            )
-        else:
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    dtype = _torch_dtype(config.model.dtype)
+    try:
+        with _quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            if task.kind == "classification":
+                model = AutoModelForSequenceClassification.from_pretrained(
+                    path, num_labels=task.num_labels, dtype=dtype
+                )
+            else:
+                model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    except (OSError, ValueError) as exc:  # not found, offline, no tokenizer, bad config
+        raise _model_error(config, exc) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return LoadedModel(model=model.to(device), tokenizer=tokenizer, path=path)
+
+
+def _model_error(config: BenchConfig, exc: Exception) -> ConfigError:
+    return ConfigError(
+        f"cannot load the base model {config.model.name_or_path}: "
+        f"{(str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]}",
+        hint="model.name_or_path must be a local model directory, a Hub id in the local "
+        "cache, or a Hub id with network access",
+        key="model.name_or_path",
+    )
 
 
 def model_skeleton(config: BenchConfig, task: TaskData) -> Any:
@@ -127,12 +140,15 @@ def model_skeleton(config: BenchConfig, task: TaskData) -> Any:
     if is_local:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     cls: Any
-    if task.kind == "classification":
-        hf_config = AutoConfig.from_pretrained(path, num_labels=task.num_labels)
-        cls = AutoModelForSequenceClassification
-    else:
-        hf_config = AutoConfig.from_pretrained(path)
-        cls = AutoModelForCausalLM
+    try:
+        if task.kind == "classification":
+            hf_config = AutoConfig.from_pretrained(path, num_labels=task.num_labels)
+            cls = AutoModelForSequenceClassification
+        else:
+            hf_config = AutoConfig.from_pretrained(path)
+            cls = AutoModelForCausalLM
+    except (OSError, ValueError) as exc:
+        raise _model_error(config, exc) from None
     with torch.device("meta"):
         return cls.from_config(hf_config)
 
