@@ -161,7 +161,6 @@ class CellRunner:
     probe_dir: Path | None
     plans: dict[str, VariantPlan] = field(default_factory=dict)
     adapter_dirs: dict[str, Path] = field(default_factory=dict)
-    probe_ranks: dict[int, dict[str, int]] = field(default_factory=dict)
     probe_params: int = 0
     progress: bool | None = None
     _task: Any = None
@@ -234,7 +233,12 @@ class CellRunner:
             progress=bool(self.progress),
             desc=f"eval {cell.key}",
         )
-        params = self.probe_params if cell.variant == PROBE else self.plans[cell.key].params
+        if cell.variant != PROBE:
+            params = self.plans[cell.key].params
+        elif self.protocol == "retrain":
+            params = _lora_params(adapter_dir)
+        else:
+            params = self.probe_params
         try:
             shown = str(adapter_dir.relative_to(self.output_dir))
         except ValueError:
@@ -252,6 +256,14 @@ class CellRunner:
             train_seconds=train_seconds,
             train_loss=train_loss,
         )
+
+
+def _lora_params(adapter_dir: Path) -> int:
+    """LoRA factor parameters of a saved adapter (heads and other tensors not counted)."""
+    from gradience_hub.adapter import open_adapter
+
+    adapter = open_adapter(adapter_dir)
+    return sum(adapter.module(name).params for name in adapter.module_names)
 
 
 def cell_line(result: CellResult, probe: CellResult | None, done: int, total: int) -> str:
@@ -276,6 +288,8 @@ def run_grid(
     echo: Echo,
     total: int,
 ) -> None:
+    """Run the cells not saved yet with ``executor``; save each result as it arrives, put
+    every result (saved or new) in ``results`` and echo one line per newly finished cell."""
     todo = []
     for cell in cells:
         saved = store.load(cell)
