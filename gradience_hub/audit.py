@@ -133,10 +133,14 @@ def _suggest(k: float, cap: int) -> int:
     return max(1, min(cap, spectral.next_power_of_two(k)))
 
 
-def audit_adapter(adapter: Adapter, source: SourceInfo, energy: float = 0.9) -> AuditReport:
-    """Audit an opened adapter module by module (streamed: one module's factors in memory)."""
+def _check_energy(energy: float) -> None:
     if not 0.0 < energy <= 1.0:
         raise UsageError(f"--energy must be in (0, 1], got {energy}", hint="e.g. --energy 0.9")
+
+
+def audit_adapter(adapter: Adapter, source: SourceInfo, energy: float = 0.9) -> AuditReport:
+    """Audit an opened adapter module by module (streamed: one module's factors in memory)."""
+    _check_energy(energy)
     config = adapter.config
     layers: list[LayerReport] = []
     warnings: list[str] = []
@@ -232,8 +236,7 @@ def run_audit(
     source: str, revision: str | None = None, adapter_name: str | None = None, energy: float = 0.9
 ) -> AuditReport:
     """Audit SOURCE (a local directory or a Hub repo id) end to end."""
-    if not 0.0 < energy <= 1.0:
-        raise UsageError(f"--energy must be in (0, 1], got {energy}", hint="e.g. --energy 0.9")
+    _check_energy(energy)  # before any download
     adapter, info = load(source, revision, adapter_name)
     return audit_adapter(adapter, info, energy)
 
