@@ -67,8 +67,14 @@ def test_callback_writes_the_section_at_save_and_train_end(tmp_path: Path) -> No
     assert (out / "README.md").read_bytes() == before
 
 
-def test_push_to_hub_publishes_the_section(hub_client_env, tmp_path: Path) -> None:
+def test_push_to_hub_publishes_the_section(hub_client_env, tmp_path: Path, monkeypatch) -> None:
+    import transformers.utils.hub as transformers_hub
+
     from gradience_hub.integrations import GradienceHubCallback
+
+    # transformers keeps one HfApi per process, built with the endpoint of its first use (the
+    # real Hub, when an earlier test in this worker touched it): build ours on the test server
+    monkeypatch.setattr(transformers_hub, "_hf_api", None)
 
     trainer = _trainer(tmp_path, GradienceHubCallback(), push=True, hub_model_id="alice/tiny-lora")
     trainer.train()
