@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -133,11 +133,43 @@ def verify_with_peft(
                 f"peft reads module {name} as r={r}, scaling={got}; asked r={k}, scaling={scale}",
                 hint="report this as a bug",
             )
+    if base_model is None:
+        return _verify_on_guessed_base(directory, config, expected)
     model = _base_skeleton(base_model, config)
     if model is None:
         return VERIFIED_PEFT_CONFIG
     _load_onto(model, directory, config, expected)
     return VERIFIED_PEFT_LOAD
+
+
+def _verify_on_guessed_base(directory: Path, config: Any, expected: Mapping[str, Any]) -> str:
+    """Reload check on the config's ``base_model_name_or_path`` when it is available offline.
+
+    Which class wraps the base is a guess (a SEQ_CLS adapter on a checkpoint whose config says
+    ``BertModel`` lives under ``bert.``), so the candidates are tried in the order PEFT's own
+    ``AutoPeftModelFor*`` would pick them: the adapter's task type, its recorded base class,
+    then the checkpoint's architectures. The first that loads cleanly passes; if none does, the
+    first candidate's error stands.
+    """
+    name = getattr(config, "base_model_name_or_path", None)
+    if not name:
+        return VERIFIED_PEFT_CONFIG
+    try:
+        candidates = _skeletons_from_path(str(name), config, local_only=True)
+    except Exception:
+        # Not resolvable without the network (or not a transformers model): the config-level
+        # check stands; an explicit base_model makes this an error instead.
+        return VERIFIED_PEFT_CONFIG
+    first_error: AdapterError | None = None
+    for model in candidates:
+        try:
+            _load_onto(model, directory, config, expected)
+            return VERIFIED_PEFT_LOAD
+        except AdapterError as exc:
+            first_error = first_error or exc
+    if first_error is None:
+        return VERIFIED_PEFT_CONFIG
+    raise first_error
 
 
 def _base_skeleton(base_model: Any, config: Any) -> Any:
@@ -147,15 +179,7 @@ def _base_skeleton(base_model: Any, config: Any) -> Any:
     import torch
 
     if base_model is None:
-        name = getattr(config, "base_model_name_or_path", None)
-        if not name:
-            return None
-        try:
-            return _skeleton_from_path(str(name), config, local_only=True)
-        except Exception:
-            # Not resolvable without the network (or not a transformers model): the config-level
-            # check stands; an explicit base_model makes this an error instead.
-            return None
+        return None
     if isinstance(base_model, (str, os.PathLike)):
         try:
             return _skeleton_from_path(str(base_model), config, local_only=True)
@@ -177,27 +201,58 @@ def _base_skeleton(base_model: Any, config: Any) -> Any:
     return copy.deepcopy(base_model)
 
 
-def _skeleton_from_path(name: str, config: Any, local_only: bool) -> Any:
-    """Build the base model's module tree on the meta device from its config.json."""
-    import torch
+def _candidate_classes(hf_config: Any, config: Any) -> list[Any]:
+    """transformers classes to wrap the base in, most likely first (see the caller)."""
+    import transformers
+
+    names: list[str] = []
+    task = str(getattr(config, "task_type", None) or "").upper()
+    if task in _TASK_CLASSES:
+        names.append(_TASK_CLASSES[task])
+    auto = (getattr(config, "auto_mapping", None) or {}).get("base_model_class")
+    if auto:
+        names.append(str(auto))
+    names += list(getattr(hf_config, "architectures", None) or [])
+    names.append("AutoModel")
+    classes: list[Any] = []
+    for cls_name in names:
+        cls = getattr(transformers, cls_name, None)
+        if cls is not None and cls not in classes:
+            classes.append(cls)
+    return classes
+
+
+def _skeletons_from_path(name: str, config: Any, local_only: bool) -> Iterator[Any]:
+    """Meta-device module trees of the base model, one per candidate class (built lazily).
+
+    The checkpoint's config is read now, so a base model that is not available raises here,
+    not during iteration.
+    """
     import transformers
 
     hf_config = transformers.AutoConfig.from_pretrained(name, local_files_only=local_only)
-    cls = None
-    for arch in getattr(hf_config, "architectures", None) or []:
-        cls = getattr(transformers, arch, None)
-        if cls is not None:
-            break
-    if cls is None:
-        auto = (getattr(config, "auto_mapping", None) or {}).get("base_model_class")
-        cls = getattr(transformers, auto, None) if auto else None
-    if cls is None:
-        task = str(getattr(config, "task_type", None) or "").upper()
-        cls = getattr(transformers, _TASK_CLASSES.get(task, "AutoModel"))
-    with torch.device("meta"):
-        if hasattr(cls, "from_config"):
-            return cls.from_config(hf_config)
-        return cls(hf_config)
+    return _build_each(_candidate_classes(hf_config, config), hf_config)
+
+
+def _build_each(classes: list[Any], hf_config: Any) -> Iterator[Any]:
+    import torch
+
+    for cls in classes:
+        try:
+            with torch.device("meta"):
+                model = (
+                    cls.from_config(hf_config) if hasattr(cls, "from_config") else cls(hf_config)
+                )
+        except Exception:
+            continue  # e.g. a task head this architecture does not have
+        yield model
+
+
+def _skeleton_from_path(name: str, config: Any, local_only: bool) -> Any:
+    """The most likely meta-device module tree of the base model (an explicit base_model)."""
+    for model in _skeletons_from_path(name, config, local_only):
+        return model
+    raise AdapterError(f"no transformers class can build {name}")
 
 
 def _load_onto(model: Any, directory: Path, config: Any, expected: Mapping[str, Any]) -> None:

@@ -471,3 +471,30 @@ def test_cli_compress(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert code == 2 and "--energy" in err
     code, _, err = _run(["compress", str(src), "--output", str(src), "--rank", "1"], capsys)
     assert code == 2
+
+
+def test_seq_cls_adapter_on_a_plain_checkpoint_is_reload_checked(tmp_path: Path) -> None:
+    """The demo's case: a SEQ_CLS adapter whose base checkpoint's config says BertModel. The
+    reload check must wrap the base the way PEFT does for that task type (under `bert.`)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import BertForSequenceClassification, BertModel
+
+    from gradience_hub.compress import compress
+    from tests.factories import tiny_bert_config
+
+    torch.manual_seed(0)
+    base_dir = tmp_path / "base"
+    BertModel(tiny_bert_config()).save_pretrained(str(base_dir))  # architectures: BertModel
+    model = BertForSequenceClassification.from_pretrained(str(base_dir))
+    peft_model = get_peft_model(
+        model,
+        LoraConfig(r=8, lora_alpha=16, target_modules=["query", "value"], task_type="SEQ_CLS"),
+    )
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 0.02)
+    peft_model.save_pretrained(str(tmp_path / "adapter"))
+    result = compress(str(tmp_path / "adapter"), str(tmp_path / "out"), rank=4)
+    assert result.verified == "peft-load"
