@@ -214,7 +214,7 @@ def action_command() -> int:
     """Run as the GitHub Action (the Docker entrypoint of gradience/audit-action).
 
     Reads the step's inputs from INPUT_* and the run from GITHUB_*; writes outputs, the step
-    summary and one sticky PR comment. See action.yml and docs/action.md.
+    summary and one sticky PR comment. See action.yml and the README.
     """
     from gradience_hub.action import main as run_action
 
