@@ -49,8 +49,12 @@ def write_mistral_shaped(directory: Path, seed: int = 0) -> Path:
             tensors[f"{name}.lora_B.weight"] = B.astype(ml_dtypes.bfloat16)
     save_file(tensors, str(directory / "adapter_model.safetensors"), metadata={"format": "pt"})
     config = {
-        "peft_type": "LORA", "r": R, "lora_alpha": 16, "target_modules": list(PROJS),
-        "base_model_name_or_path": "mistralai/Mistral-7B-v0.1", "task_type": "CAUSAL_LM",
+        "peft_type": "LORA",
+        "r": R,
+        "lora_alpha": 16,
+        "target_modules": list(PROJS),
+        "base_model_name_or_path": "mistralai/Mistral-7B-v0.1",
+        "task_type": "CAUSAL_LM",
     }
     (directory / "adapter_config.json").write_text(json.dumps(config, indent=2))
     return directory
@@ -102,8 +106,10 @@ def main() -> None:
     args = parser.parse_args()
     directory = write_mistral_shaped(args.dir)
     size = (directory / "adapter_model.safetensors").stat().st_size / 2**20
-    print(f"adapter: {LAYERS * len(PROJS)} modules {D}x{D} r={R} bf16, {size:.0f} MiB, "
-          f"{os.cpu_count()} cores")
+    print(
+        f"adapter: {LAYERS * len(PROJS)} modules {D}x{D} r={R} bf16, {size:.0f} MiB, "
+        f"{os.cpu_count()} cores"
+    )
     audit_s = in_process(directory, args.repeat)
     print(f"audit in process:                 {audit_s:.3f} s   (target <= 0.5 s)")
     proc_s, rss = whole_process(["audit", str(directory), "--json"], args.repeat)

@@ -7,6 +7,7 @@ read its audit output can read ours.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,7 +118,7 @@ class AuditReport:
             ) from None
 
 
-def load_audit(path: str | Path) -> AuditReport:
+def load_audit(path: str | os.PathLike[str]) -> AuditReport:
     """Read an audit.json file."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))

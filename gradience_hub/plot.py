@@ -107,7 +107,7 @@ def _grid(
         else:
             columns.add(index)
         try:
-            value = float(layer.get("utilization"))
+            value = float(layer.get("utilization"))  # type: ignore[arg-type]
         except (TypeError, ValueError):
             continue
         if math.isfinite(value):
@@ -187,7 +187,7 @@ def utilization_heatmap(audit: dict[str, Any], path: str | os.PathLike[str]) -> 
         if n_cols <= 32 and n_rows * n_cols <= 400:
             for i in range(n_rows):
                 for j in range(n_cols):
-                    if data.mask[i, j]:
+                    if np.ma.getmaskarray(data)[i, j]:
                         continue
                     value = float(data[i, j])
                     ax.text(

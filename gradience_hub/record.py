@@ -428,7 +428,7 @@ def save_bench(record: BenchRecord, path: str | Path) -> Path:
     return path
 
 
-def load_bench(path: str | Path) -> BenchRecord:
+def load_bench(path: str | os.PathLike[str]) -> BenchRecord:
     """Read a bench.json file (ours or gradience 0.11's) into a :class:`BenchRecord`."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))

@@ -233,7 +233,7 @@ def _variant_view(raw: Any, recommended: str | None, max_drop: float | None) -> 
         if all(d is not None for d in deltas):
             passed = sum(1 for d in deltas if d is not None and d >= -max_drop - 1e-12)
     if passed is None and seeds and _number(view["pass_rate"]) is not None:
-        passed = round(float(view["pass_rate"]) * len(seeds))
+        passed = round(float(view["pass_rate"]) * len(seeds))  # type: ignore[arg-type]
     view["seeds_passed"] = passed
     verdict = str(view["verdict"] or "").upper()
     view["passed"] = verdict == "PASS"
