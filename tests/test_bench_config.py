@@ -249,3 +249,22 @@ def test_demo_config_matches_the_example() -> None:
 
     shipped = yaml.safe_load((EXAMPLES / "embedded-sentiment.yaml").read_text(encoding="utf-8"))
     assert shipped == DEMO_CONFIG
+
+
+@pytest.mark.parametrize(
+    ("mode", "alphas"), [("ratio", (32.0, 8.0, {"x": 4.0})), ("fixed", (32.0, 32.0, {}))]
+)
+def test_variant_alpha_sets_the_retrained_variants_scaling(mode: str, alphas: tuple) -> None:
+    """ratio: every variant keeps alpha / r = 2; fixed: every variant keeps alpha = 32."""
+    from gradience_hub.bench.tasks import TaskData
+    from gradience_hub.bench.train import lora_config
+
+    config = config_from_dict(with_("lora", {"r": 16, "alpha": 32, "variant_alpha": mode}))
+    task = TaskData(name="t", metric="accuracy", kind="classification", train=[], eval_pool=[])
+    probe, variant, pattern = (
+        lora_config(config, task),
+        lora_config(config, task, rank=4),
+        lora_config(config, task, rank=4, rank_pattern={"x": 2}),
+    )
+    assert (probe.lora_alpha, variant.lora_alpha, dict(pattern.alpha_pattern)) == alphas
+    assert "lora.variant_alpha" in error(with_("lora.variant_alpha", "scaled")).message

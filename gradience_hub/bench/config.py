@@ -276,6 +276,10 @@ class LoraSettings:
     alpha: float | None = None
     dropout: float = 0.0
     target_modules: list[str] | None = None
+    # How retrained variants set lora_alpha: "ratio" keeps the probe's alpha / r (same scaling
+    # at every rank), "fixed" keeps the probe's alpha (PEFT users' habit: a smaller r then gets
+    # a larger scaling, which helps small ranks learn in the same number of steps).
+    variant_alpha: str = "ratio"
 
     _docs: ClassVar[dict[str, str]] = {"r": "the probe's LoRA rank, e.g. 16"}
 
@@ -284,6 +288,7 @@ class LoraSettings:
         # PEFT's own default is alpha = 8 whatever r; 2r keeps scale = 2 at every rank.
         self.alpha = 2.0 * self.r if self.alpha is None else _float(self.alpha, "lora.alpha", 0.0)
         self.dropout = _float(self.dropout, "lora.dropout", 0.0, 1.0)
+        self.variant_alpha = _str(self.variant_alpha, "lora.variant_alpha", ("ratio", "fixed"))
         if self.target_modules is not None:
             self.target_modules = _str_list(self.target_modules, "lora.target_modules")
 

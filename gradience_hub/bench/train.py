@@ -2,9 +2,10 @@
 
 Training uses transformers' ``Trainer`` with its own progress bar (evaluation is in
 :mod:`gradience_hub.bench.evaluate`); LoRA comes from peft at a
-uniform ``r`` or a per-module ``rank_pattern``. Every variant keeps the probe's scaling
-``alpha / r`` (``alpha_pattern`` follows ``rank_pattern``), so a smaller rank changes capacity,
-not the effective learning rate. A run is a function of its seed: ``transformers.set_seed``
+uniform ``r`` or a per-module ``rank_pattern``. By default every variant keeps the probe's
+scaling ``alpha / r`` (``alpha_pattern`` follows ``rank_pattern``), so a smaller rank changes
+capacity, not the effective learning rate; ``lora.variant_alpha: fixed`` keeps the probe's
+``alpha`` instead. A run is a function of its seed: ``transformers.set_seed``
 before the model is built (head and LoRA initialisation) and ``seed``/``data_seed`` for the
 Trainer's shuffling.
 """
@@ -256,23 +257,26 @@ def lora_config(
     rank: int | None = None,
     rank_pattern: dict[str, int] | None = None,
 ) -> Any:
-    """peft ``LoraConfig`` of the probe (``rank`` None) or of a variant, same scaling."""
+    """peft ``LoraConfig`` of the probe (``rank`` None) or of a variant (``lora.variant_alpha``:
+    the probe's scaling, or the probe's alpha)."""
     from peft import LoraConfig, TaskType
 
     lora, _ = config.require_training("training")
     assert lora.alpha is not None
     scale = lora.alpha / lora.r
     r = lora.r if rank is None else rank
+    fixed = lora.variant_alpha == "fixed"
     kwargs: dict[str, Any] = {
         "r": r,
-        "lora_alpha": scale * r,
+        "lora_alpha": lora.alpha if fixed else scale * r,
         "lora_dropout": lora.dropout,
         "target_modules": lora.target_modules,
         "task_type": TaskType.SEQ_CLS if task.kind == "classification" else TaskType.CAUSAL_LM,
     }
     if rank_pattern:
         kwargs["rank_pattern"] = dict(rank_pattern)
-        kwargs["alpha_pattern"] = {k: scale * v for k, v in rank_pattern.items()}
+        if not fixed:
+            kwargs["alpha_pattern"] = {k: scale * v for k, v in rank_pattern.items()}
     return LoraConfig(**kwargs)
 
 
