@@ -28,7 +28,7 @@ import functools
 import os
 import re
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 from urllib.parse import quote
 
@@ -296,6 +296,10 @@ def _adapter_view(
     base_model = (
         summary.get("base_model") or source.get("base_model") or bench_adapter.get("base_model")
     )
+    if base_model and not is_repo_id(base_model) and re.search(r"[/\\]", str(base_model)):
+        # a local checkpoint path: its last component only; the full path would publish this
+        # machine's directory layout (and user name) on the card
+        base_model = f"{PurePath(str(base_model).rstrip('/')).name} (local checkpoint)"
     is_sha = revision is not None and re.fullmatch(r"[0-9a-f]{40}", str(revision)) is not None
     # Link to the Hub the caller publishes to (a private endpoint, the tests' server) when its
     # repo_url is that repo's page; else to huggingface.co.

@@ -791,3 +791,16 @@ def test_import_is_light() -> None:
     )
     out = subprocess.run([PY, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_local_base_model_path_is_not_published() -> None:
+    """adapter_config.json often names the base model by a local path; the card shows its last
+    component only, never the machine's directory layout."""
+    audit = {
+        "schema": "gradience-hub/audit/v1",
+        "source": {"kind": "local", "path": "."},
+        "summary": {"base_model": "/home/alice/models/llama-3-8b/"},
+    }
+    card = R.render("card", audit, None)
+    assert "/home/alice" not in card
+    assert "llama-3-8b (local checkpoint)" in card.replace("\\", "")
