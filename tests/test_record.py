@@ -83,57 +83,9 @@ def test_recommendation_tie_prefers_smaller_drop() -> None:
 
 # A canonical bench.json as gradience 0.11's gradience-bench writes it (single seed), built from
 # its documented fields: bench_version, probe, compressed.<variant>, summary.
-GRADIENCE_011 = {
-    "bench_version": "0.1",
-    "timestamp": "2026-01-14T08:24:07.492493",
-    "env": {"python_version": "3.12.1", "torch_version": "2.9.1", "peft_version": "0.18.1"},
-    "model": "distilbert-base-uncased",
-    "task": "glue/sst2",
-    "probe": {
-        "rank": 32,
-        "params": 1771778,
-        "accuracy": 0.832,
-        "utilization_mean": 0.05,
-        "energy_rank_90_p50": 2.0,
-        "energy_rank_90_p90": 18.0,
-        "suggested_r_global_median": 2,
-        "suggested_r_global_90": 32,
-    },
-    "compressed": {
-        "uniform_median": {
-            "rank": 2,
-            "params": 665858,
-            "accuracy": 0.826,
-            "delta_vs_probe": -0.006,
-            "param_reduction": 0.624,
-            "verdict": "PASS",
-        },
-        "uniform_p90": {
-            "rank": 8,
-            "params": 887042,
-            "accuracy": 0.73,
-            "delta_vs_probe": -0.102,
-            "param_reduction": 0.4993,
-            "verdict": "FAIL",
-        },
-        "per_layer": {
-            "rank_pattern_nondefault": 7,
-            "params": 1108226,
-            "accuracy": 0.828,
-            "delta_vs_probe": -0.004,
-            "param_reduction": 0.3745,
-            "verdict": "PASS",
-        },
-    },
-    "summary": {"recommendations_validated": "2/3", "best_compression": "uniform_median"},
-    "config_metadata": {
-        "primary_metric_key": "eval_accuracy",
-        "embedded_config": {
-            "train": {"seed": 42, "eval_samples": 500},
-            "compression": {"acc_tolerance": 0.025},
-        },
-    },
-}
+GRADIENCE_011 = json.loads(
+    (Path(__file__).parent / "golden" / "gradience_011_bench.json").read_text()
+)
 
 # The multi-seed aggregate shape: metrics as {mean, std, values}, no per-variant verdict.
 GRADIENCE_011_AGGREGATE = {

@@ -698,32 +698,8 @@ def test_cli_with_bench() -> None:
     assert "**✅ PASS**" in result.stdout and "uniform_r4" in result.stdout
 
 
-# gradience 0.11's canonical bench.json (bench_version, probe, compressed.<variant>, summary).
-GRADIENCE_011 = {
-    "bench_version": "0.1",
-    "model": "distilbert-base-uncased",
-    "task": "glue/sst2",
-    "probe": {"rank": 32, "params": 1771778, "accuracy": 0.832, "utilization_mean": 0.05},
-    "compressed": {
-        "uniform_median": {
-            "rank": 2,
-            "params": 665858,
-            "accuracy": 0.826,
-            "delta_vs_probe": -0.006,
-            "param_reduction": 0.624,
-            "verdict": "PASS",
-        },
-        "uniform_p90": {
-            "rank": 8,
-            "params": 887042,
-            "accuracy": 0.73,
-            "delta_vs_probe": -0.102,
-            "param_reduction": 0.4993,
-            "verdict": "FAIL",
-        },
-    },
-    "summary": {"recommendations_validated": "1/2", "best_compression": "uniform_median"},
-}
+# gradience 0.11's canonical bench.json (shared with tests/test_record.py).
+GRADIENCE_011 = json.loads((GOLDEN / "gradience_011_bench.json").read_text())
 
 
 def test_cli_with_gradience_011_bench(tmp_path: Path) -> None:
