@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -80,18 +81,39 @@ class GradienceHubCallback(TrainerCallback):
         return True
 
     def _wrap_card_update(self, model: Any) -> None:
-        original = getattr(model, "create_or_update_model_card", None)
-        if original is None or getattr(original, _WRAPPED, False):
-            return
+        """Re-splice the section after every card write of ``model``.
 
-        @functools.wraps(original)
+        PEFT's ``save_pretrained`` updates the card BEFORE it writes the weights, so an audit
+        there would read the previous weights: inside ``save_pretrained`` the audit waits until
+        the save has finished. ``Trainer.create_model_card`` (push_to_hub) rewrites the card
+        after the save and then calls ``create_or_update_model_card``, which audits at once.
+        """
+        card_update = getattr(model, "create_or_update_model_card", None)
+        save = getattr(model, "save_pretrained", None)
+        if card_update is None or save is None or getattr(card_update, _WRAPPED, False):
+            return
+        saving = threading.local()
+
+        @functools.wraps(card_update)
         def create_or_update_model_card(output_dir: str, *args: Any, **kwargs: Any) -> Any:
-            value = original(output_dir, *args, **kwargs)
-            self.annotate_dir(output_dir)
+            value = card_update(output_dir, *args, **kwargs)
+            if not getattr(saving, "active", False):
+                self.annotate_dir(output_dir)
+            return value
+
+        @functools.wraps(save)
+        def save_pretrained(save_directory: str, *args: Any, **kwargs: Any) -> Any:
+            saving.active = True
+            try:
+                value = save(save_directory, *args, **kwargs)
+            finally:
+                saving.active = False
+            self.annotate_dir(save_directory)
             return value
 
         setattr(create_or_update_model_card, _WRAPPED, True)
         model.create_or_update_model_card = create_or_update_model_card
+        model.save_pretrained = save_pretrained
 
     # -- TrainerCallback events ---------------------------------------------------------------
 

@@ -60,11 +60,22 @@ def test_callback_writes_the_section_at_save_and_train_end(tmp_path: Path) -> No
     audit = json.loads((out / "gradience" / "audit.json").read_text())
     assert audit["source"]["path"] == "checkpoint-6"  # relative: no local paths published
     assert callback.last_report is not None and callback.last_report.summary.n_layers == 4
-    # the final adapter has the weights of checkpoint-6: same figures, so the card stays
+    # weights that differ from the last checkpoint: save_model's card audits the NEW weights
+    # (PEFT writes its card before the weights; the callback waits for the save to finish)
+    import torch
+
+    from gradience_hub.audit import run_audit
+
+    with torch.no_grad():
+        for name, p in trainer.model.named_parameters():
+            if "lora_B" in name:
+                p.mul_(torch.linspace(0.1, 3.0, p.shape[1]))
     trainer.save_model()
-    before = (out / "README.md").read_bytes()
-    assert callback.annotate_dir(out)
-    assert (out / "README.md").read_bytes() == before
+    published = json.loads((out / "gradience" / "audit.json").read_text())
+    truth = run_audit(str(out)).to_dict()
+    assert published["source"]["path"] == "."
+    assert published["summary"] == truth["summary"]
+    assert published["summary"] != audit["summary"]
 
 
 def test_push_to_hub_publishes_the_section(hub_client_env, tmp_path: Path, monkeypatch) -> None:
