@@ -362,8 +362,14 @@ def annotate(
             f"--direct needs a branch to commit to, not the commit {branch[:7]}",
             hint="use --revision BRANCH with --direct, or the default --create-pr",
         )
-    me: str | None = None
-    if not dry_run or os.environ.get("HF_TOKEN"):
+    if dry_run:
+        # a dry run needs no token; with one (HF_TOKEN or a saved login) it also shows which
+        # of our PRs the commit would go to
+        try:
+            me: str | None = hub.whoami()
+        except HubError:
+            me = None
+    else:
         me = hub.whoami()
     cache: dict[str, _Evidence] = {}
     parent_retries = transient_retries = 0

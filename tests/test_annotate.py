@@ -335,3 +335,15 @@ def test_local_directory_is_written_in_place(tmp_path: Path, capsys) -> None:
     assert code.value.code == 2
     assert before == {p: p.read_bytes() for p in clone.rglob("*") if p.is_file()}
     shutil.rmtree(clone)
+
+
+def test_dry_run_needs_no_token(repo, monkeypatch) -> None:
+    """Anonymous dry run of a public repo: the diff and the files, no write request."""
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_TOKEN")
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(Path(repo.hf_home) / "no-token"))
+    repo.clear_requests()
+    result = ann.annotate("alice/adapter", dry_run=True)
+    assert result.dry_run and "+" + START in result.diff and repo.write_requests() == []
+    assert result.pr_url is None
