@@ -50,7 +50,8 @@ def main() -> None:
         # huggingface_hub reads its endpoint and cache at import: configure first
         for key, value in server.subprocess_env().items():
             os.environ[key] = value
-        from gradience_hub import adapter, annotate, hub
+        from gradience_hub import adapter, hub
+        from gradience_hub.publish import annotate
 
         adapter.load = timed("download + open", adapter.load)
         annotate.audit_adapter = timed("audit", annotate.audit_adapter)

@@ -150,7 +150,7 @@ def render_command(
 ) -> None:
     """Print the card section, PR comment or step summary as Markdown (needs --bench, --audit
     or both)."""
-    from gradience_hub.render import render_files
+    from gradience_hub.publish.render import render_files
 
     click.echo(render_files(bench_path, audit_path, fmt, template_dir), nl=False)
 
@@ -187,9 +187,9 @@ def annotate(
 ) -> None:
     """Publish the audit (and bench) on the model card: README section, gradience/* files,
     in one commit on a Hub PR (default) or the branch; a local directory is written in place."""
-    from gradience_hub.annotate import annotate as run_annotate
-    from gradience_hub.annotate import format_result
     from gradience_hub.errors import PolicyFailed
+    from gradience_hub.publish.annotate import annotate as run_annotate
+    from gradience_hub.publish.annotate import format_result
 
     result = run_annotate(
         source,

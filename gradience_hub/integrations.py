@@ -64,7 +64,7 @@ class GradienceHubCallback(TrainerCallback):
     def annotate_dir(self, output_dir: str | Path) -> bool:
         """Audit the adapter in ``output_dir`` (or its newest checkpoint) and write the card
         section and gradience/* into ``output_dir``. Returns False when there is no adapter."""
-        from gradience_hub.annotate import write_local_card
+        from gradience_hub.publish.annotate import write_local_card
 
         output = Path(output_dir)
         source = output if _has_adapter(output) else _newest_checkpoint(output)

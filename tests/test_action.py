@@ -8,6 +8,7 @@ GITHUB_STEP_SUMMARY, INPUT_*) against the Hub and GitHub test servers on 127.0.0
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -21,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gradience_hub import action, action_io
+from gradience_hub import action
 from gradience_hub.action import (
     INPUTS,
     OUTPUTS,
@@ -32,11 +33,14 @@ from gradience_hub.action import (
     read_input,
     workflow_command,
 )
+from gradience_hub.action import io as action_io
 from gradience_hub.github import ACTIONS_BOT_LOGIN, MARKER
 from tests.factories import llama_like_adapter
 from tests.githubserver import GitHubServer
 from tests.hubserver import HubServer
 
+# The package exports the function run(), which shadows its module of the same name.
+action_run = importlib.import_module("gradience_hub.action.run")
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 WORKFLOWS = sorted(
@@ -131,7 +135,7 @@ def test_inputs_and_outputs_of_action_yml_are_the_runtime_s() -> None:
 
 
 def test_every_input_is_read_by_the_runtime() -> None:
-    source = "".join(Path(m.__file__).read_text(encoding="utf-8") for m in (action, action_io))
+    source = "".join(Path(m.__file__).read_text(encoding="utf-8") for m in (action_run, action_io))
     read = set(re.findall(r'(?:read_input|_bool_input)\(\s*"([a-z-]+)"', source))
     assert read == set(INPUTS)
 
@@ -715,7 +719,7 @@ def test_outside_actions_the_token_is_not_echoed_for_masking(
     assert "::add-mask::" not in captured.out
     assert "::error title=gradience-hub%3A invalid input 'repo-id'::" in captured.out
     assert os.environ["HF_TOKEN"] == "hf_local_secret_value"  # exported for huggingface_hub
-    assert sys.stdout is not None and not isinstance(sys.stdout, action._ScrubbedStream)
+    assert sys.stdout is not None and not isinstance(sys.stdout, action.ScrubbedStream)
 
 
 def test_max_drop_re_judges_the_record(actions: Actions) -> None:

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gradience_hub import annotate as ann
 from gradience_hub import hub
 from gradience_hub.errors import CardError, HubError
-from gradience_hub.render import END, START
+from gradience_hub.publish import annotate as ann
+from gradience_hub.publish.render import END, START
 from tests.factories import (
     adapter_files,
     llama_like_adapter,

@@ -19,6 +19,7 @@ from gradience_hub import compress as C
 from gradience_hub.adapter import PEFT_PREFIX, open_adapter
 from gradience_hub.audit import run_audit
 from gradience_hub.cli import main
+from gradience_hub.compress import write as compress_write
 from gradience_hub.errors import MissingExtraError, UsageError
 from tests.factories import (
     lora_config,
@@ -390,7 +391,7 @@ def test_failed_check_leaves_no_output(tmp_path: Path, monkeypatch: pytest.Monke
     def boom(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise RuntimeError("simulated crash")
 
-    monkeypatch.setattr(C, "verify_with_peft", boom)
+    monkeypatch.setattr(compress_write, "verify_with_peft", boom)
     with pytest.raises(RuntimeError):
         C.compress_adapter(open_adapter(src), {"layers.0.q_proj": 2}, tmp_path / "out", force=True)
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["keep.txt"]

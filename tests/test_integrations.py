@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from gradience_hub.render import END, START
+from gradience_hub.publish.render import END, START
 
 
 def _trainer(tmp_path: Path, callback, push: bool = False, hub_model_id: str | None = None):  # type: ignore[no-untyped-def]

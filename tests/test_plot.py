@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from gradience_hub.errors import RecordError
-from gradience_hub.plot import utilization_heatmap
+from gradience_hub.publish.plot import utilization_heatmap
 
 GOLDEN = Path(__file__).parent / "golden"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -78,7 +78,7 @@ def test_deterministic_across_processes(audit, tmp_path: Path) -> None:
     """A fresh interpreter (new font cache state, new hash seed) draws the same bytes."""
     here = utilization_heatmap(audit, tmp_path / "here.png").read_bytes()
     code = (
-        "import json, sys; from gradience_hub.plot import utilization_heatmap;"
+        "import json, sys; from gradience_hub.publish.plot import utilization_heatmap;"
         "utilization_heatmap(json.load(open(sys.argv[1])), sys.argv[2])"
     )
     subprocess.run(
@@ -134,7 +134,7 @@ def test_no_modules_is_a_record_error(tmp_path: Path) -> None:
 
 
 def test_row_labels() -> None:
-    from gradience_hub.plot import _labels, _row_key
+    from gradience_hub.publish.plot import _labels, _row_key
 
     keys = [
         _row_key("encoder.layers.0.self_attn.q_proj", 0),
@@ -153,7 +153,7 @@ def test_row_labels() -> None:
 def test_leaves_the_matplotlib_backend_alone(audit, tmp_path: Path) -> None:
     code = (
         "import json, sys, matplotlib; matplotlib.use('svg'); "
-        "from gradience_hub.plot import utilization_heatmap;"
+        "from gradience_hub.publish.plot import utilization_heatmap;"
         "utilization_heatmap(json.load(open(sys.argv[1])), sys.argv[2]);"
         "print(matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules)"
     )

@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from gradience_hub.bench.policy import (
+from gradience_hub.errors import ConfigError, RecordError
+from gradience_hub.policy import (
     FAIL,
     PASS,
     TEST_MCNEMAR,
@@ -21,7 +22,6 @@ from gradience_hub.bench.policy import (
     recommend,
     sign_test,
 )
-from gradience_hub.errors import ConfigError, RecordError
 
 REF = {42: 0.85, 123: 0.83, 456: 0.84}
 

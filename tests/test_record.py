@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gradience_hub.bench.policy import PASS, Policy, decide, evaluate_variant
 from gradience_hub.errors import RecordError
+from gradience_hub.policy import PASS, Policy, decide, evaluate_variant
 from gradience_hub.record import (
     SCHEMA,
     AdapterInfo,

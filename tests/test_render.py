@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 import yaml
 
-from gradience_hub import render as R
 from gradience_hub.errors import CardError, RecordError, TemplateError, UsageError
-from gradience_hub.filters import delta, human, md, metric, num, pct, ranks, signed_pct
+from gradience_hub.publish import render as R
+from gradience_hub.publish.filters import delta, human, md, metric, num, pct, ranks, signed_pct
 
 GOLDEN = Path(__file__).parent / "golden"
 REPO_URL = "https://huggingface.co/acme/llama-3.2-1b-sst2-lora"
@@ -762,7 +762,7 @@ def test_cli_template_dir_override(tmp_path: Path) -> None:
 
 def test_import_is_light() -> None:
     code = (
-        "import sys, gradience_hub.render, gradience_hub.plot;"
+        "import sys, gradience_hub.publish.render, gradience_hub.publish.plot;"
         "print(sorted(m for m in ('jinja2', 'matplotlib', 'yaml') if m in sys.modules))"
     )
     out = subprocess.run([PY, "-c", code], capture_output=True, text=True, check=True).stdout

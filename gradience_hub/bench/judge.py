@@ -2,7 +2,7 @@
 
 Per variant and seed the delta is taken against the uncompressed adapter *of the same seed*
 on the same examples, so the paired test (McNemar, pooled over seeds) sees example-level
-agreement; :mod:`gradience_hub.bench.policy` decides, :mod:`gradience_hub.record` records.
+agreement; :mod:`gradience_hub.policy` decides, :mod:`gradience_hub.record` records.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def summary_dict(report: Any) -> dict[str, Any]:
 
 def build_record(run: RunResults) -> Any:
     """Judge every variant with the policy and assemble the BenchRecord."""
-    from gradience_hub.bench.policy import Policy, decide, evaluate_variant
+    from gradience_hub.policy import Policy, decide, evaluate_variant
     from gradience_hub.record import (
         AdapterInfo,
         BenchRecord,

@@ -19,7 +19,7 @@ cells reproducible: the same seed gives the same numbers, resumed or not.
 
 The cells, the executor interface and the cell store are in :mod:`gradience_hub.bench.cells`;
 :mod:`gradience_hub.bench.judge` turns the finished cells into the record through the policy
-(:mod:`gradience_hub.bench.policy`: per-seed deltas, worst delta, pass rate, paired p-value,
+(:mod:`gradience_hub.policy`: per-seed deltas, worst delta, pass rate, paired p-value,
 verdict) and :mod:`gradience_hub.record`.
 
 Output layout::

@@ -5,7 +5,7 @@ names, repo ids, variant names, task names, warnings). :func:`md` makes such a s
 inline Markdown: it cannot close the README section or open HTML (``& < >`` become entities, so
 no ``<!--`` or ``-->`` survives), cannot @-mention anyone or reference an issue, cannot split a
 table cell, start a link, image, emphasis, code span or heading, and stays on its line. The
-render environment applies it to every ``{{ value }}`` (see :mod:`gradience_hub.render`).
+render environment applies it to every ``{{ value }}`` (see :mod:`gradience_hub.publish.render`).
 
 The number filters (:func:`pct`, :func:`delta`, :func:`human`, ...) return
 :class:`~markupsafe.Markup`, because a formatted number cannot carry Markdown; given something

@@ -15,7 +15,7 @@ before anything else runs and scrubbed from everything this process writes.
 This module holds the orchestration: each repo's run of the mode (:func:`run_repo`), its
 summary and comment sections, the sticky PR comment, the outputs' values and the exit code
 (:func:`run`), and the entry point (:func:`main`). The runner protocol it speaks, inputs in and
-workflow commands, outputs, summary and secret scrubbing out, is :mod:`gradience_hub.action_io`;
+workflow commands, outputs, summary and secret scrubbing out, is :mod:`gradience_hub.action.io`;
 every public name stays importable from here.
 """
 
@@ -31,18 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gradience_hub.action_io import (
-    FAIL_ON,
-    INPUTS,
-    MODES,
-    OUTPUTS,
+from gradience_hub.action.io import (
+    Channel,
     InputError,
+    ScrubbedStream,
     Secrets,
     Settings,
-    _Channel,
-    _ScrubbedStream,
-    escape_data,
-    escape_property,
     parse_settings,
     read_input,
     workflow_command,
@@ -124,7 +118,7 @@ def run_repo(source: str, index: int, settings: Settings, report_dir: Path) -> R
     result = RepoResult(source, report_dir=report_dir)
     bench_json = settings.bench_json_for(index)
     if settings.mode == "annotate":
-        from gradience_hub import annotate
+        from gradience_hub.publish import annotate
 
         out = annotate.annotate(
             source,
@@ -177,7 +171,7 @@ def run_repo(source: str, index: int, settings: Settings, report_dir: Path) -> R
 
 def _sections(result: RepoResult) -> tuple[str, str]:
     """The step-summary and PR-comment Markdown of one repo (comment without the marker)."""
-    from gradience_hub import render
+    from gradience_hub.publish import render
 
     if result.error is not None:
         hint = f"\n\n**Fix:** {render.md(result.error.hint)}" if result.error.hint else ""
@@ -211,7 +205,7 @@ def _sections(result: RepoResult) -> tuple[str, str]:
 # -- the run -------------------------------------------------------------------------------
 
 
-def _read_event(path: str | None, channel: _Channel) -> dict[str, Any]:
+def _read_event(path: str | None, channel: Channel) -> dict[str, Any]:
     if not path:
         return {}
     try:
@@ -223,7 +217,7 @@ def _read_event(path: str | None, channel: _Channel) -> dict[str, Any]:
 
 
 def _post_comment(
-    settings: Settings, environ: Mapping[str, str], results: list[RepoResult], channel: _Channel
+    settings: Settings, environ: Mapping[str, str], results: list[RepoResult], channel: Channel
 ) -> tuple[str, GradienceError | None]:
     """Upsert the one sticky comment on the run's pull request; returns (url, error)."""
     from gradience_hub.github import (
@@ -313,7 +307,7 @@ def _relative(path: Path, workspace: Path) -> str:
 
 def run(environ: Mapping[str, str], secrets: Secrets) -> int:
     """The action, once secrets are masked; returns the exit code."""
-    channel = _Channel(environ, secrets)
+    channel = Channel(environ, secrets)
     try:
         settings = parse_settings(environ)
     except InputError as exc:
@@ -407,8 +401,8 @@ def main(environ: Mapping[str, str] | None = None) -> int:
     if hf_token:
         os.environ["HF_TOKEN"] = hf_token
     stdout, stderr = sys.stdout, sys.stderr
-    sys.stdout = _ScrubbedStream(stdout, secrets)
-    sys.stderr = _ScrubbedStream(stderr, secrets)
+    sys.stdout = ScrubbedStream(stdout, secrets)
+    sys.stderr = ScrubbedStream(stderr, secrets)
     try:
         return run(env, secrets)
     except Exception as exc:  # a bug in this module: still one clean annotation, no token
@@ -430,25 +424,3 @@ def main(environ: Mapping[str, str] | None = None) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         sys.stdout, sys.stderr = stdout, stderr
-
-
-__all__ = [
-    "FAIL_ON",
-    "FORK_SAFE_DOC",
-    "INPUTS",
-    "MODES",
-    "OUTPUTS",
-    "REPORT_DIR",
-    "InputError",
-    "RepoResult",
-    "Secrets",
-    "Settings",
-    "escape_data",
-    "escape_property",
-    "main",
-    "parse_settings",
-    "read_input",
-    "run",
-    "run_repo",
-    "workflow_command",
-]

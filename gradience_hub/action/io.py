@@ -3,8 +3,8 @@
 In: the step's inputs, handed over as ``INPUT_<NAME>`` environment variables, validated into
 :class:`Settings` (:func:`parse_settings`; a bad one is an :class:`InputError` naming it, exit 2).
 Out: workflow commands on stdout (:func:`workflow_command`, escaped by the runner's rules),
-``GITHUB_OUTPUT`` and ``GITHUB_STEP_SUMMARY`` (``_Channel``), and the secrets that must never
-leave the process in clear text (:class:`Secrets`, and ``_ScrubbedStream`` over stdout/stderr).
+``GITHUB_OUTPUT`` and ``GITHUB_STEP_SUMMARY`` (``Channel``), and the secrets that must never
+leave the process in clear text (:class:`Secrets`, and ``ScrubbedStream`` over stdout/stderr).
 
 What the action does with them, the modes, the comment and the exit code, is
 :mod:`gradience_hub.action`, which re-exports the public names here. This module imports nothing
@@ -98,7 +98,7 @@ class Secrets:
         return text
 
 
-class _ScrubbedStream(io.TextIOBase):
+class ScrubbedStream(io.TextIOBase):
     """A text stream that scrubs secrets from everything written through it.
 
     Exception texts, library messages and tracebacks all pass through ``sys.stdout`` /
@@ -279,7 +279,7 @@ def parse_settings(environ: Mapping[str, str]) -> Settings:
     )
 
 
-class _Channel:
+class Channel:
     """Annotations on stdout, outputs and the step summary, all scrubbed of secrets."""
 
     def __init__(self, environ: Mapping[str, str], secrets: Secrets) -> None:

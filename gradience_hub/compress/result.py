@@ -4,7 +4,7 @@
 :class:`CompressionResult` (all modules, overall errors, the written config, the check level
 reached), the ``--json`` document (``to_dict``) and the terminal table (:func:`format_result`).
 Plain data and formatting, apart from the writer (:mod:`gradience_hub.compress`) and the
-checks (:mod:`gradience_hub.compress_verify`, whose ``VERIFIED_*`` levels it names).
+checks (:mod:`gradience_hub.compress.verify`, whose ``VERIFIED_*`` levels it names).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gradience_hub.audit import human_count
-from gradience_hub.compress_verify import VERIFIED_PEFT_CONFIG, VERIFIED_PEFT_LOAD, VERIFIED_SELF
+from gradience_hub.compress.verify import VERIFIED_PEFT_CONFIG, VERIFIED_PEFT_LOAD, VERIFIED_SELF
 
 # --------------------------------------------------------------------------- results
 

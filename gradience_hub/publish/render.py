@@ -1,6 +1,6 @@
 """Rendering the evidence as Markdown: the Jinja environment and the template context.
 
-Three templates ship inside the wheel (``gradience_hub/templates``): ``card_section.md.j2``
+Three templates ship inside the wheel (``gradience_hub/publish/templates``): ``card_section.md.j2``
 (the README section between the gradience markers), ``pr_comment.md.j2`` (the sticky Hub or
 GitHub comment) and ``step_summary.md.j2`` (the GitHub Actions step summary), sharing
 ``_macros.md.j2``. A user ``template_dir`` is tried first for every template name, so any of
@@ -9,15 +9,16 @@ them can be overridden; every template, shipped or not, renders in a
 mutation of the data) with :class:`~jinja2.StrictUndefined`.
 
 Escaping is the default, not an opt-in. The environment has ``autoescape=True`` and a
-``finalize`` hook, :func:`~gradience_hub.filters.md`, that turns every printed value that is not
-already :class:`~markupsafe.Markup` into Markdown-escaped Markup; Jinja's HTML escape then leaves
-it alone. So ``{{ variant.name }}`` is safe as written. The number filters return Markup (a
+``finalize`` hook, :func:`~gradience_hub.publish.filters.md`, that turns every printed
+value that is not already :class:`~markupsafe.Markup` into Markdown-escaped Markup; Jinja's
+HTML escape then leaves it alone. So ``{{ variant.name }}`` is safe as written. The number
+filters return Markup (a
 formatted number cannot carry Markdown); the filters that would otherwise build Markup from raw
 strings with an HTML-only escape (``e``, ``escape``, ``forceescape``, ``join``, ``urlize``,
 ``xmlattr``) are replaced by Markdown-escaping versions. Only an explicit ``|safe`` in a user's
 own template opts out, and even then output that contains a gradience marker is refused.
 
-README splicing lives in :mod:`gradience_hub.readme` and is re-exported here
+README splicing lives in :mod:`gradience_hub.publish.readme` and is re-exported here
 (:data:`START`, :data:`END`, :func:`splice_readme`, :func:`splice_readme_file`).
 """
 
@@ -36,9 +37,9 @@ from markupsafe import Markup
 
 from gradience_hub import __version__
 from gradience_hub.errors import RecordError, TemplateError, UsageError
-from gradience_hub.filters import FILTERS, is_repo_id, md, safe_url
-from gradience_hub.filters import number as _number
-from gradience_hub.readme import (
+from gradience_hub.publish.filters import FILTERS, is_repo_id, md, safe_url
+from gradience_hub.publish.filters import number as _number
+from gradience_hub.publish.readme import (
     DEFAULT_TAGS,
     END,
     END_RE,
@@ -84,7 +85,7 @@ def _environment(template_dir: str | None) -> Any:
     loaders: list[jinja2.BaseLoader] = []
     if template_dir is not None:
         loaders.append(jinja2.FileSystemLoader(template_dir))
-    loaders.append(jinja2.PackageLoader("gradience_hub", "templates"))
+    loaders.append(jinja2.PackageLoader("gradience_hub.publish", "templates"))
     # Immutable: a template cannot call list.append, dict.clear, ... on the data it is given.
     env = ImmutableSandboxedEnvironment(
         loader=jinja2.ChoiceLoader(loaders),
@@ -145,7 +146,7 @@ def _render_template(name: str, template_dir: str | None, variables: dict[str, A
     except jinja2.UndefinedError as exc:
         raise TemplateError(
             f"{_template_location(exc)}: undefined in template: {exc}",
-            hint="use only the documented template variables (see gradience_hub.render)",
+            hint="use only the documented template variables (see gradience_hub.publish.render)",
         ) from exc
     except jinja2.TemplateError as exc:
         raise TemplateError(f"{_template_location(exc)}: {exc}") from exc

@@ -1,7 +1,7 @@
-"""bench.json: the BenchRecord model, its I/O, and the bench.md table.
+"""bench.json: the BenchRecord model.
 
-One model for two formats: ours (``"schema": "gradience-hub/bench/v1"``, DESIGN.md) and the
-canonical ``bench.json`` (and multi-seed ``bench_aggregate.json``) written by gradience 0.11's
+One model for two formats: ours (``"schema": "gradience-hub/bench/v1"``) and the canonical
+ ``bench.json`` (and multi-seed ``bench_aggregate.json``) written by gradience 0.11's
 ``gradience-bench`` (``bench_version``, ``probe``, ``compressed.<variant>``, ``summary``), so the
 card, the PR comment and the Action render either. Reading is strict about fields a verdict
 depends on (a missing one raises :class:`RecordError` naming it) and lenient about shapes: a
@@ -9,29 +9,23 @@ depends on (a missing one raises :class:`RecordError` naming it) and lenient abo
 
 Build a record from the policy's answer with :meth:`BenchRecord.from_decision`.
 
-This module holds the model, its writing (:meth:`BenchRecord.to_dict`), re-judging
-(:func:`with_policy`) and the file I/O (:func:`load_bench`, :func:`save_bench`). Beside it:
-:mod:`gradience_hub.record_read` (the reader of ours, and the checked field readers both formats
-share), :mod:`gradience_hub.record_v011` (the reader of gradience 0.11's) and
-:mod:`gradience_hub.record_md` (bench.md). Every public name stays importable from here.
+This module holds the model, its writing (:meth:`BenchRecord.to_dict`) and re-judging
+(:func:`with_policy`); reading is :mod:`gradience_hub.record.io`.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import platform
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from gradience_hub import __version__
-from gradience_hub.bench.policy import FAIL, PASS, Decision, Policy, noise_floor_warning
 from gradience_hub.errors import RecordError
-from gradience_hub.record_md import format_table, to_markdown, variant_label
+from gradience_hub.policy import FAIL, PASS, Decision, Policy, noise_floor_warning
 
 SCHEMA = "gradience-hub/bench/v1"
 
@@ -254,7 +248,7 @@ class BenchRecord:
         warnings: Sequence[str] = (),
         environment: Mapping[str, Any] | None = None,
     ) -> BenchRecord:
-        """Assemble a record from :func:`gradience_hub.bench.policy.decide`'s answer.
+        """Assemble a record from :func:`gradience_hub.policy.decide`'s answer.
 
         ``ranks`` maps variant name -> an int (uniform rank) or a module -> rank mapping (a
         per-layer ``rank_pattern``); ``audit`` may be a full audit summary (only the
@@ -345,24 +339,15 @@ class BenchRecord:
 
     @classmethod
     def from_dict(cls, data: Any) -> BenchRecord:
-        """Read a bench.json document: ours, or gradience 0.11's canonical one."""
-        # The readers build this module's classes, so they import it: import them when called.
-        from gradience_hub.record_read import _from_ours
-        from gradience_hub.record_v011 import _from_gradience
+        """Read a bench.json document (ours or gradience 0.11's): see :func:`record_from_dict`."""
+        # The readers build this module's classes, so they import it: import the table when called.
+        from gradience_hub.record.io import record_from_dict
 
-        if isinstance(data, dict) and data.get("schema") == SCHEMA:
-            return _from_ours(data)
-        if isinstance(data, dict) and "bench_version" in data:
-            return _from_gradience(data)
-        schema = data.get("schema") if isinstance(data, dict) else None
-        raise RecordError(
-            f"not a bench.json (schema {schema!r}, no bench_version)",
-            hint=f"pass a file written by 'gradience-hub bench' ({SCHEMA}) or gradience-bench",
-        )
+        return record_from_dict(data)
 
 
 def _recommend(variants: Sequence[VariantRecord]) -> Recommendation | None:
-    """The policy's rule (:func:`gradience_hub.bench.policy.recommend`) on recorded variants."""
+    """The policy's rule (:func:`gradience_hub.policy.recommend`) on recorded variants."""
     passing = [v for v in variants if v.passed]
     if not passing:
         return None
@@ -413,49 +398,3 @@ def with_policy(
     if floor:
         new.warnings.append(floor)
     return new
-
-
-def save_bench(record: BenchRecord, path: str | Path) -> Path:
-    """Write bench.json atomically (a temporary sibling, then rename): whole or absent."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(record.to_json(), encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def load_bench(path: str | os.PathLike[str]) -> BenchRecord:
-    """Read a bench.json file (ours or gradience 0.11's) into a :class:`BenchRecord`."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RecordError(f"bench file not found: {path}", hint="check the --bench path") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RecordError(
-            f"{path} is not valid JSON: {exc}", hint="regenerate it with gradience-hub bench"
-        ) from None
-    return BenchRecord.from_dict(data)
-
-
-__all__ = [
-    "SCHEMA",
-    "AdapterInfo",
-    "BenchRecord",
-    "ProbeRecord",
-    "ProtocolInfo",
-    "Recommendation",
-    "SeedScore",
-    "TaskInfo",
-    "VariantRecord",
-    "environment_info",
-    "format_table",
-    "load_bench",
-    "save_bench",
-    "to_markdown",
-    "variant_label",
-    "with_policy",
-]

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gradience_hub.errors import CardError
-from gradience_hub.filters import is_repo_id, md
+from gradience_hub.publish.filters import is_repo_id, md
 
 START = "<!-- gradience:start -->"
 END = "<!-- gradience:end -->"

@@ -1,8 +1,6 @@
 """bench.md: a BenchRecord as text, the status, the facts that frame it and the variants table.
 
-Formatting only (no I/O, no JSON), apart from the model in :mod:`gradience_hub.record`, which
-re-exports :func:`to_markdown`, :func:`format_table` and :func:`variant_label`. The record types
-are imported for annotations only, so :mod:`gradience_hub.record` can import this module.
+Formatting only (no I/O, no JSON), apart from the model in :mod:`gradience_hub.record.model`.
 """
 
 from __future__ import annotations
@@ -10,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from gradience_hub.record import BenchRecord, VariantRecord
+    from gradience_hub.record.model import BenchRecord, VariantRecord
 
 
 # Minimum column widths of the table (the layout of the issue's example).

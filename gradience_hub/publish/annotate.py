@@ -159,7 +159,7 @@ def render_files(
     context: dict[str, Any] | None = None,
 ) -> dict[str, bytes]:
     """Every file annotate writes, rendered in memory first (nothing is written on error)."""
-    from gradience_hub import plot, render
+    from gradience_hub.publish import plot, render
 
     audit = evidence.audit.to_dict()
     context = {**(context or {}), "utilization_png": True}
@@ -444,7 +444,7 @@ def annotate(
         result.pr_url = outcome.pr_url or result.pr_url
         break
     if comment_on_pr is not None:
-        from gradience_hub import render
+        from gradience_hub.publish import render
 
         assert me is not None
         # link to where gradience/* now lives: the commit we made, or (nothing changed) the PR

@@ -5,16 +5,24 @@ own keys (``bench_version``, ``probe``, ``compressed.<variant>``, ``summary``) a
 per metric (a number, a list, or ``{"mean", "std", "values"}``). This reader maps them onto our
 model, so the card, the PR comment and the Action render either format. It is a compatibility
 layer for a format we do not write, kept apart from our own schema's reader
-(:mod:`gradience_hub.record_read`, whose checked field readers it uses).
+(:mod:`gradience_hub.record.read_v1`); both use :mod:`gradience_hub.record.fields`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from gradience_hub.bench.policy import FAIL, PASS, Policy, metric_se, noise_floor_warning
 from gradience_hub.errors import ConfigError
-from gradience_hub.record import (
+from gradience_hub.policy import FAIL, PASS, Policy, metric_se, noise_floor_warning
+from gradience_hub.record.fields import (
+    as_int,
+    as_number,
+    as_object,
+    as_verdict,
+    field_error,
+    required,
+)
+from gradience_hub.record.model import (
     AUDIT_FIELDS,
     AdapterInfo,
     BenchRecord,
@@ -25,7 +33,6 @@ from gradience_hub.record import (
     TaskInfo,
     VariantRecord,
 )
-from gradience_hub.record_read import _fail, _integer, _number, _obj, _req, _verdict
 
 
 def _values(value: Any, path: str) -> tuple[list[float], float]:
@@ -33,23 +40,23 @@ def _values(value: Any, path: str) -> tuple[list[float], float]:
     if isinstance(value, dict):
         raw = value.get("values")
         if raw is None:
-            mean = _number(_req(value, "mean", f"{path}."), f"{path}.mean")
+            mean = as_number(required(value, "mean", f"{path}."), f"{path}.mean")
             return [mean], mean  # type: ignore[list-item, return-value]
         value = raw
     if isinstance(value, list):
         if not value:
-            raise _fail(path, "is an empty list")
-        values = [_number(x, f"{path}[{i}]") for i, x in enumerate(value)]
+            raise field_error(path, "is an empty list")
+        values = [as_number(x, f"{path}[{i}]") for i, x in enumerate(value)]
         return values, sum(values) / len(values)  # type: ignore[arg-type, return-value]
-    number = _number(value, path)
+    number = as_number(value, path)
     return [number], number  # type: ignore[list-item, return-value]
 
 
 def _scalar(value: Any, path: str) -> float:
     """A number, or the mean of a 0.11 aggregate ``{"mean", ...}``."""
     if isinstance(value, dict):
-        return _number(_req(value, "mean", f"{path}."), f"{path}.mean")  # type: ignore[return-value]
-    return _number(value, path)  # type: ignore[return-value]
+        return as_number(required(value, "mean", f"{path}."), f"{path}.mean")  # type: ignore[return-value]
+    return as_number(value, path)  # type: ignore[return-value]
 
 
 def _dig(data: Any, *keys: str) -> Any:
@@ -63,18 +70,18 @@ def _dig(data: Any, *keys: str) -> Any:
 _SKIPPED = ("no_data", "failed", "skipped", "error", "not_run")
 
 
-def _from_gradience(data: dict[str, Any]) -> BenchRecord:
+def read_v011(data: dict[str, Any]) -> BenchRecord:
     """gradience 0.11's ``gradience-bench`` output (single-seed bench.json or the multi-seed
     aggregate) -> BenchRecord. Its protocol is always retrain (probe, audit, retrain)."""
     version = str(data["bench_version"])
-    probe = _obj(_req(data, "probe", ""), "probe")
+    probe = as_object(required(data, "probe", ""), "probe")
     compressed = data.get("compressed")
     if compressed is None and isinstance(data.get("variant_results"), dict):
         compressed = data["variant_results"]  # bench_aggregate.json of the certification runs
     if compressed is None:
-        _req(data, "compressed", "")
-    compressed = _obj(compressed, "compressed")
-    summary = _obj(_req(data, "summary", ""), "summary")
+        required(data, "compressed", "")
+    compressed = as_object(compressed, "compressed")
+    summary = as_object(required(data, "summary", ""), "summary")
     config = _dig(data, "config_metadata", "embedded_config") or {}
     env: dict[str, Any] = data["env"] if isinstance(data.get("env"), dict) else {}
     safety: dict[str, Any] = (
@@ -91,14 +98,14 @@ def _from_gradience(data: dict[str, Any]) -> BenchRecord:
             min_pass_rate=safety.get("pass_rate_min", 1.0),
         )
     except ConfigError as exc:
-        raise _fail("safety_policy", exc.message) from None
+        raise field_error("safety_policy", exc.message) from None
 
-    probe_rank = _integer(_req(probe, "rank", "probe."), "probe.rank")
+    probe_rank = as_int(required(probe, "rank", "probe."), "probe.rank")
     probe_params = probe.get("params")
     probe_params = int(_scalar(probe_params, "probe.params")) if probe_params is not None else None
     if "accuracy" not in probe and isinstance(data.get("probe_baseline"), dict):
         probe = {**probe, "accuracy": {"mean": data["probe_baseline"].get("accuracy_mean")}}
-    probe_values, probe_mean = _values(_req(probe, "accuracy", "probe."), "probe.accuracy")
+    probe_values, probe_mean = _values(required(probe, "accuracy", "probe."), "probe.accuracy")
 
     seeds = data.get("seeds") or _dig(config, "train", "seeds")
     if not isinstance(seeds, list) or len(seeds) != len(probe_values):
@@ -112,20 +119,20 @@ def _from_gradience(data: dict[str, Any]) -> BenchRecord:
     variants: list[VariantRecord] = []
     for name, item in compressed.items():
         p = f"compressed.{name}."
-        v = _obj(item, p.rstrip("."))
+        v = as_object(item, p.rstrip("."))
         acc_raw = v.get("accuracy", v.get("accuracy_mean"))
         if acc_raw is None and str(v.get("status", "")).lower() in _SKIPPED:
             warnings.append(f"variant {name} has no results (status {v['status']})")
             continue
         if acc_raw is None:
-            _req(v, "accuracy", p)
+            required(v, "accuracy", p)
         scores, mean = _values(acc_raw, f"{p}accuracy")
         delta_raw = v.get("delta_vs_probe")
         deltas: list[float] = []
         if delta_raw is None and "delta_worst" in v:
             worst = _scalar(v["delta_worst"], f"{p}delta_worst")
         else:
-            deltas, _ = _values(_req(v, "delta_vs_probe", p), f"{p}delta_vs_probe")
+            deltas, _ = _values(required(v, "delta_vs_probe", p), f"{p}delta_vs_probe")
             worst = min(deltas)
         per_seed: dict[int, SeedScore] = {}
         if len(scores) == len(seeds) and len(deltas) == len(seeds):
@@ -142,22 +149,22 @@ def _from_gradience(data: dict[str, Any]) -> BenchRecord:
         elif params is not None and probe_params:
             reduction = 1.0 - params / probe_params
         else:
-            _req(v, "param_reduction", p)
+            required(v, "param_reduction", p)
         if "pass_rate" in v:
-            pass_rate = _number(v["pass_rate"], f"{p}pass_rate")
+            pass_rate = as_number(v["pass_rate"], f"{p}pass_rate")
         elif per_seed:
             pass_rate = sum(policy.seed_passes(c.delta) for c in per_seed.values()) / len(per_seed)
         else:
             pass_rate = None
         if "verdict" in v:
-            verdict = _verdict(v["verdict"], f"{p}verdict")
+            verdict = as_verdict(v["verdict"], f"{p}verdict")
         elif "verdict_distribution" in v or "pass_rate" in v:
             # aggregates carry no verdict: apply the recorded policy to the recorded figures
             rate = pass_rate if pass_rate is not None else 0.0
             ok = policy.seed_passes(worst) and rate >= policy.min_pass_rate - 1e-12
             verdict = PASS if ok else FAIL
         else:
-            verdict = _verdict(_req(v, "verdict", p), f"{p}verdict")
+            verdict = as_verdict(required(v, "verdict", p), f"{p}verdict")
         pattern = v.get("rank_pattern")
         variants.append(
             VariantRecord(
@@ -170,7 +177,7 @@ def _from_gradience(data: dict[str, Any]) -> BenchRecord:
                 pass_rate=pass_rate if pass_rate is not None else (1.0 if verdict == PASS else 0.0),
                 p_value=None,
                 verdict=verdict,
-                rank=_integer(v.get("rank"), f"{p}rank", optional=True),
+                rank=as_int(v.get("rank"), f"{p}rank", optional=True),
                 rank_pattern=(
                     {str(k): int(r) for k, r in pattern.items()}
                     if isinstance(pattern, dict)

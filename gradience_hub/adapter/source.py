@@ -1,0 +1,126 @@
+"""SOURCE: a local directory or a Hub repo id at a revision, opened as an :class:`Adapter`.
+
+Hub sources are downloaded by :mod:`gradience_hub.hub` (the only module that imports
+huggingface_hub) and then read like any local directory.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gradience_hub.adapter.config import CONFIG_NAME, list_adapters
+from gradience_hub.adapter.weights import Adapter, open_adapter
+from gradience_hub.errors import AdapterError
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """What the user named: a local directory, or a Hub repo id at an optional revision."""
+
+    raw: str
+    local_path: Path | None = None
+    repo_id: str | None = None
+    revision: str | None = None
+
+    @property
+    def is_local(self) -> bool:
+        """True for a local directory SOURCE."""
+        return self.local_path is not None
+
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def parse_source(source: str, revision: str | None = None) -> SourceSpec:
+    """Parse ``org/name``, ``org/name@rev`` or a local directory; an existing path wins."""
+    if not source:
+        raise AdapterError(
+            "no SOURCE given", hint="pass a local adapter directory or a Hub id org/name"
+        )
+    path = Path(source).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise AdapterError(
+                f"{source} is a file, not an adapter directory",
+                hint="pass the directory that holds adapter_config.json",
+            )
+        return SourceSpec(raw=source, local_path=path.resolve(), revision=revision)
+    repo, _, at_rev = source.partition("@")
+    if at_rev and revision and at_rev != revision:
+        raise AdapterError(
+            f"two revisions given: '@{at_rev}' in SOURCE and --revision {revision}",
+            hint="give the revision once",
+        )
+    if _REPO_ID.match(repo) and ".." not in repo:
+        return SourceSpec(raw=source, repo_id=repo, revision=at_rev or revision)
+    raise AdapterError(
+        f"directory not found: {source}",
+        hint="pass an existing adapter directory, or a Hub repo id like org/name[@revision]",
+    )
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """Where an opened adapter came from, as recorded in audit.json's ``source``."""
+
+    kind: str  # "local" | "hub"
+    path: str
+    repo_id: str | None = None
+    revision: str | None = None
+    sha: str | None = None
+    adapter_name: str | None = None
+
+    @property
+    def display(self) -> str:
+        """``org/name @ 3f2a1c9`` for the Hub, the directory for local sources."""
+        if self.kind == "hub":
+            return f"{self.repo_id} @ {(self.sha or self.revision or 'main')[:7]}"
+        return self.path
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (audit.json ``source``)."""
+        return {
+            "kind": self.kind,
+            "repo_id": self.repo_id,
+            "revision": self.revision,
+            "sha": self.sha,
+            "path": self.path if self.kind == "local" else None,
+            "adapter_name": self.adapter_name,
+            "display": self.display,
+        }
+
+
+def load(
+    source: str, revision: str | None = None, adapter_name: str | None = None
+) -> tuple[Adapter, SourceInfo]:
+    """Open SOURCE (local directory, ``org/name``, ``org/name@rev``) as an :class:`Adapter`.
+
+    Hub sources are downloaded (adapter files only) through :mod:`gradience_hub.hub`.
+    """
+    spec = parse_source(source, revision)
+    if spec.local_path is not None:
+        adapter = open_adapter(spec.local_path, adapter_name)
+        return adapter, SourceInfo(
+            kind="local", path=str(adapter.directory), adapter_name=adapter_name
+        )
+    from gradience_hub import hub  # deferred: local audits never import huggingface_hub
+
+    assert spec.repo_id is not None
+    dl = hub.download_adapter(spec.repo_id, spec.revision, adapter_name)
+    if not list_adapters(dl.path):
+        raise AdapterError(
+            f"{spec.repo_id} has no {CONFIG_NAME} at {dl.sha[:7]}",
+            hint="is this repo a PEFT adapter? (a full model has no adapter_config.json)",
+        )
+    adapter = open_adapter(dl.path, adapter_name)
+    return adapter, SourceInfo(
+        kind="hub",
+        path=str(adapter.directory),
+        repo_id=spec.repo_id,
+        revision=spec.revision,
+        sha=dl.sha,
+        adapter_name=adapter_name,
+    )

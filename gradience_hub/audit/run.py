@@ -1,0 +1,124 @@
+"""Run the audit: stream an adapter's modules through the spectral math into an AuditReport."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gradience_hub import spectral
+from gradience_hub.adapter import Adapter, SourceInfo, load
+from gradience_hub.audit.report import AuditReport, LayerReport, Summary
+from gradience_hub.errors import UsageError
+
+
+def _suggest(k: float, cap: int) -> int:
+    """A rank for an energy rank: rounded up to a power of two, at most ``cap``, at least 1."""
+    return max(1, min(cap, spectral.next_power_of_two(k)))
+
+
+def check_energy(energy: float) -> None:
+    """Refuse an energy threshold outside (0, 1] before any work is done."""
+    if not 0.0 < energy <= 1.0:
+        raise UsageError(f"--energy must be in (0, 1], got {energy}", hint="e.g. --energy 0.9")
+
+
+def audit_adapter(adapter: Adapter, source: SourceInfo, energy: float = 0.9) -> AuditReport:
+    """Audit an opened adapter module by module (streamed: one module's factors in memory)."""
+    check_energy(energy)
+    config = adapter.config
+    layers: list[LayerReport] = []
+    warnings: list[str] = []
+    zero_modules: list[str] = []
+    mismatched: list[str] = []
+    for module in adapter.modules():
+        stats = spectral.analyze(module.B, module.A, module.scale, energy)
+        if stats.is_zero:
+            zero_modules.append(module.name)
+        configured = config.rank_for(module.name)
+        if configured != module.r:
+            mismatched.append(f"{module.name} (weights r={module.r}, config r={configured})")
+        layers.append(
+            LayerReport(
+                name=module.name,
+                module_type=module.module_type,
+                kind=module.kind,
+                layer_index=module.layer_index,
+                r=module.r,
+                alpha=module.alpha,
+                scale=module.scale,
+                shape=list(module.shape),
+                params=module.params,
+                dtype=module.dtype,
+                stable_rank=stats.stable_rank,
+                utilization=stats.utilization,
+                energy_rank=stats.energy_rank,
+                effective_rank=stats.effective_rank,
+                sigma_max=stats.sigma_max,
+                fro_norm=stats.fro_norm,
+                singular_values=[float(s) for s in stats.singular_values],
+                suggested_r=_suggest(stats.energy_rank, module.r),
+            )
+        )
+    allocated = config.r
+    k = np.array([layer.energy_rank for layer in layers], dtype=np.float64)
+    p50 = float(np.percentile(k, 50))
+    p90 = float(np.percentile(k, 90))
+    summary = Summary(
+        allocated_rank=allocated,
+        lora_params=sum(layer.params for layer in layers),
+        n_layers=len(layers),
+        stable_rank_mean=float(np.mean([x.stable_rank for x in layers])),
+        utilization_mean=float(np.mean([x.utilization for x in layers])),
+        energy_threshold=energy,
+        energy_rank_90_p50=p50,
+        energy_rank_90_p90=p90,
+        suggested_r_global_median=_suggest(p50, allocated),
+        suggested_r_global_90=_suggest(p90, allocated),
+        effective_rank_mean=float(np.mean([x.effective_rank for x in layers])),
+        is_dora=adapter.is_dora,
+        base_model=config.base_model,
+    )
+    if zero_modules and len(zero_modules) == len(layers):
+        warnings.append(
+            "untrained adapter: every lora_B is all zeros, so the update is zero and the "
+            "spectral figures are meaningless; audit the adapter after training"
+        )
+    elif zero_modules:
+        warnings.append(
+            f"{len(zero_modules)} of {len(layers)} modules have an all-zero update (lora_B = 0), "
+            f"e.g. {zero_modules[0]}; they were not trained"
+        )
+    if adapter.is_dora:
+        warnings.append(
+            "DoRA adapter: audited on its directional update B·A; the learned magnitude vector "
+            "is not part of the spectrum"
+        )
+    if mismatched:
+        more = f" and {len(mismatched) - 1} more" if len(mismatched) > 1 else ""
+        warnings.append(f"rank mismatch with adapter_config.json: {mismatched[0]}{more}")
+    rank_pattern = {layer.name: layer.suggested_r for layer in layers}
+    suggestions = {
+        "energy_threshold": energy,
+        "global_median": summary.suggested_r_global_median,
+        "global_p90": summary.suggested_r_global_90,
+        "per_layer": {
+            "rank_pattern": rank_pattern,
+            "lora_params": sum(
+                r * (layer.shape[0] + layer.shape[1])
+                for r, layer in zip(rank_pattern.values(), layers, strict=True)
+            ),
+        },
+    }
+    src = source.to_dict()
+    src["base_model"] = config.base_model
+    return AuditReport(
+        source=src, summary=summary, layers=layers, suggestions=suggestions, warnings=warnings
+    )
+
+
+def run_audit(
+    source: str, revision: str | None = None, adapter_name: str | None = None, energy: float = 0.9
+) -> AuditReport:
+    """Audit SOURCE (a local directory or a Hub repo id) end to end."""
+    check_energy(energy)  # before any download
+    adapter, info = load(source, revision, adapter_name)
+    return audit_adapter(adapter, info, energy)

@@ -1,0 +1,135 @@
+"""Reading our own bench.json schema (``gradience-hub/bench/v1``) strictly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gradience_hub.errors import RecordError
+from gradience_hub.record.fields import (
+    as_int,
+    as_number,
+    as_object,
+    as_policy,
+    as_seed,
+    as_verdict,
+    field_error,
+    required,
+)
+from gradience_hub.record.model import (
+    AdapterInfo,
+    BenchRecord,
+    ProbeRecord,
+    ProtocolInfo,
+    Recommendation,
+    SeedScore,
+    TaskInfo,
+    VariantRecord,
+)
+
+
+def read_v1(data: dict[str, Any]) -> BenchRecord:
+    adapter = as_object(required(data, "adapter", ""), "adapter")
+    task = as_object(required(data, "task", ""), "task")
+    protocol = dict(as_object(required(data, "protocol", ""), "protocol"))
+    probe = as_object(required(data, "probe", ""), "probe")
+    variants = required(data, "variants", "")
+    if not isinstance(variants, list):
+        raise field_error("variants", "must be a list")
+    rec = required(data, "recommendation", "")
+    noise = as_object(required(data, "noise_floor", ""), "noise_floor")
+
+    kind = required(protocol, "kind", "protocol.")
+    seeds = [as_seed(s, "protocol.seeds") for s in required(protocol, "seeds", "protocol.")]
+    for key in ("kind", "seeds"):
+        protocol.pop(key)
+
+    probe_scores = as_object(required(probe, "per_seed", "probe."), "probe.per_seed")
+    out_variants = []
+    for i, item in enumerate(variants):
+        p = f"variants[{i}]."
+        v = as_object(item, p.rstrip("."))
+        if "rank" not in v and "rank_pattern" not in v:
+            raise RecordError(
+                f"bench.json is missing '{p}rank' (or '{p}rank_pattern')",
+                hint="regenerate the file with 'gradience-hub bench'",
+            )
+        pattern = v.get("rank_pattern")
+        per_seed = {}
+        for seed, cell in as_object(required(v, "per_seed", p), f"{p}per_seed").items():
+            c = as_object(cell, f"{p}per_seed.{seed}")
+            q = f"{p}per_seed.{seed}."
+            per_seed[as_seed(seed, f"{p}per_seed")] = SeedScore(
+                score=as_number(required(c, "score", q), f"{q}score"),  # type: ignore[arg-type]
+                delta=as_number(required(c, "delta", q), f"{q}delta"),  # type: ignore[arg-type]
+            )
+        out_variants.append(
+            VariantRecord(
+                name=str(required(v, "name", p)),
+                params=as_int(required(v, "params", p), f"{p}params", optional=True),
+                param_reduction=as_number(
+                    required(v, "param_reduction", p), f"{p}param_reduction", optional=True
+                ),
+                per_seed=per_seed,
+                mean=as_number(required(v, "mean", p), f"{p}mean", optional=True),
+                worst_delta=as_number(
+                    required(v, "worst_delta", p), f"{p}worst_delta", optional=True
+                ),
+                pass_rate=as_number(required(v, "pass_rate", p), f"{p}pass_rate", optional=True),
+                p_value=as_number(required(v, "p_value", p), f"{p}p_value", optional=True),
+                p_value_test=v.get("p_value_test"),
+                verdict=as_verdict(required(v, "verdict", p), f"{p}verdict"),
+                rank=as_int(v.get("rank"), f"{p}rank", optional=True),
+                rank_pattern=(
+                    {str(k): as_int(r, f"{p}rank_pattern.{k}") for k, r in pattern.items()}  # type: ignore[misc]
+                    if isinstance(pattern, dict)
+                    else None
+                ),
+            )
+        )
+    recommendation = None
+    if rec is not None:
+        r = as_object(rec, "recommendation")
+        recommendation = Recommendation(
+            variant=str(required(r, "variant", "recommendation.")),
+            param_reduction=as_number(
+                r.get("param_reduction"), "recommendation.param_reduction", optional=True
+            ),
+        )
+    return BenchRecord(
+        adapter=AdapterInfo(
+            source=str(required(adapter, "source", "adapter.")),
+            revision=adapter.get("revision"),
+            base_model=adapter.get("base_model"),
+            allocated_rank=as_int(
+                adapter.get("allocated_rank"), "adapter.allocated_rank", optional=True
+            ),
+            lora_params=as_int(adapter.get("lora_params"), "adapter.lora_params", optional=True),
+        ),
+        task=TaskInfo(
+            name=str(required(task, "name", "task.")),
+            metric=str(required(task, "metric", "task.")),
+            eval_examples=as_int(task.get("eval_examples"), "task.eval_examples", optional=True),
+        ),
+        protocol=ProtocolInfo(kind=str(kind), seeds=seeds, extra=protocol),
+        policy=as_policy(as_object(required(data, "policy", ""), "policy"), "policy."),
+        probe=ProbeRecord(
+            rank=as_int(required(probe, "rank", "probe."), "probe.rank", optional=True),
+            params=as_int(required(probe, "params", "probe."), "probe.params", optional=True),
+            per_seed={
+                as_seed(s, "probe.per_seed"): as_number(x, f"probe.per_seed.{s}")  # type: ignore[misc]
+                for s, x in probe_scores.items()
+            },
+            mean=as_number(required(probe, "mean", "probe."), "probe.mean"),  # type: ignore[arg-type]
+        ),
+        variants=out_variants,
+        status=as_verdict(required(data, "status", ""), "status"),
+        recommendation=recommendation,
+        metric_se=as_number(
+            required(noise, "metric_se", "noise_floor."), "noise_floor", optional=True
+        ),
+        audit=dict(as_object(data.get("audit") or {}, "audit")),
+        warnings=[str(w) for w in data.get("warnings") or []],
+        environment=dict(as_object(data.get("environment") or {}, "environment")),
+        tool=dict(as_object(data.get("tool") or {}, "tool")),
+        created_at=str(data.get("created_at") or ""),
+    )
