@@ -5,7 +5,7 @@ subclass that carries its process exit code and, optionally, a hint that names t
 The CLI turns them into one or two lines in one place (``cli.main``); library callers can
 catch them by class.
 
-Exit codes (DESIGN.md): 0 success or PASS, 1 policy FAIL, 2 bad input, 3 Hub/GitHub/network.
+Exit codes (docs/architecture.md): 0 success or PASS, 1 policy FAIL, 2 bad input, 3 Hub/GitHub/network.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from gradience_hub.policy import FAIL, PASS, Decision, Policy, noise_floor_warni
 
 SCHEMA = "gradience-hub/bench/v1"
 
-# The audit summary fields a record carries (gradience 0.11 names, DESIGN.md).
+# The audit summary fields a record carries (gradience 0.11 names).
 AUDIT_FIELDS = (
     "allocated_rank",
     "lora_params",
@@ -297,7 +297,7 @@ class BenchRecord:
     # ------------------------------------------------------------------ JSON
 
     def to_dict(self) -> dict[str, Any]:
-        """The bench.json document (DESIGN.md key order)."""
+        """The bench.json document (the key order of docs/architecture.md)."""
         return {
             "schema": SCHEMA,
             "tool": dict(self.tool),

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from gradience_hub.record.model import BenchRecord, VariantRecord
 
 
-# Minimum column widths of the table (the layout of the example).
+# Minimum column widths of the table (the layout of the README's example).
 _WIDTHS = (27, 13, 10, 9)
 
 
