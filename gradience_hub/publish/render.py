@@ -39,6 +39,7 @@ from gradience_hub import __version__
 from gradience_hub.errors import RecordError, TemplateError, UsageError
 from gradience_hub.publish.filters import FILTERS, is_repo_id, md, safe_url
 from gradience_hub.publish.filters import number as _number
+from gradience_hub.publish.markers import COMMENT_MARKER, MARKERS, PATHS
 from gradience_hub.publish.readme import (
     DEFAULT_TAGS,
     END,
@@ -64,7 +65,6 @@ __all__ = [
     "wrap_section",
 ]
 
-COMMENT_MARKER = "<!-- gradience-hub:comment -->"
 HOMEPAGE = "https://github.com/gradience/gradience-hub"
 
 TEMPLATES = {
@@ -258,10 +258,10 @@ def _links(kind: str, context: dict[str, Any], has_bench: bool, picture: bool) -
     """Links to the record files: relative in the card, absolute Hub links elsewhere when the
     caller gives ``repo_url`` (else None: templates then name the files without a link)."""
     files = {
-        "audit": "gradience/audit.json",
-        "bench": "gradience/bench.json" if has_bench else None,
-        "bench_md": "gradience/bench.md" if has_bench else None,
-        "picture": "gradience/utilization.png" if picture else None,
+        "audit": PATHS["audit"],
+        "bench": PATHS["bench"] if has_bench else None,
+        "bench_md": PATHS["bench_md"] if has_bench else None,
+        "picture": PATHS["picture"] if picture else None,
     }
     if kind == "card":
         return {key: Markup(path) if path else None for key, path in files.items()}
@@ -352,7 +352,8 @@ def template_context(
       ``repo_url`` context; else None); ``picture``: whether to show utilization.png.
     - ``warnings`` (audit's then bench's, de-duplicated), ``tool`` {name, version, url},
       ``bench_tool`` {name, version} when another tool wrote the bench, ``generated_at``,
-      ``markers`` {start, end, comment}.
+      ``markers`` {start, end, comment} and ``paths`` {readme, audit, bench, bench_md,
+      picture} (from :mod:`gradience_hub.publish.markers`).
     """
     ctx = dict(context or {})
     if audit is not None and not isinstance(audit, Mapping):
@@ -445,7 +446,8 @@ def template_context(
         "tool": {"name": "gradience-hub", "version": __version__, "url": Markup(HOMEPAGE)},
         "bench_tool": bench_tool,
         "generated_at": ctx.get("generated_at"),
-        "markers": {"start": Markup(START), "end": Markup(END), "comment": Markup(COMMENT_MARKER)},
+        "markers": {role: Markup(text) for role, text in MARKERS.items()},
+        "paths": dict(PATHS),
     }
 
 
