@@ -208,6 +208,14 @@ def _token() -> str | None:
     return _TOKEN.get()
 
 
+def token_in_use() -> str | None:
+    """The token Hub calls send now: :func:`using_token`'s, else HF_TOKEN or the saved login
+    (huggingface_hub's lookup). For scrubbing output, never for printing."""
+    from huggingface_hub import get_token
+
+    return _token() or get_token()
+
+
 def _api() -> Any:
     """A fresh HfApi: constants (HF_ENDPOINT) are read when the client is built, not here.
 
