@@ -276,8 +276,27 @@ class GitHubClient:
                     raise
                 time.sleep(self._backoff_factor * 2**attempt)
                 continue
-            return CommentResult(created.html_url, created.id, "created")
+            return self._converge(issue, login, created, body, where)
         raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
+
+    def _converge(
+        self, issue: Any, login: str, created: IssueComment, body: str, where: str
+    ) -> CommentResult:
+        """After posting: when a concurrent run posted its sticky comment first, delete ours
+        (the newer) and keep theirs, so the PR ends with one. Every racing run keeps the
+        oldest of our marked comments, whichever finishes first."""
+        with self._translate(f"reading the comments of {where}"):
+            own = sorted(_own_marked(issue.get_comments(), login), key=lambda c: c.id)
+        if not own or own[0].id == created.id:
+            return CommentResult(created.html_url, created.id, "created")
+        keep = own[0]
+        with self._translate(f"deleting duplicate comment {created.id} on {where}"):
+            created.delete()
+        if _same_text(keep.body, body):
+            return CommentResult(keep.html_url, keep.id, "unchanged")
+        with self._translate(f"editing comment {keep.id} on {where}"):
+            keep.edit(body)
+        return CommentResult(keep.html_url, keep.id, "updated")
 
     # -- errors ----------------------------------------------------------------------------
 
@@ -374,8 +393,8 @@ def _is_rate_limit(exc: GithubException, message: str) -> bool:
     )
 
 
-def _first_own_marked(comments: Iterable[IssueComment], login: str) -> IssueComment | None:
-    """The first comment that carries the marker and is authored by ``login``.
+def _own_marked(comments: Iterable[IssueComment], login: str) -> Iterator[IssueComment]:
+    """The comments that carry the marker and are authored by ``login``, in list order.
 
     Logins compare case-insensitively, as GitHub treats them.
     """
@@ -383,8 +402,12 @@ def _first_own_marked(comments: Iterable[IssueComment], login: str) -> IssueComm
     for comment in comments:
         author = comment.user.login if comment.user is not None else ""
         if MARKER in (comment.body or "") and author.casefold() == wanted:
-            return comment
-    return None
+            yield comment
+
+
+def _first_own_marked(comments: Iterable[IssueComment], login: str) -> IssueComment | None:
+    """The first comment that carries the marker and is authored by ``login``."""
+    return next(_own_marked(comments, login), None)
 
 
 def _same_text(current: str | None, wanted: str) -> bool:
