@@ -190,7 +190,7 @@ def utilization_heatmap(audit: dict[str, Any], path: str | os.PathLike[str]) -> 
 
         # Text from the adapter (module names) is drawn as text, never parsed as mathtext:
         # "$\\undefinedcmd{x}$" in a module name must not stop the picture.
-        plain = {"parse_math": False}
+        plain: dict[str, Any] = {"parse_math": False}
         step = _tick_step(n_cols, 32)
         ticks = [i for i in range(n_cols) if i % step == 0 or cols[i] == _NO_LAYER]
         ax.set_xticks(
