@@ -219,9 +219,7 @@ def utilization_heatmap(audit: dict[str, Any], path: str | os.PathLike[str]) -> 
         if len(bounds) > 2:
             side = ax.secondary_yaxis("right")
             centers = [(lo + hi - 1) / 2 for lo, hi in itertools.pairwise(bounds)]
-            side.set_yticks(
-                centers, labels=[groups[lo] for lo in bounds[:-1]], fontsize=9, **plain
-            )
+            side.set_yticks(centers, labels=[groups[lo] for lo in bounds[:-1]], fontsize=9, **plain)
             side.tick_params(length=0)
             for spine in side.spines.values():
                 spine.set_visible(False)
