@@ -336,16 +336,20 @@ def splice_readme(
         return f"---\n{yaml_text}---\n" + _splice_body(body, section, "\n")
     bom = "\ufeff" if readme_text.startswith("\ufeff") else ""
     text = readme_text[len(bom) :]
-    nl = _newline(text)
     parts = _split_front_matter(text)
     if parts is None:
-        # No front matter: add one in front; the original text follows byte for byte.
-        yaml_text = _complete_yaml("", base_model, tags, nl)
-        front = f"---{nl}{yaml_text}---{nl}"
+        # No front matter: add one in front; the original text follows byte for byte. The
+        # Hub's rule needs a LF after the closing '---', so a lone-CR file gets LF front matter.
+        nl = _newline(text)
+        yaml_nl = "\n" if nl == "\r" else nl
+        yaml_text = _complete_yaml("", base_model, tags, yaml_nl)
+        front = f"---{yaml_nl}{yaml_text}---{yaml_nl}"
         return bom + front + _splice_body(text, section, nl)
     opening, yaml_text, closing, body = parts
-    body = _splice_body(body, section, nl)
-    yaml_text = _complete_yaml(yaml_text, base_model, tags, nl)
+    # The body's own line ending (the front matter may differ: see above).
+    body_nl = _newline(body) if re.search(r"[\r\n]", body) else _newline(text)
+    body = _splice_body(body, section, body_nl)
+    yaml_text = _complete_yaml(yaml_text, base_model, tags, _newline(opening))
     return bom + opening + yaml_text + closing + body
 
 
