@@ -272,6 +272,16 @@ def read_bytes(repo_id: str, path: str, revision: str) -> bytes | None:
     return Path(local).read_bytes()
 
 
+def read_text(repo_id: str, path: str, revision: str) -> str | None:
+    """A UTF-8 text file of the repo at ``revision`` (line endings kept), or None when absent.
+
+    Raises UnicodeDecodeError for a file that is not UTF-8; callers that must tell bad
+    bytes apart use :func:`read_bytes`.
+    """
+    data = read_bytes(repo_id, path, revision)
+    return None if data is None else data.decode("utf-8")
+
+
 @dataclass(frozen=True)
 class HubPR:
     """One of our open Hub pull requests."""

@@ -162,10 +162,13 @@ def run_repo(source: str, index: int, settings: Settings, report_dir: Path) -> R
         else:
             result.bench = _bench_record(bench_json, settings.max_drop)
         result.status = _status_of(result.bench)
-    report_dir.mkdir(parents=True, exist_ok=True)
-    (report_dir / "audit.json").write_text(json.dumps(result.audit, indent=2) + "\n", "utf-8")
+    from gradience_hub._io import write_file
+
+    write_file(report_dir / "audit.json", json.dumps(result.audit, indent=2) + "\n", parents=True)
     if result.bench is not None:
-        (report_dir / "bench.json").write_text(json.dumps(result.bench, indent=2) + "\n", "utf-8")
+        write_file(
+            report_dir / "bench.json", json.dumps(result.bench, indent=2) + "\n", parents=True
+        )
     return result
 
 
