@@ -18,12 +18,13 @@ replaces (``compress --output``) goes through :func:`replace_directory`. The rul
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import stat
 from pathlib import Path
 
-from gradience_hub.errors import UsageError
+from gradience_hub.errors import RecordError, UsageError
 
 _NEW_FILE_MODE = 0o666  # before the umask, as open() does
 
@@ -138,3 +139,37 @@ def replace_directory(new: str | os.PathLike[str], target: str | os.PathLike[str
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def read_json(path: str | os.PathLike[str], what: str) -> dict:
+    """A JSON object document (``what`` names it in messages: "audit.json", "bench.json").
+
+    Every way a file can fail to be one is a RecordError (exit 2) naming the file: missing,
+    unreadable, not UTF-8, not JSON, nested past the parser's depth (a RecursionError inside
+    ``json``), or not an object.
+    """
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+        data = json.loads(text)
+    except FileNotFoundError:
+        raise RecordError(f"{what} not found: {path}", hint="check the path") from None
+    except OSError as exc:
+        raise RecordError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise RecordError(
+            f"{path} is not UTF-8 text (byte {exc.start})", hint=f"regenerate the {what}"
+        ) from None
+    except RecursionError:
+        raise RecordError(
+            f"{path} is nested too deeply to be a {what}", hint=f"regenerate the {what}"
+        ) from None
+    except ValueError as exc:
+        raise RecordError(
+            f"{path} is not valid JSON: {exc}", hint=f"regenerate the {what}"
+        ) from None
+    if not isinstance(data, dict):
+        raise RecordError(
+            f"{path} is not a {what} (a JSON {type(data).__name__}, not an object)",
+            hint=f"pass a {what} file",
+        )
+    return data

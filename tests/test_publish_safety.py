@@ -528,3 +528,39 @@ def test_the_comment_marker_is_the_one_the_modules_use() -> None:
     assert text.startswith(COMMENT_MARKER + "\n")
     with pytest.raises(CardError):
         splice_readme("x", f"a {SECTION_END}", base_model=None)
+
+
+def test_no_third_party_warnings_on_stderr(repo, hub_server) -> None:
+    """huggingface_hub warns on a card without metadata and on a commit with nothing left to
+    send ("No files have been modified"); both cases are ours to report, in our words."""
+    env = hub_server.subprocess_env()
+    for _ in range(2):  # the second run has nothing to commit
+        proc = subprocess.run(
+            [*CLI, "annotate", "alice/adapter", "--direct"],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert [line[:9] for line in proc.stderr.splitlines()] == ["Auditing "]
+    assert "up to date (nothing to commit)" in proc.stdout
+
+
+def test_read_json_turns_every_bad_document_into_a_record_error(tmp_path: Path) -> None:
+    from gradience_hub.errors import RecordError
+
+    cases = {
+        "deep.json": b"[" * 100_000 + b"]" * 100_000,
+        "latin1.json": b'{"a": "caf\xe9"}',
+        "list.json": b"[1, 2]",
+        "broken.json": b"{",
+    }
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(RecordError) as err:
+            _io.read_json(tmp_path / name, "audit.json")
+        assert err.value.exit_code == 2 and name in err.value.message
+    (tmp_path / "ok.json").write_text('{"a": 1}')
+    assert _io.read_json(tmp_path / "ok.json", "audit.json") == {"a": 1}
