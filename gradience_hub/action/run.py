@@ -47,6 +47,7 @@ from gradience_hub.errors import (
     GradienceError,
 )
 from gradience_hub.output import emit_command
+from gradience_hub.publish.markers import COMMENT_MARKER
 
 REPORT_DIR = "gradience-report"
 """Reports go to ``$GITHUB_WORKSPACE/gradience-report/<repo>/`` (audit.json, bench.json)."""
@@ -191,7 +192,7 @@ def _sections(result: RepoResult) -> tuple[str, str]:
     out = []
     for kind in ("summary", "comment"):
         text = render.render(kind, result.audit, result.bench, context=result.context)
-        text = text.replace(render.COMMENT_MARKER, "").strip("\n")
+        text = text.replace(COMMENT_MARKER, "").strip("\n")
         # The extra lines go right under the section's heading line.
         head, _, body = text.partition("\n")
         out.append(f"{head}\n\n{extra}{body.lstrip(chr(10))}\n" if extra else text + "\n")
