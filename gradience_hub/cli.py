@@ -15,19 +15,19 @@ import click
 
 from gradience_hub import __version__
 from gradience_hub.errors import EXIT_INTERNAL, ISSUES_URL, GradienceError
+from gradience_hub.output import Secrets, guarded
 
 # Hub ids, local directories or org/name@revision: validated by the library, not click.
 SOURCE = click.argument("source", metavar="SOURCE")
 
 
 def _write_output(text: str, output: str | None) -> None:
-    """Write ``text`` to ``output`` atomically (whole or not at all)."""
+    """Write ``text`` to ``output`` atomically (whole or not at all; see gradience_hub._io)."""
     if output is None:
         return
-    path = Path(output)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    from gradience_hub._io import write_file
+
+    write_file(Path(output), text)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -267,8 +267,34 @@ def bench_command(
         )
 
 
+def _output_secrets() -> Secrets:
+    """The tokens no output may show: GitHub's and the Hub's, however the Hub one was found."""
+    secrets = Secrets()
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "GITHUB_TOKEN", "GH_TOKEN"):
+        secrets.add(os.environ.get(name))
+
+    def hub_token() -> str | None:
+        if "huggingface_hub" not in sys.modules:
+            return None  # not loaded: no request was made, so no token can be echoed
+        from gradience_hub.hub import token_in_use
+
+        return token_in_use()
+
+    secrets.add_provider(hub_token)
+    return secrets
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: run the CLI and map errors to exit codes and short messages."""
+    """Console entry point: run the CLI and map errors to exit codes and short messages.
+
+    Everything printed goes through :mod:`gradience_hub.output`'s guard: tokens scrubbed,
+    control characters dropped, no line can start a GitHub workflow command.
+    """
+    with guarded(_output_secrets()):
+        _main(argv)
+
+
+def _main(argv: list[str] | None) -> None:
     debug = os.environ.get("GRADIENCE_DEBUG", "") not in ("", "0")
     try:
         rv = cli.main(args=argv, prog_name="gradience-hub", standalone_mode=False)

@@ -30,9 +30,11 @@ from urllib3.util.retry import Retry
 
 from gradience_hub import __version__
 from gradience_hub.errors import GitHubError, UsageError
+from gradience_hub.publish.markers import COMMENT_MARKER
 
-MARKER = "<!-- gradience-hub:comment -->"
-"""Hidden HTML comment that makes a PR comment ours to update (docs/architecture.md)."""
+MARKER = COMMENT_MARKER
+"""Hidden HTML comment that makes a PR comment ours to update (docs/architecture.md, "Sticky
+comments"); defined in :mod:`gradience_hub.publish.markers`."""
 
 DEFAULT_API_URL = "https://api.github.com"
 """REST base URL of github.com; GitHub Enterprise Server uses ``https://HOST/api/v3``."""
@@ -274,8 +276,27 @@ class GitHubClient:
                     raise
                 time.sleep(self._backoff_factor * 2**attempt)
                 continue
-            return CommentResult(created.html_url, created.id, "created")
+            return self._converge(issue, login, created, body, where)
         raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
+
+    def _converge(
+        self, issue: Any, login: str, created: IssueComment, body: str, where: str
+    ) -> CommentResult:
+        """After posting: when a concurrent run posted its sticky comment first, delete ours
+        (the newer) and keep theirs, so the PR ends with one. Every racing run keeps the
+        oldest of our marked comments, whichever finishes first."""
+        with self._translate(f"reading the comments of {where}"):
+            own = sorted(_own_marked(issue.get_comments(), login), key=lambda c: c.id)
+        if not own or own[0].id == created.id:
+            return CommentResult(created.html_url, created.id, "created")
+        keep = own[0]
+        with self._translate(f"deleting duplicate comment {created.id} on {where}"):
+            created.delete()
+        if _same_text(keep.body, body):
+            return CommentResult(keep.html_url, keep.id, "unchanged")
+        with self._translate(f"editing comment {keep.id} on {where}"):
+            keep.edit(body)
+        return CommentResult(keep.html_url, keep.id, "updated")
 
     # -- errors ----------------------------------------------------------------------------
 
@@ -372,8 +393,8 @@ def _is_rate_limit(exc: GithubException, message: str) -> bool:
     )
 
 
-def _first_own_marked(comments: Iterable[IssueComment], login: str) -> IssueComment | None:
-    """The first comment that carries the marker and is authored by ``login``.
+def _own_marked(comments: Iterable[IssueComment], login: str) -> Iterator[IssueComment]:
+    """The comments that carry the marker and are authored by ``login``, in list order.
 
     Logins compare case-insensitively, as GitHub treats them.
     """
@@ -381,8 +402,12 @@ def _first_own_marked(comments: Iterable[IssueComment], login: str) -> IssueComm
     for comment in comments:
         author = comment.user.login if comment.user is not None else ""
         if MARKER in (comment.body or "") and author.casefold() == wanted:
-            return comment
-    return None
+            yield comment
+
+
+def _first_own_marked(comments: Iterable[IssueComment], login: str) -> IssueComment | None:
+    """The first comment that carries the marker and is authored by ``login``."""
+    return next(_own_marked(comments, login), None)
 
 
 def _same_text(current: str | None, wanted: str) -> bool:

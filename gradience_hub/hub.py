@@ -10,6 +10,11 @@ directory never pays for it.
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import email.utils
+import logging
+import math
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,9 +38,37 @@ def _reason(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+class _QuietClient(logging.Filter):
+    """Drop huggingface_hub's WARNING chatter ("No files have been modified since last
+    commit", "Repo card metadata block was not found") while our calls run: each case is
+    handled and reported by us in our own words, and third-party lines on stderr read as
+    problems to a user. Installed per call, never at import, and removed afterwards."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.WARNING
+
+
+@contextlib.contextmanager
+def quiet_client() -> Iterator[None]:
+    """Silence huggingface_hub warnings for the duration of the block (see _QuietClient)."""
+    hf_logger = logging.getLogger("huggingface_hub")
+    quiet = _QuietClient()
+    handlers = list(hf_logger.handlers)
+    hf_logger.addFilter(quiet)
+    for handler in handlers:
+        handler.addFilter(quiet)
+    try:
+        yield
+    finally:
+        hf_logger.removeFilter(quiet)
+        for handler in handlers:
+            handler.removeFilter(quiet)
+
+
 @contextlib.contextmanager
 def hub_errors(repo_id: str, revision: str | None = None) -> Iterator[None]:
-    """Translate huggingface_hub and network exceptions into :class:`HubError`.
+    """Translate huggingface_hub and network exceptions into :class:`HubError`, with the
+    client's warnings kept off stderr (:func:`quiet_client`).
 
     Order matters: GatedRepoError subclasses RepositoryNotFoundError, and the *NotFound errors
     subclass HfHubHTTPError.
@@ -44,7 +77,8 @@ def hub_errors(repo_id: str, revision: str | None = None) -> Iterator[None]:
 
     at = f"{repo_id}@{revision}" if revision else repo_id
     try:
-        yield
+        with quiet_client():
+            yield
     except hf_errors.GatedRepoError as exc:
         raise HubError(
             f"{repo_id} is gated: {_reason(exc)}",
@@ -133,12 +167,15 @@ def download_adapter(
     elif adapter_name is None:
         patterns += [f"*/{name}" for name in ADAPTER_FILES if name != "README.md"]
     with hub_errors(repo_id, revision):
+        token = _token()
         if constants.HF_HUB_OFFLINE:
-            path = Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
+            path = Path(
+                snapshot_download(repo_id, revision=revision, allow_patterns=patterns, token=token)
+            )
             return Download(path=path, repo_id=repo_id, revision=revision, sha=path.name)
-        info = HfApi().model_info(repo_id, revision=revision)
+        info = HfApi(token=token).model_info(repo_id, revision=revision)
         sha = info.sha or (revision or "")
-        path = Path(snapshot_download(repo_id, revision=sha, allow_patterns=patterns))
+        path = Path(snapshot_download(repo_id, revision=sha, allow_patterns=patterns, token=token))
     return Download(path=path, repo_id=repo_id, revision=revision, sha=sha)
 
 
@@ -147,11 +184,46 @@ def download_adapter(
 PR_TITLE_PREFIX = "Gradience audit"
 
 
+_TOKEN: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "gradience_hf_token", default=None
+)
+
+
+@contextlib.contextmanager
+def using_token(token: str | None) -> Iterator[None]:
+    """Pass ``token`` to every Hub call made inside the block (``token=`` on each call).
+
+    The Action gets its token as an input; exporting it as ``HF_TOKEN`` would change the
+    process for everything else in it. Without a token (None or empty) huggingface_hub's own
+    lookup (HF_TOKEN, the saved login) applies.
+    """
+    reset = _TOKEN.set(token or None)
+    try:
+        yield
+    finally:
+        _TOKEN.reset(reset)
+
+
+def _token() -> str | None:
+    return _TOKEN.get()
+
+
+def token_in_use() -> str | None:
+    """The token Hub calls send now: :func:`using_token`'s, else HF_TOKEN or the saved login
+    (huggingface_hub's lookup). For scrubbing output, never for printing."""
+    from huggingface_hub import get_token
+
+    return _token() or get_token()
+
+
 def _api() -> Any:
-    """A fresh HfApi: constants (HF_ENDPOINT) are read when the client is built, not here."""
+    """A fresh HfApi: constants (HF_ENDPOINT) are read when the client is built, not here.
+
+    It carries the token of :func:`using_token`, when one is set.
+    """
     from huggingface_hub import HfApi
 
-    return HfApi()
+    return HfApi(token=_token())
 
 
 def whoami() -> str:
@@ -183,19 +255,31 @@ def resolve_sha(repo_id: str, revision: str | None = None) -> str:
     return str(info.sha)
 
 
-def read_text(repo_id: str, path: str, revision: str) -> str | None:
-    """A text file of the repo at ``revision``, or None when the file does not exist."""
+def read_bytes(repo_id: str, path: str, revision: str) -> bytes | None:
+    """A file of the repo at ``revision``, as bytes, or None when the file does not exist.
+
+    Bytes, not text: the caller decides what an undecodable file means (README.md is bad
+    input; a published gradience/*.json we would replace anyway is simply unreadable).
+    """
     from huggingface_hub import errors as hf_errors
     from huggingface_hub import hf_hub_download
 
     with hub_errors(repo_id, revision):
         try:
-            local = hf_hub_download(repo_id, path, revision=revision)
+            local = hf_hub_download(repo_id, path, revision=revision, token=_token())
         except hf_errors.RemoteEntryNotFoundError:
             return None
-    # newline="" keeps CRLF files byte-identical outside our section
-    with open(local, encoding="utf-8", newline="") as handle:
-        return handle.read()
+    return Path(local).read_bytes()
+
+
+def read_text(repo_id: str, path: str, revision: str) -> str | None:
+    """A UTF-8 text file of the repo at ``revision`` (line endings kept), or None when absent.
+
+    Raises UnicodeDecodeError for a file that is not UTF-8; callers that must tell bad
+    bytes apart use :func:`read_bytes`.
+    """
+    data = read_bytes(repo_id, path, revision)
+    return None if data is None else data.decode("utf-8")
 
 
 @dataclass(frozen=True)
@@ -207,8 +291,9 @@ class HubPR:
     ref: str  # refs/pr/N
 
 
-def find_open_pr(repo_id: str, author: str) -> HubPR | None:
-    """Our open PR (same author, title starting with PR_TITLE_PREFIX), newest first."""
+def list_open_prs(repo_id: str, author: str) -> list[HubPR]:
+    """Our open PRs (same author, title starting with PR_TITLE_PREFIX), oldest first."""
+    found: list[HubPR] = []
     with hub_errors(repo_id):
         for disc in _api().get_repo_discussions(
             repo_id, author=author, discussion_type="pull_request", discussion_status="open"
@@ -216,8 +301,21 @@ def find_open_pr(repo_id: str, author: str) -> HubPR | None:
             # the author filter is the server's; check again so a Hub that ignores it cannot
             # make us commit into somebody else's PR
             if disc.author == author and disc.title.startswith(PR_TITLE_PREFIX):
-                return HubPR(num=disc.num, url=disc.url, ref=f"refs/pr/{disc.num}")
-    return None
+                found.append(HubPR(num=disc.num, url=disc.url, ref=f"refs/pr/{disc.num}"))
+    return sorted(found, key=lambda pr: pr.num)
+
+
+def find_open_pr(repo_id: str, author: str) -> HubPR | None:
+    """Our oldest open PR, or None. The oldest, so that runs racing to open one all end up
+    committing to the same PR (see :func:`close_pr` for the duplicates)."""
+    prs = list_open_prs(repo_id, author)
+    return prs[0] if prs else None
+
+
+def close_pr(repo_id: str, num: int, comment: str) -> None:
+    """Close our Hub PR ``num`` with ``comment`` (a duplicate another run opened first)."""
+    with hub_errors(repo_id):
+        _api().change_discussion_status(repo_id, num, "closed", comment=comment)
 
 
 @dataclass(frozen=True)
@@ -236,11 +334,36 @@ class ParentMoved(Exception):
 
 
 class Transient(Exception):
-    """A 429, a 5xx or a dropped connection: back off and retry."""
+    """A 429, a 5xx or a dropped connection: back off and retry.
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    ``outcome_unknown``: the request may have been applied (a 5xx or a lost answer, unlike a
+    429, which the Hub answers without acting), so a retry may find our own commit.
+    """
+
+    def __init__(
+        self, message: str, retry_after: float | None = None, outcome_unknown: bool = True
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.outcome_unknown = outcome_unknown
+
+
+def parse_retry_after(value: Any, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (RFC 9110: delay-seconds or an
+    HTTP-date), or None when it is absent or not a usable, finite, non-negative delay
+    (``nan``, ``inf``, ``-5``, garbage): the caller then uses its own backoff."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 def _classify(exc: BaseException) -> BaseException:
@@ -253,11 +376,11 @@ def _classify(exc: BaseException) -> BaseException:
         if status == 412:
             return ParentMoved(_reason(exc))
         if status == 429 or (status is not None and status >= 500):
-            retry_after = None
             headers = getattr(response, "headers", None) or {}
-            with contextlib.suppress(TypeError, ValueError):
-                retry_after = float(headers.get("Retry-After", ""))
-            return Transient(f"the Hub answered {status}: {_reason(exc)}", retry_after)
+            retry_after = parse_retry_after(headers.get("Retry-After"))
+            return Transient(
+                f"the Hub answered {status}: {_reason(exc)}", retry_after, status != 429
+            )
         return exc
     if type(exc).__module__.split(".")[0].startswith("httpx") or isinstance(exc, ConnectionError):
         return Transient(f"connection to the Hub failed: {_reason(exc)}")
@@ -301,7 +424,13 @@ def commit_files(
             if mapped is exc:
                 raise
             raise mapped from None
-    changed = info.oid != parent_sha
+    # When every file equals the branch head's, the client sends no commit and answers with
+    # the head it found, which is another run's commit when the branch moved since we read
+    # it: reporting that as ours would print somebody else's commit. The client marks the
+    # operations it actually committed (CommitOperationAdd._is_committed, set only after the
+    # commit request succeeded); there is no public flag for it.
+    committed = all(getattr(op, "_is_committed", True) for op in operations)
+    changed = committed and info.oid != parent_sha
     pr_url = info.pr_url or (pr.url if pr is not None else None)
     pr_num = info.pr_num or (pr.num if pr is not None else None)
     return CommitOutcome(

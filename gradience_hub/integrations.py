@@ -79,6 +79,18 @@ class GradienceHubCallback(TrainerCallback):
         except GradienceError as exc:
             logger.warning("gradience-hub: could not audit %s: %s", source, exc.message)
             return False
+        except Exception as exc:
+            # A card must never stop a training run, not even through a bug of ours: say so
+            # (the traceback with debug logging) and let the run go on.
+            logger.warning(
+                "gradience-hub: could not write the card for %s (internal error %s: %s; "
+                "please report it)",
+                source,
+                type(exc).__name__,
+                exc,
+                exc_info=logger.isEnabledFor(logging.DEBUG),
+            )
+            return False
         self.last_report = result.audit
         return True
 

@@ -28,6 +28,7 @@ The module is a pytest plugin: it provides the function-scoped fixtures ``github
 from __future__ import annotations
 
 import base64
+import contextlib
 import http
 import json
 import re
@@ -185,6 +186,7 @@ class GitHubServer:
         self._repos: dict[str, Repo] = {}  # by lower-case full name (GitHub is case-insensitive)
         self._comments: dict[int, Comment] = {}
         self._faults: list[Fault] = []
+        self._gates: list[list[Any]] = []  # [method, pattern, barrier, timeout, arrivals]
         # Separate counters, started apart, so ids of different kinds never collide by accident.
         self._next = {"user": 1001, "repo": 500001, "issue": 900001, "comment": 1_000_000_001}
         self._httpd: ThreadingHTTPServer | None = None
@@ -332,6 +334,28 @@ class GitHubServer:
                     process,
                 )
             )
+
+    def gate(self, method: str, path_regex: str, parties: int = 2, timeout: float = 10.0) -> None:
+        """Hold the next ``parties`` matching requests until all of them have arrived, then
+        let them through together: two clients that both read before either writes, the
+        interleaving a race needs, on demand rather than by luck. Used once."""
+        with self._lock:
+            self._gates.append(
+                [method.upper(), re.compile(path_regex), threading.Barrier(parties), timeout, 0]
+            )
+
+    def _wait_at_gate(self, method: str, path: str) -> None:
+        with self._lock:
+            gate = next(
+                (g for g in self._gates if g[0] in ("*", method) and g[1].search(path)), None
+            )
+            if gate is not None:
+                gate[4] += 1
+            if gate is not None and gate[4] >= gate[2].parties:
+                self._gates.remove(gate)  # the last party: the gate opens and is gone
+        if gate is not None:
+            with contextlib.suppress(threading.BrokenBarrierError):
+                gate[2].wait(gate[3])
 
     def count(self, method: str, path_regex: str = "") -> int:
         """How many logged requests have ``method`` and a path matching ``path_regex``."""
@@ -730,6 +754,7 @@ class _Handler(BaseHTTPRequestHandler):
         with self.github._lock:
             self.github.requests.append(record)
 
+        self.github._wait_at_gate(self.command, split.path)
         fault = self.github._fault_for(self.command, split.path)
         if fault is None or fault.process:
             status, body, extra = self.github.handle(

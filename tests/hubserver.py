@@ -407,6 +407,7 @@ class HubServer:
         self._tokens: dict[str, User] = {}
         self._repos: dict[str, _Repo] = {}
         self._faults: list[Fault] = []
+        self._gates: list[list[Any]] = []  # [method, pattern, barrier, timeout, arrivals]
         self._clock = _EPOCH
         self._counter = 0
         self._httpd: ThreadingHTTPServer | None = None
@@ -728,6 +729,27 @@ class HubServer:
         with self._lock:
             self._faults.append(fault)
         return fault
+
+    def gate(self, method: str | None, path_regex: str, parties: int = 2, timeout: float = 10.0):
+        """Hold the next `parties` matching requests until all have arrived, then release them
+        together (outside the hub lock): two clients that both read before either writes, the
+        interleaving a race needs, on demand rather than by luck. Used once."""
+        with self._lock:
+            barrier = threading.Barrier(parties)
+            self._gates.append([method, re.compile(path_regex), barrier, timeout, 0])
+
+    def _wait_at_gate(self, method: str, path: str) -> None:
+        with self._lock:
+            gate = next(
+                (g for g in self._gates if g[0] in (None, method) and g[1].search(path)), None
+            )
+            if gate is not None:
+                gate[4] += 1
+            if gate is not None and gate[4] >= gate[2].parties:
+                self._gates.remove(gate)  # the last party: the gate opens and is gone
+        if gate is not None:
+            with contextlib.suppress(threading.BrokenBarrierError):
+                gate[2].wait(gate[3])
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -1332,6 +1354,7 @@ class _HubHandler(BaseHTTPRequestHandler):
             body=body,
         )
         housekeeping = bool(_HOUSEKEEPING.match(raw_path))
+        hub._wait_at_gate(method, record.path)
         with hub._lock:
             if not housekeeping:
                 hub.requests.append(record)

@@ -386,7 +386,7 @@ def test_refuses_rank_above_current_and_leaves_nothing(tmp_path: Path) -> None:
 def test_failed_check_leaves_no_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     src = write_adapter(tmp_path / "src", {"layers.0.q_proj": planted_factors(16, 16, 4)})
     (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "keep.txt").write_text("old")
+    (tmp_path / "out" / "adapter_config.json").write_text("old")  # a previous output: replaceable
 
     def boom(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise RuntimeError("simulated crash")
@@ -394,7 +394,8 @@ def test_failed_check_leaves_no_output(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setattr(compress_write, "verify_with_peft", boom)
     with pytest.raises(RuntimeError):
         C.compress_adapter(open_adapter(src), {"layers.0.q_proj": 2}, tmp_path / "out", force=True)
-    assert [p.name for p in (tmp_path / "out").iterdir()] == ["keep.txt"]
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["adapter_config.json"]
+    assert (tmp_path / "out" / "adapter_config.json").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "src"]
 
 

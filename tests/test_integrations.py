@@ -143,3 +143,36 @@ def test_callback_never_breaks_training(tmp_path: Path) -> None:
     out.mkdir()
     (out / "adapter_config.json").write_text("{broken")
     assert GradienceHubCallback().annotate_dir(out) is False
+
+
+def test_a_non_utf8_card_or_a_bug_of_ours_never_stops_training(
+    tmp_path: Path, monkeypatch, caplog
+) -> None:  # type: ignore[no-untyped-def]
+    """A README.md in another encoding (exit 2 from the CLI) and an unexpected exception are
+    logged warnings in a real Trainer run: training finishes, the card is left as it was."""
+    import logging
+
+    from gradience_hub.integrations import GradienceHubCallback
+    from gradience_hub.publish import annotate
+
+    callback = GradienceHubCallback()
+    trainer, _ = _trainer(tmp_path, callback)
+    out = tmp_path / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "README.md").write_bytes(b"# caf\xe9\n")
+    with caplog.at_level(logging.WARNING, logger="gradience_hub.integrations"):
+        trainer.train()
+    assert trainer.state.global_step == 6
+    assert (out / "README.md").read_bytes() == b"# caf\xe9\n"
+    assert not (out / "gradience").exists()
+    assert any("is not UTF-8 text" in r.getMessage() for r in caplog.records)
+
+    def boom(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise RecursionError("simulated bug")
+
+    monkeypatch.setattr(annotate, "write_local_card", boom)
+    (out / "README.md").write_text("# card\n")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="gradience_hub.integrations"):
+        assert callback.annotate_dir(out) is False
+    assert "internal error RecursionError: simulated bug" in caplog.text

@@ -556,12 +556,6 @@ def test_splice_keeps_an_existing_tags_key(tags_yaml: str) -> None:
     assert out.startswith(card)
 
 
-def test_splice_leaves_unparsable_yaml_alone() -> None:
-    card = "---\nkey: [unclosed\n---\nbody\n"
-    out = R.splice_readme(card, SECTION, base_model="org/base")
-    assert out.startswith(card)
-
-
 def test_splice_without_front_matter_adds_one() -> None:
     card = "# Title\n\ntext\n"
     out = R.splice_readme(card, SECTION, base_model="org/base")

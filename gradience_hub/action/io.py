@@ -4,24 +4,24 @@ In: the step's inputs, handed over as ``INPUT_<NAME>`` environment variables, va
 :class:`Settings` (:func:`parse_settings`; a bad one is an :class:`InputError` naming it, exit 2).
 Out: workflow commands on stdout (:func:`workflow_command`, escaped by the runner's rules),
 ``GITHUB_OUTPUT`` and ``GITHUB_STEP_SUMMARY`` (``Channel``), and the secrets that must never
-leave the process in clear text (:class:`Secrets`, and ``ScrubbedStream`` over stdout/stderr).
+leave the process in clear text (:class:`Secrets`, and ``ScrubbedStream`` over stdout/stderr,
+both from :mod:`gradience_hub.output`, shared with the CLI).
 
 What the action does with them, the modes, the comment and the exit code, is
 :mod:`gradience_hub.action`, which re-exports the public names here. This module imports nothing
-beyond the standard library and :mod:`gradience_hub.errors`.
+beyond the standard library, :mod:`gradience_hub.errors` and :mod:`gradience_hub.output`.
 """
 
 from __future__ import annotations
 
-import io
 import math
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
 
 from gradience_hub.errors import GradienceError, UsageError
+from gradience_hub.output import GuardedStream, Secrets, emit_command
 
 INPUTS: dict[str, str] = {
     "repo-id": "",
@@ -76,60 +76,9 @@ def workflow_command(name: str, message: str = "", **properties: str) -> str:
     return f"::{name}{' ' + props if props else ''}::{escape_data(message)}"
 
 
-class Secrets:
-    """Values that must never leave the process in clear text; :meth:`scrub` blanks them."""
-
-    def __init__(self) -> None:
-        self._values: list[str] = []
-
-    def add(self, value: str | None) -> None:
-        for part in (value or "").splitlines():
-            part = part.strip()
-            if part and part not in self._values:
-                self._values.append(part)
-        self._values.sort(key=len, reverse=True)  # longest first: no partial leftovers
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(list(self._values))
-
-    def scrub(self, text: str) -> str:
-        for value in self._values:
-            text = text.replace(value, "***")
-        return text
-
-
-class ScrubbedStream(io.TextIOBase):
-    """A text stream that scrubs secrets from everything written through it.
-
-    Exception texts, library messages and tracebacks all pass through ``sys.stdout`` /
-    ``sys.stderr``, so scrubbing here guards what no single message format could.
-    """
-
-    def __init__(self, stream: TextIO, secrets: Secrets) -> None:
-        self._stream = stream
-        self._secrets = secrets
-
-    def write(self, s: str) -> int:
-        if not isinstance(s, str):  # behave like a text stream: click probes with b""
-            raise TypeError(f"write() argument must be str, not {type(s).__name__}")
-        self._stream.write(self._secrets.scrub(s))
-        return len(s)
-
-    def flush(self) -> None:
-        self._stream.flush()
-
-    def writable(self) -> bool:
-        return True
-
-    def isatty(self) -> bool:
-        return self._stream.isatty()
-
-    def fileno(self) -> int:
-        return self._stream.fileno()
-
-    @property
-    def encoding(self) -> str:  # type: ignore[override]
-        return getattr(self._stream, "encoding", None) or "utf-8"
+# The secrets and the guarded stdout/stderr are the CLI's too: one scrubber for every output.
+ScrubbedStream = GuardedStream
+"""The guarded text stream of :mod:`gradience_hub.output` (the Action's historic name)."""
 
 
 # -- inputs --------------------------------------------------------------------------------
@@ -295,7 +244,7 @@ class Channel:
         else:
             text = exc_or_text
         scrub = self.secrets.scrub
-        print(workflow_command(level, scrub(text), title=scrub(title)), flush=True)
+        emit_command(workflow_command(level, scrub(text), title=scrub(title)))
 
     def outputs(self, values: Mapping[str, str]) -> None:
         """Write every output, each in the multi-line ``name<<DELIMITER`` form."""

@@ -9,8 +9,9 @@ library for each repo, and answers through the Actions channels: ``GITHUB_OUTPUT
 (``::add-mask::``, ``::error::``, ``::warning::``) and ONE sticky comment on the pull request.
 
 Exit codes are the CLI's: 0 success, PASS, or FAIL with ``fail-on: never``; 1 a repo's verdict
-is FAIL; 2 bad input; 3 Hub, GitHub or network failure. The HF token is masked
-before anything else runs and scrubbed from everything this process writes.
+is FAIL; 2 bad input; 3 Hub, GitHub or network failure. The tokens are masked before anything
+else runs and scrubbed from everything this process writes; the HF token reaches the Hub calls
+as ``token=``, never through the environment.
 
 This module holds the orchestration: each repo's run of the mode (:func:`run_repo`), its
 summary and comment sections, the sticky PR comment, the outputs' values and the exit code
@@ -24,7 +25,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,7 +34,6 @@ from typing import Any
 from gradience_hub.action.io import (
     Channel,
     InputError,
-    ScrubbedStream,
     Secrets,
     Settings,
     parse_settings,
@@ -47,6 +46,8 @@ from gradience_hub.errors import (
     EXIT_OK,
     GradienceError,
 )
+from gradience_hub.output import emit_command
+from gradience_hub.publish.markers import COMMENT_MARKER
 
 REPORT_DIR = "gradience-report"
 """Reports go to ``$GITHUB_WORKSPACE/gradience-report/<repo>/`` (audit.json, bench.json)."""
@@ -162,10 +163,13 @@ def run_repo(source: str, index: int, settings: Settings, report_dir: Path) -> R
         else:
             result.bench = _bench_record(bench_json, settings.max_drop)
         result.status = _status_of(result.bench)
-    report_dir.mkdir(parents=True, exist_ok=True)
-    (report_dir / "audit.json").write_text(json.dumps(result.audit, indent=2) + "\n", "utf-8")
+    from gradience_hub._io import write_file
+
+    write_file(report_dir / "audit.json", json.dumps(result.audit, indent=2) + "\n", parents=True)
     if result.bench is not None:
-        (report_dir / "bench.json").write_text(json.dumps(result.bench, indent=2) + "\n", "utf-8")
+        write_file(
+            report_dir / "bench.json", json.dumps(result.bench, indent=2) + "\n", parents=True
+        )
     return result
 
 
@@ -188,7 +192,7 @@ def _sections(result: RepoResult) -> tuple[str, str]:
     out = []
     for kind in ("summary", "comment"):
         text = render.render(kind, result.audit, result.bench, context=result.context)
-        text = text.replace(render.COMMENT_MARKER, "").strip("\n")
+        text = text.replace(COMMENT_MARKER, "").strip("\n")
         # The extra lines go right under the section's heading line.
         head, _, body = text.partition("\n")
         out.append(f"{head}\n\n{extra}{body.lstrip(chr(10))}\n" if extra else text + "\n")
@@ -322,7 +326,7 @@ def run(environ: Mapping[str, str], secrets: Secrets) -> int:
     results: list[RepoResult] = []
     taken: set[str] = set()
     for index, source in enumerate(settings.repo_ids):
-        print(workflow_command("group", f"gradience-hub {settings.mode}: {source}"), flush=True)
+        emit_command(workflow_command("group", f"gradience-hub {settings.mode}: {source}"))
         try:
             result = run_repo(source, index, settings, root / _slug(source, taken))
             result.summary_md, result.comment_md = _sections(result)
@@ -337,7 +341,7 @@ def run(environ: Mapping[str, str], secrets: Secrets) -> int:
             result = RepoResult(source, error=exc)
             result.summary_md, result.comment_md = _sections(result)
         finally:
-            print("::endgroup::", flush=True)
+            emit_command(workflow_command("endgroup"))
         results.append(result)
         print(f"{source}: {result.status}")
 
@@ -382,12 +386,17 @@ def run(environ: Mapping[str, str], secrets: Secrets) -> int:
 
 
 def main(environ: Mapping[str, str] | None = None) -> int:
-    """Entry point of ``gradience-hub action``: mask, export HF_TOKEN, scrub, run.
+    """Entry point of ``gradience-hub action``: mask, guard the output, run.
 
-    The HF token is masked first (``::add-mask::``, only inside GitHub Actions: elsewhere it
-    would print it) and exported as ``HF_TOKEN`` before anything imports huggingface_hub.
-    Everything written to stdout and stderr afterwards is scrubbed of the tokens.
+    The tokens are masked first (``::add-mask::``, only inside GitHub Actions: elsewhere it
+    would print them). The HF token input is handed to every Hub call as ``token=``
+    (:func:`gradience_hub.hub.using_token`); the process environment is never written.
+    Everything written to stdout and stderr is scrubbed of the tokens, stripped of control
+    characters and cannot start a workflow command (:mod:`gradience_hub.output`).
     """
+    from gradience_hub import hub
+    from gradience_hub.output import emit_mask, guarded
+
     env = os.environ if environ is None else environ
     secrets = Secrets()
     hf_token = read_input("hf-token", env)
@@ -395,32 +404,24 @@ def main(environ: Mapping[str, str] | None = None) -> int:
     secrets.add(env.get("HF_TOKEN"))
     secrets.add(read_input("github-token", env))
     secrets.add(env.get("GITHUB_TOKEN"))
-    if env.get("GITHUB_ACTIONS") == "true":
-        for value in secrets:
-            print(workflow_command("add-mask", value), flush=True)
-    if hf_token:
-        os.environ["HF_TOKEN"] = hf_token
-    stdout, stderr = sys.stdout, sys.stderr
-    sys.stdout = ScrubbedStream(stdout, secrets)
-    sys.stderr = ScrubbedStream(stderr, secrets)
-    try:
-        return run(env, secrets)
-    except Exception as exc:  # a bug in this module: still one clean annotation, no token
-        if env.get("GRADIENCE_DEBUG", "") not in ("", "0"):
-            traceback.print_exc()
-        print(
-            workflow_command(
-                "error",
-                secrets.scrub(
-                    f"internal error: {type(exc).__name__}: {exc}\n"
-                    "Fix: rerun with GRADIENCE_DEBUG=1 for the traceback and report it"
-                ),
-                title="gradience-hub action failed",
-            ),
-            flush=True,
-        )
-        return EXIT_BAD_INPUT
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        sys.stdout, sys.stderr = stdout, stderr
+    with guarded(secrets):
+        if env.get("GITHUB_ACTIONS") == "true":
+            for value in secrets:
+                emit_mask(workflow_command("add-mask", value))
+        try:
+            with hub.using_token(hf_token or None):
+                return run(env, secrets)
+        except Exception as exc:  # a bug in this module: still one clean annotation, no token
+            if env.get("GRADIENCE_DEBUG", "") not in ("", "0"):
+                traceback.print_exc()
+            emit_command(
+                workflow_command(
+                    "error",
+                    secrets.scrub(
+                        f"internal error: {type(exc).__name__}: {exc}\n"
+                        "Fix: rerun with GRADIENCE_DEBUG=1 for the traceback and report it"
+                    ),
+                    title="gradience-hub action failed",
+                )
+            )
+            return EXIT_BAD_INPUT

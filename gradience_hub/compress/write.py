@@ -25,7 +25,6 @@ config are planned in :mod:`gradience_hub.compress.plan`.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -96,34 +95,69 @@ def _storage_dtype(adapter: Adapter, key: str) -> Any:
 # --------------------------------------------------------------------------- writing
 
 
+# What a previous adapter output may hold: what compress writes, plus the card and the Hub's
+# attributes file a user may have added. Anything else means the directory is somebody's work.
+_REPLACEABLE = frozenset(
+    {
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "adapter_model.bin",
+        "README.md",
+        ".gitattributes",
+    }
+)
+
+
 def _check_output(output_dir: Path, adapter: Adapter, force: bool) -> None:
+    """Refuse an ``--output`` that must not be replaced (UsageError, exit 2, nothing written).
+
+    Never the working directory, the source or a directory that contains either; with
+    ``--force`` only a previous adapter output (it holds adapter_config.json and nothing but
+    adapter files) is replaced, never a project folder that happens to be named like one.
+    """
+    hint = "write the compressed adapter to a new directory"
+    if output_dir.is_symlink():
+        raise UsageError(f"--output {output_dir} is a symlink", hint=hint)
     if output_dir.exists() and not output_dir.is_dir():
         raise UsageError(
             f"--output {output_dir} is a file", hint="pass a directory path for the new adapter"
         )
-    src = adapter.directory.resolve()
     out = output_dir.resolve()
+    src = adapter.directory.resolve()
+    cwd = Path.cwd().resolve()
     if out == src or out in src.parents:
+        raise UsageError(f"--output {output_dir} would overwrite the source adapter", hint=hint)
+    if out == cwd or out in cwd.parents:
         raise UsageError(
-            f"--output {output_dir} would overwrite the source adapter",
-            hint="write the compressed adapter to a new directory",
+            f"--output {output_dir} is the working directory or contains it", hint=hint
         )
-    if output_dir.is_dir() and any(output_dir.iterdir()) and not force:
+    if not output_dir.is_dir():
+        return
+    entries = sorted(p.name for p in output_dir.iterdir())
+    if not entries:
+        return
+    if not force:
         raise UsageError(
             f"--output {output_dir} exists and is not empty",
-            hint="choose a new directory, or pass --force to replace it",
+            hint="choose a new directory, or pass --force to replace a previous adapter output",
+        )
+    unexpected = [
+        name for name in entries if name not in _REPLACEABLE or (output_dir / name).is_dir()
+    ]
+    if unexpected or "adapter_config.json" not in entries:
+        what = f"holds {unexpected[0]!r}" if unexpected else "has no adapter_config.json"
+        raise UsageError(
+            f"--output {output_dir} {what}: it is not a previous adapter output, and --force "
+            "only replaces those",
+            hint=hint,
         )
 
 
 def _install(tmp: Path, output_dir: Path) -> None:
     """Move the finished ``tmp`` directory to ``output_dir``, replacing what was there."""
-    old: Path | None = None
-    if output_dir.exists():
-        old = output_dir.with_name(f".{output_dir.name}.old-{os.getpid()}")
-        os.replace(output_dir, old)
-    os.replace(tmp, output_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    from gradience_hub._io import replace_directory
+
+    replace_directory(tmp, output_dir)
 
 
 def compress_adapter(

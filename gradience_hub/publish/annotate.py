@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import os
 import re
 import tempfile
@@ -21,16 +22,34 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from gradience_hub import _io
 from gradience_hub import adapter as adapter_io
 from gradience_hub.audit import AuditReport, audit_adapter
-from gradience_hub.errors import GradienceError, HubError, UsageError
+from gradience_hub.errors import CardError, GradienceError, HubError, UsageError
+from gradience_hub.publish.markers import (
+    AUDIT_JSON,
+    BENCH_JSON,
+    BENCH_MD,
+    COMMENT_MARKER,
+    PICTURE,
+    README,
+)
 
-COMMENT_MARKER = "<!-- gradience-hub:comment -->"
-README = "README.md"
-AUDIT_JSON = "gradience/audit.json"
-BENCH_JSON = "gradience/bench.json"
-BENCH_MD = "gradience/bench.md"
-PICTURE = "gradience/utilization.png"
+__all__ = [
+    "AUDIT_JSON",
+    "BENCH_JSON",
+    "BENCH_MD",
+    "COMMENT_MARKER",
+    "PICTURE",
+    "README",
+    "AnnotateResult",
+    "annotate",
+    "format_result",
+    "keep_published",
+    "readme_diff",
+    "render_files",
+    "write_local_card",
+]
 
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 
@@ -52,6 +71,7 @@ class AnnotateResult:
     files: list[str] = field(default_factory=list)
     diff: str = ""
     location: str = ""  # repo id or local directory
+    notes: list[str] = field(default_factory=list)  # what else this run did, in words
 
 
 @dataclass
@@ -122,32 +142,50 @@ _AUDIT_VOLATILE = {"source": ("sha", "revision", "display", "path")}
 _BENCH_VOLATILE = {"": ("created_at", "environment"), "adapter": ("revision",)}
 
 
-def keep_published(evidence: _Evidence, old_audit: str | None, old_bench: str | None) -> _Evidence:
+def _published_doc(raw: bytes | str | None) -> dict[str, Any] | None:
+    """A published gradience/*.json as a dict, or None when it is missing or unreadable
+    (not UTF-8, not JSON, nested past the parser's depth, not an object): such a document
+    is replaced, never a reason to stop."""
+    if raw is None:
+        return None
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        doc = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def keep_published(
+    evidence: _Evidence, old_audit: bytes | str | None, old_bench: bytes | str | None
+) -> _Evidence:
     """Reuse the published documents when the new ones say the same thing.
 
     Without this every rerun would commit: the audited sha changes with each commit to the
     repo (ours included) and a rerun bench has a new timestamp. When the new audit equals the
     published one but for those fields, the published one (and the revision it names, whose
-    adapter gave exactly these figures) stays.
+    adapter gave exactly these figures) stays. Unreadable or foreign documents (bad bytes,
+    bad JSON, another schema, fields of the wrong type) are simply replaced.
     """
     from gradience_hub.audit import AuditReport
 
     audit, bench = evidence.audit, evidence.bench
+    published = _published_doc(old_audit)
+    published_bench = _published_doc(old_bench)
     try:
-        published = json.loads(old_audit) if old_audit else None
-        if isinstance(published, dict) and _close(
+        if published is not None and _close(
             _without(audit.to_dict(), _AUDIT_VOLATILE), _without(published, _AUDIT_VOLATILE)
         ):
             audit = replace(AuditReport.from_dict(published))
-        published_bench = json.loads(old_bench) if old_bench else None
+            audit.to_json()  # it must also write back as it was read
         if (
             bench is not None
-            and isinstance(published_bench, dict)
+            and published_bench is not None
             and _close(_without(bench, _BENCH_VOLATILE), _without(published_bench, _BENCH_VOLATILE))
         ):
             bench = published_bench
-    except (ValueError, GradienceError):
-        return evidence  # unreadable or foreign documents are simply replaced
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError, GradienceError):
+        return evidence
     return _Evidence(audit, bench, evidence.bench_md)
 
 
@@ -216,16 +254,29 @@ def _commit_message(evidence: _Evidence) -> tuple[str, str]:
 # --------------------------------------------------------------------------- local directories
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+def _decode_readme(raw: bytes | None, where: str) -> str | None:
+    """README.md as text (None when absent); CardError when it is not UTF-8: it is the
+    author's file, and guessing its encoding would rewrite bytes outside the markers."""
+    if raw is None:
+        return None
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CardError(
+            f"README.md in {where} is not UTF-8 text (byte {exc.start}: {exc.reason})",
+            hint="re-save README.md as UTF-8, then rerun",
+        ) from None
+
+
+def _read_inside(directory: Path, path: str) -> bytes | None:
+    """A file of the clone, or None; UsageError when it resolves outside the clone (a
+    README.md symlinked to /etc/passwd must not be published)."""
+    target = _io.resolve_within(directory, path)
+    if target.is_dir():
+        raise UsageError(
+            f"{path} in {directory} is a directory", hint=f"{path} must be a file (or absent)"
+        )
+    return target.read_bytes() if target.is_file() else None
 
 
 def _annotate_local(
@@ -240,20 +291,13 @@ def _annotate_local(
         evidence = _Evidence(
             replace(evidence.audit, source=source), evidence.bench, evidence.bench_md
         )
-    readme_path = directory / README
-    old = readme_path.read_bytes().decode("utf-8") if readme_path.is_file() else None
-
-    def published(path: str) -> str | None:
-        target = directory / path
-        return target.read_text(encoding="utf-8") if target.is_file() else None
-
-    evidence = keep_published(evidence, published(AUDIT_JSON), published(BENCH_JSON))
+    paths = [README, AUDIT_JSON, BENCH_JSON, BENCH_MD, PICTURE]
+    # every path is checked before anything is read or written: all or nothing
+    current = {path: _read_inside(directory, path) for path in paths}
+    old = _decode_readme(current[README], str(directory))
+    evidence = keep_published(evidence, current[AUDIT_JSON], current[BENCH_JSON])
     files = render_files(evidence, old, template_dir=template_dir)
-    changed_paths = [
-        p
-        for p, data in files.items()
-        if not (directory / p).is_file() or (directory / p).read_bytes() != data
-    ]
+    changed_paths = [p for p, data in files.items() if current.get(p) != data]
     result = AnnotateResult(
         status=_status(evidence.bench),
         audit=evidence.audit,
@@ -267,7 +311,7 @@ def _annotate_local(
     )
     if not dry_run:
         for path in changed_paths:
-            _write_atomically(directory / path, files[path])
+            _io.write_file(directory / path, files[path], parents=True, within=directory)
     return result
 
 
@@ -292,9 +336,33 @@ def write_local_card(
 
 
 def _backoff(attempt: int, base: float, retry_after: float | None) -> float:
-    if retry_after is not None:
+    if retry_after is not None and math.isfinite(retry_after):
         return min(max(retry_after, 0.0), 30.0)
     return min(base * 2**attempt, 30.0)
+
+
+def _check_options(
+    bench_config: str | None,
+    bench_json: str | None,
+    max_drop: float | None,
+    comment_on_pr: int | None,
+) -> None:
+    """Every option is checked before the first request: a bad one must never surface after
+    a PR was opened."""
+    if bench_config and bench_json:
+        raise UsageError(
+            "give --bench-config or --bench-json, not both",
+            hint="--bench-json publishes an existing record; --bench-config runs one",
+        )
+    if max_drop is not None and not (math.isfinite(max_drop) and 0.0 <= max_drop < 1.0):
+        raise UsageError(f"max drop must be in [0, 1), got {max_drop}", hint="e.g. 0.025")
+    if comment_on_pr is not None and (
+        isinstance(comment_on_pr, bool) or not isinstance(comment_on_pr, int) or comment_on_pr < 1
+    ):
+        raise UsageError(
+            f"--comment-on-pr must be a discussion number (1 or more), not {comment_on_pr}",
+            hint="the number in the Hub URL .../discussions/N",
+        )
 
 
 def annotate(
@@ -320,13 +388,7 @@ def annotate(
     ``dry_run`` sends no write request. Raises GradienceError subclasses (exit 2/3).
     """
     say = log or (lambda _msg: None)
-    if bench_config and bench_json:
-        raise UsageError(
-            "give --bench-config or --bench-json, not both",
-            hint="--bench-json publishes an existing record; --bench-config runs one",
-        )
-    if max_drop is not None and not 0.0 <= max_drop < 1.0:
-        raise UsageError(f"max drop must be in [0, 1), got {max_drop}", hint="e.g. 0.025")
+    _check_options(bench_config, bench_json, max_drop, comment_on_pr)
     if bench_json:
         # read it first: a bad record must fail before any Hub traffic
         bench, bench_md = _load_bench(bench_json, max_drop)
@@ -373,6 +435,10 @@ def annotate(
         me = hub.whoami()
     cache: dict[str, _Evidence] = {}
     parent_retries = transient_retries = 0
+    # a commit whose answer was lost (5xx, dropped connection) may have landed: a retry that
+    # then finds nothing to commit has found our own commit, not "up to date"
+    unanswered = False
+    notes: list[str] = []  # what this run did besides the final commit, carried across passes
     while True:
         sha = hub.resolve_sha(repo, spec.revision)
         if sha not in cache:
@@ -380,17 +446,18 @@ def annotate(
             cache[sha] = evidence_for(repo, sha)
         evidence = cache[sha]
         pr = hub.find_open_pr(repo, me) if (create_pr and me) else None
-        target_rev = pr.ref if pr else sha
-        current = hub.read_text(repo, README, target_rev)
-        base_readme = current if pr is None else hub.read_text(repo, README, sha)
+        # Read everything at the exact commit we will commit on top of: our PR's head (where a
+        # reviewer may have pushed edits outside the markers) or the audited sha.
+        parent = hub.resolve_sha(repo, pr.ref) if pr else sha
+        current = _decode_readme(hub.read_bytes(repo, README, parent), repo)
         evidence = keep_published(
             evidence,
-            hub.read_text(repo, AUDIT_JSON, target_rev),
-            hub.read_text(repo, BENCH_JSON, target_rev) if evidence.bench is not None else None,
+            hub.read_bytes(repo, AUDIT_JSON, parent),
+            hub.read_bytes(repo, BENCH_JSON, parent) if evidence.bench is not None else None,
         )
         shown = evidence.audit.source.get("sha") or sha
         context = {"repo_id": repo, "revision": shown, "repo_url": hub.repo_url(repo)}
-        files = render_files(evidence, base_readme, template_dir=template_dir, context=context)
+        files = render_files(evidence, current, template_dir=template_dir, context=context)
         result = AnnotateResult(
             status=_status(evidence.bench),
             audit=evidence.audit,
@@ -402,11 +469,11 @@ def annotate(
             diff=readme_diff(current, files[README].decode("utf-8")),
             location=repo,
             pr_url=pr.url if pr else None,
+            notes=notes,
         )
         if dry_run:
             return result
         title, body = _commit_message(evidence)
-        parent = hub.resolve_sha(repo, pr.ref) if pr else sha
         try:
             outcome = hub.commit_files(
                 repo,
@@ -434,14 +501,31 @@ def annotate(
                     f"publishing to {repo} failed: {exc}",
                     hint="the Hub is busy or down; retry later",
                 ) from None
+            unanswered = unanswered or exc.outcome_unknown
             delay = _backoff(transient_retries, retry_backoff, exc.retry_after)
             transient_retries += 1
             say(f"{exc}; retrying in {delay:.1f}s")
             time.sleep(delay)
             continue
+        if pr is None and outcome.changed and outcome.pr_num is not None and me:
+            duplicate = _converge(hub, repo, me, outcome.pr_num)
+            if duplicate is not None:
+                # another run opened a PR first: ours is closed, and the next pass commits to
+                # the oldest one (usually nothing to add: it holds the same evidence)
+                notes.append(
+                    f"another run opened a Gradience PR at the same time; closed our "
+                    f"duplicate #{duplicate}"
+                )
+                continue
         result.changed = outcome.changed
         result.commit_url = outcome.commit_url
         result.pr_url = outcome.pr_url or result.pr_url
+        if not outcome.changed and unanswered:
+            # The earlier attempt's commit landed; its answer was lost on the way back.
+            result.changed = True
+            if not result.pr_url:
+                result.commit_url = f"{hub.repo_url(repo)}/commit/{parent}"
+            result.notes.append("the Hub lost its answer to our commit; the files are in place")
         break
     if comment_on_pr is not None:
         from gradience_hub.publish import render
@@ -463,8 +547,25 @@ def annotate(
     return result
 
 
+def _converge(hub: Any, repo: str, me: str, opened: int) -> int | None:
+    """After opening PR ``opened``: when an older PR of ours is open (a concurrent run opened
+    it), close ours and return its number; else None. Every racing run keeps the oldest, so
+    the repo ends with one open Gradience PR whichever run finishes first."""
+    prs = hub.list_open_prs(repo, me)
+    if not prs or prs[0].num >= opened:
+        return None
+    hub.close_pr(
+        repo,
+        opened,
+        f"Closed by gradience-hub: #{prs[0].num}, opened at the same time by another run, "
+        "carries this evidence.",
+    )
+    return opened
+
+
 def format_result(result: AnnotateResult) -> str:
-    """What the CLI prints after annotate."""
+    """What the CLI prints after annotate: what THIS run did (a commit another run made is
+    never reported as ours)."""
     lines = []
     if result.dry_run:
         lines.append(f"Dry run: nothing was written to {result.location}.")
@@ -482,6 +583,7 @@ def format_result(result: AnnotateResult) -> str:
         lines.append(f"Hub PR: {result.pr_url}")
     else:
         lines.append(f"Committed: {result.commit_url}")
+    lines += [f"Note: {note}" for note in result.notes]
     if result.hub_comment_url:
         lines.append(f"Comment: {result.hub_comment_url}")
     lines.append(f"Status: {result.status}")

@@ -6,6 +6,11 @@ markers. The YAML front matter is split off as text and only gains missing keys
 (``library_name``, ``base_model``, ``tags``) as appended lines, checked by parsing the
 result; nothing is re-serialized, so comments, key order, quoting, line endings (CRLF stays CRLF),
 a BOM and trailing whitespace survive.
+
+Two rules decide what counts. Front matter is what the Hub reads as front matter (its own
+regex, :data:`HUB_YAML_BLOCK`); a block the Hub would not read (closed by ``...``) or YAML that
+does not parse is refused, never doubled. Markers count only outside code: a README that shows
+the markers in a fenced or indented code block, or an inline code span, keeps that example.
 """
 
 from __future__ import annotations
@@ -16,43 +21,76 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from gradience_hub import _io
 from gradience_hub.errors import CardError
 from gradience_hub.publish.filters import is_repo_id, md
+from gradience_hub.publish.markers import (
+    SECTION_END,
+    SECTION_END_RE,
+    SECTION_START,
+    SECTION_START_RE,
+)
 
-START = "<!-- gradience:start -->"
-END = "<!-- gradience:end -->"
+START = SECTION_START
+END = SECTION_END
+START_RE = SECTION_START_RE
+END_RE = SECTION_END_RE
 DEFAULT_TAGS = ("lora", "gradience")
 HUB_URL = "https://huggingface.co"
 
-# Tolerant marker matching (extra spaces inside the comment), so a hand-edited marker is still
-# recognized as ours rather than appended to a second time.
-START_RE = re.compile(r"<!--\s*gradience:start\s*-->")
-END_RE = re.compile(r"<!--\s*gradience:end\s*-->")
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n|\Z)")
 
 
 def _newline(text: str) -> str:
-    """The file's line ending, from its first line break."""
-    i = text.find("\n")
-    return "\r\n" if i > 0 and text[i - 1] == "\r" else "\n"
+    """The file's line ending, from its first line break (CRLF, LF or a lone CR)."""
+    found = re.search(r"\r\n|\r|\n", text)
+    return found.group(0) if found else "\n"
 
 
-_FRONT_OPEN = re.compile(r"---[ \t]*\r?\n")
-_FRONT_CLOSE = re.compile(r"^---[ \t]*(?:\r?\n|\Z)", re.MULTILINE)
+# The Hub's own front-matter rule: huggingface_hub.repocard.REGEX_YAML_BLOCK ("exact same regex
+# as in the Hub server"): leading whitespace (blank lines) allowed before the opening ``---``,
+# closed by the first ``---`` line. A README is read the way the Hub reads it, or refused.
+HUB_YAML_BLOCK = re.compile(
+    r"^(\s*---(?:\r\n|\r|\n))([\S\s]*?)((?:\r\n|\r|\n)---[ \t]*(\r\n|\n|$))"
+)
+# What a person may have meant as front matter: YAML's own end-of-document ``...`` also closes
+# it (Jekyll, Pandoc), and any line ending. When this matches but the Hub's rule does not read
+# the same block, the Hub would show the metadata as body text: refuse rather than add a
+# second block in front of it.
+_LENIENT_YAML_BLOCK = re.compile(
+    r"^(\s*---[ \t]*(?:\r\n|\r|\n))((?:[\S\s]*?(?:\r\n|\r|\n))??)"
+    r"((?:---|\.\.\.)[ \t]*(?:\r\n|\r|\n|$))"
+)
 
 
 def _split_front_matter(text: str) -> tuple[str, str, str, str] | None:
-    """``(opening, yaml, closing, body)`` as text, or None without front matter."""
-    opening = _FRONT_OPEN.match(text)
-    if not opening:
+    """``(opening, yaml, closing, body)`` as text, or None without front matter.
+
+    ``yaml`` keeps its last line break, so appending a key keeps the file's line endings.
+    Raises CardError for front matter the Hub would not read as such (closed by ``...``,
+    a lone-CR closing line, spaces after the opening ``---``).
+    """
+    hub = HUB_YAML_BLOCK.match(text)
+    lenient = _LENIENT_YAML_BLOCK.match(text)
+    if hub is None and lenient is None:
         return None
-    closing = _FRONT_CLOSE.search(text, opening.end())
-    if not closing:
-        return None
+    if hub is None or (lenient is not None and lenient.end() != hub.end()):
+        assert lenient is not None
+        closing = lenient.group(3).strip()
+        raise CardError(
+            f"README.md's YAML front matter is closed by '{closing}', which the Hub does not "
+            "read as metadata"
+            if closing != "---"
+            else "README.md's YAML front matter is not in the form the Hub reads",
+            hint="start README.md with a '---' line and close the metadata with a '---' line",
+        )
+    eol = re.match(r"\r\n|\r|\n", hub.group(3))
+    assert eol is not None
     return (
-        text[: opening.end()],
-        text[opening.end() : closing.start()],
-        text[closing.start() : closing.end()],
-        text[closing.end() :],
+        hub.group(1),
+        hub.group(2) + eol.group(0),
+        hub.group(3)[eol.end() :],
+        text[hub.end() :],
     )
 
 
@@ -72,18 +110,28 @@ def _yaml_scalar(value: str) -> str:
 
 def _complete_yaml(yaml_text: str, base_model: str | None, tags: Sequence[str], nl: str) -> str:
     """``yaml_text`` with the missing ``library_name``, ``base_model`` and ``tags`` added as
-    text; unchanged when the YAML does not parse, is not a mapping, or an edit would change
-    anything else (checked by parsing the result)."""
+    text; unchanged when an edit would change anything else (checked by parsing the result).
+    Raises CardError when the YAML does not parse or is not a mapping: the Hub refuses such a
+    card, and publishing on top of it would hide the author's problem."""
     import yaml
 
     try:
         data = yaml.safe_load(yaml_text) if yaml_text.strip() else {}
-    except yaml.YAMLError:
-        return yaml_text
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1} of the front matter)" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise CardError(
+            f"README.md's YAML front matter does not parse: {problem}{where}",
+            hint="fix the metadata between the '---' lines (the Hub rejects it too)",
+        ) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        return yaml_text
+        raise CardError(
+            f"README.md's YAML front matter is a {type(data).__name__}, not a mapping of keys",
+            hint="the metadata between the '---' lines must be 'key: value' lines",
+        )
     expected = dict(data)
     new = yaml_text
     # Only missing KEYS are added: an existing tags list is the author's, and editing it
@@ -114,16 +162,123 @@ def _complete_yaml(yaml_text: str, base_model: str | None, tags: Sequence[str], 
     return yaml_text
 
 
+# --------------------------------------------------------------------------- code in Markdown
+
+# CommonMark's fences: up to 3 spaces, then 3+ backticks (an info string without backticks) or
+# 3+ tildes; closed by a fence of the same character at least as long, with nothing after it.
+_FENCE_OPEN = re.compile(r"( {0,3})(`{3,}(?=[^`]*$)|~{3,})")
+_ATX_HEADING = re.compile(r" {0,3}#{1,6}(?:[ \t]|$)")
+_BACKTICKS = re.compile(r"(?<!\\)(?:\\\\)*(`+)")
+
+
+def _indent(line: str) -> int:
+    width = 0
+    for ch in line:
+        if ch == " ":
+            width += 1
+        elif ch == "\t":
+            width += 4 - width % 4
+        else:
+            break
+    return width
+
+
+def _inline_code(text: str, offset: int, spans: list[tuple[int, int]]) -> None:
+    """Code spans of one paragraph: a backtick run up to the next run of the same length."""
+    runs = [(m.start(1), m.end(1)) for m in _BACKTICKS.finditer(text)]
+    i = 0
+    while i < len(runs):
+        start, end = runs[i]
+        n = end - start
+        close = next((j for j in range(i + 1, len(runs)) if runs[j][1] - runs[j][0] == n), None)
+        if close is None:
+            i += 1  # an unmatched run is literal text
+            continue
+        spans.append((offset + start, offset + runs[close][1]))
+        i = close + 1
+
+
+def code_spans(body: str) -> tuple[list[tuple[int, int]], int | None]:
+    """Where ``body`` holds code, as ``[start, end)`` offsets: fenced and indented code blocks
+    and inline code spans (CommonMark's rules, simplified where no marker can hide). Also the
+    offset of a fence that is never closed (it runs to the end of the document), or None."""
+    spans: list[tuple[int, int]] = []
+    fence: tuple[str, int, int] | None = None  # (character, length, start offset)
+    paragraph: tuple[int, int] | None = None
+    indented = False
+
+    def flush() -> None:
+        nonlocal paragraph
+        if paragraph is not None:
+            _inline_code(body[paragraph[0] : paragraph[1]], paragraph[0], spans)
+            paragraph = None
+
+    pos = 0
+    for match in _LINE.finditer(body):
+        start, end = match.start(), match.end()
+        if start == end:
+            break
+        line = match.group(0).rstrip("\r\n")
+        pos = end
+        if fence is not None:
+            char, length, fence_start = fence
+            stripped = line.strip()
+            if _indent(line) < 4 and len(stripped) >= length and stripped == char * len(stripped):
+                spans.append((fence_start, end))
+                fence = None
+            continue
+        opened = _FENCE_OPEN.match(line)
+        if opened:
+            flush()
+            fence = (opened.group(2)[0], len(opened.group(2)), start)
+            indented = False
+            continue
+        if not line.strip():
+            flush()
+            continue
+        if _indent(line) >= 4 and (paragraph is None or indented):
+            spans.append((start, end))
+            indented = True
+            continue
+        indented = False
+        if _ATX_HEADING.match(line):
+            flush()
+            _inline_code(body[start:end], start, spans)
+            continue
+        paragraph = (paragraph[0] if paragraph else start, end)
+    flush()
+    unclosed = None
+    if fence is not None:
+        spans.append((fence[2], max(pos, len(body))))
+        unclosed = fence[2]
+    return spans, unclosed
+
+
+def _live(pattern: re.Pattern[str], body: str, spans: list[tuple[int, int]]) -> list:
+    """Matches of ``pattern`` outside code: a README that documents gradience-hub quotes the
+    markers in code, and those quotes are the author's text, not our section."""
+    found = pattern.finditer(body)
+    return [m for m in found if not any(a < m.end() and m.start() < b for a, b in spans)]
+
+
 def _splice_body(body: str, section: str, nl: str) -> str:
-    starts = list(START_RE.finditer(body))
-    ends = list(END_RE.finditer(body))
+    spans, unclosed = code_spans(body)
+    starts = _live(START_RE, body, spans)
+    ends = _live(END_RE, body, spans)
     inner = section.replace("\r\n", "\n").strip("\n").replace("\n", nl)
     inner = f"{nl}{inner}{nl}" if inner else nl
     if not starts and not ends:
+        if unclosed is not None:
+            line = body.count("\n", 0, unclosed) + 1
+            raise CardError(
+                f"README.md has a code fence that is never closed (body line {line}): a "
+                "section appended after it would be shown as code",
+                hint="close the code block, then rerun",
+            )
         # Append after a blank line; the body's own bytes (even a missing final newline)
         # stay a prefix of the result.
-        prefix = body if not body or body.endswith("\n") else body + nl
-        if not prefix.endswith(("\n\n", "\n\r\n")):
+        prefix = body if not body or body.endswith(("\n", "\r")) else body + nl
+        if not re.search(r"(?:\r\n|\r|\n)(?:\r\n|\r|\n)\Z", prefix):
             prefix += nl
         return f"{prefix}{START}{inner}{END}{nl}"
     hint = "fix the gradience markers in README.md (one start, then one end), then rerun"
@@ -181,16 +336,20 @@ def splice_readme(
         return f"---\n{yaml_text}---\n" + _splice_body(body, section, "\n")
     bom = "\ufeff" if readme_text.startswith("\ufeff") else ""
     text = readme_text[len(bom) :]
-    nl = _newline(text)
     parts = _split_front_matter(text)
     if parts is None:
-        # No front matter: add one in front; the original text follows byte for byte.
-        yaml_text = _complete_yaml("", base_model, tags, nl)
-        front = f"---{nl}{yaml_text}---{nl}"
+        # No front matter: add one in front; the original text follows byte for byte. The
+        # Hub's rule needs a LF after the closing '---', so a lone-CR file gets LF front matter.
+        nl = _newline(text)
+        yaml_nl = "\n" if nl == "\r" else nl
+        yaml_text = _complete_yaml("", base_model, tags, yaml_nl)
+        front = f"---{yaml_nl}{yaml_text}---{yaml_nl}"
         return bom + front + _splice_body(text, section, nl)
     opening, yaml_text, closing, body = parts
-    body = _splice_body(body, section, nl)
-    yaml_text = _complete_yaml(yaml_text, base_model, tags, nl)
+    # The body's own line ending (the front matter may differ: see above).
+    body_nl = _newline(body) if re.search(r"[\r\n]", body) else _newline(text)
+    body = _splice_body(body, section, body_nl)
+    yaml_text = _complete_yaml(yaml_text, base_model, tags, _newline(opening))
     return bom + opening + yaml_text + closing + body
 
 
@@ -218,7 +377,5 @@ def splice_readme_file(
     new = splice_readme(text, section, base_model=base_model, tags=tags).encode("utf-8")
     if new == old:
         return False
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_bytes(new)
-    os.replace(tmp, target)
+    _io.write_file(target, new)
     return True

@@ -24,11 +24,13 @@ README splicing lives in :mod:`gradience_hub.publish.readme` and is re-exported 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
+import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path, PurePath
 from typing import Any
 from urllib.parse import quote
@@ -39,6 +41,7 @@ from gradience_hub import __version__
 from gradience_hub.errors import RecordError, TemplateError, UsageError
 from gradience_hub.publish.filters import FILTERS, is_repo_id, md, safe_url
 from gradience_hub.publish.filters import number as _number
+from gradience_hub.publish.markers import COMMENT_MARKER, MARKERS, PATHS
 from gradience_hub.publish.readme import (
     DEFAULT_TAGS,
     END,
@@ -64,7 +67,6 @@ __all__ = [
     "wrap_section",
 ]
 
-COMMENT_MARKER = "<!-- gradience-hub:comment -->"
 HOMEPAGE = "https://github.com/gradience/gradience-hub"
 
 TEMPLATES = {
@@ -76,18 +78,89 @@ TEMPLATES = {
 # --------------------------------------------------------------------------- environment
 
 
+# Bounds on what a user template may cost (it renders unattended: CI, the webhook service).
+# The sandbox already caps one range() at 100,000 items; these cap the work of a whole render.
+MAX_ITERATIONS = 1_000_000
+"""Items all ``range()`` calls of one render may yield together."""
+MAX_RESULT = 1_000_000
+"""Largest string or list a ``*`` may build, and the largest power ``**`` may compute
+(digits), in one render."""
+RENDER_SECONDS = 20.0
+"""Wall-clock limit of one render (enforced with SIGALRM where available: the main thread)."""
+
+
+class _Budget:
+    """The iteration budget of the render in progress (one render at a time per thread)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._local = threading.local()
+
+    def reset(self) -> None:
+        self._local.left = MAX_ITERATIONS
+
+    def take(self, n: int) -> None:
+        left = getattr(self._local, "left", MAX_ITERATIONS) - n
+        self._local.left = left
+        if left < 0:
+            from jinja2.sandbox import SecurityError
+
+            raise SecurityError(f"the template loops more than {MAX_ITERATIONS:,} times")
+
+
+_BUDGET = _Budget()
+
+
+def _budgeted_range(*args: int) -> Any:
+    """The sandbox's range() (at most 100,000 items), counted against the render's budget."""
+    from jinja2.sandbox import safe_range
+
+    items = safe_range(*args)
+    _BUDGET.take(len(items))
+    return items
+
+
+def _bounded_binop(op: str, left: Any, right: Any) -> Any:
+    """``*`` and ``**`` refused when their result would be huge (``"x" * 10**9``, ``9**9**9``)."""
+    from jinja2.sandbox import SecurityError
+
+    if op == "**":
+        base, exp = left, right
+        if isinstance(base, (int, float)) and isinstance(exp, (int, float)):
+            size = abs(float(exp)) * math.log10(max(abs(float(base)), 2.0))
+            if size > MAX_RESULT:
+                raise SecurityError("the template computes a power too large to hold")
+        return base**exp
+    if op == "*":
+        for seq, count in ((left, right), (right, left)):
+            sized = isinstance(seq, (str, list, tuple)) and isinstance(count, int)
+            if sized and len(seq) * count > MAX_RESULT:
+                raise SecurityError("the template builds a string or list too large")
+        return left * right
+    raise SecurityError(f"operator {op} is not intercepted")  # pragma: no cover
+
+
 @functools.lru_cache(maxsize=8)
 def _environment(template_dir: str | None) -> Any:
     """The sandboxed Jinja environment; a user template_dir is searched before the package."""
     import jinja2
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+    class BoundedSandbox(ImmutableSandboxedEnvironment):
+        """The immutable sandbox, plus bounds on work: ranges counted, big products refused."""
+
+        intercepted_binops = frozenset({"*", "**"})
+
+        def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+            return _bounded_binop(operator, left, right)
+
     loaders: list[jinja2.BaseLoader] = []
     if template_dir is not None:
         loaders.append(jinja2.FileSystemLoader(template_dir))
     loaders.append(jinja2.PackageLoader("gradience_hub.publish", "templates"))
     # Immutable: a template cannot call list.append, dict.clear, ... on the data it is given.
-    env = ImmutableSandboxedEnvironment(
+    env = BoundedSandbox(
         loader=jinja2.ChoiceLoader(loaders),
         undefined=jinja2.StrictUndefined,
         autoescape=True,
@@ -98,7 +171,38 @@ def _environment(template_dir: str | None) -> Any:
         auto_reload=True,
     )
     env.filters.update(FILTERS)
+    env.globals["range"] = _budgeted_range
     return env
+
+
+class _RenderTimeout(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float) -> Iterator[None]:
+    """Raise _RenderTimeout in the block after ``seconds`` (main thread with SIGALRM only;
+    elsewhere the iteration and size bounds still apply)."""
+    import signal
+    import threading
+
+    if (
+        not hasattr(signal, "setitimer")
+        or threading.current_thread() is not threading.main_thread()
+    ):
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise _RenderTimeout
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _template_location(exc: BaseException) -> str:
@@ -125,7 +229,24 @@ def _render_template(name: str, template_dir: str | None, variables: dict[str, A
     env = _environment(template_dir)
     try:
         template = env.get_template(name)
-        return template.render(variables)
+        _BUDGET.reset()
+        with _deadline(RENDER_SECONDS):
+            return template.render(variables)
+    except _RenderTimeout:
+        raise TemplateError(
+            f"{name}: the template took longer than {RENDER_SECONDS:g} s to render",
+            hint="templates should print the documented variables, not compute",
+        ) from None
+    except RecursionError:
+        raise TemplateError(
+            f"{name}: the template recursed too deeply (a macro or include calling itself)",
+            hint="give the recursion a base case, or loop instead",
+        ) from None
+    except (OverflowError, MemoryError) as exc:
+        raise TemplateError(
+            f"{name}: the template computes something too large: {exc}",
+            hint="templates should print the documented variables, not compute",
+        ) from None
     except jinja2.TemplateNotFound as exc:
         where = f"{template_dir} or the shipped templates" if template_dir else "the package"
         raise TemplateError(
@@ -258,10 +379,10 @@ def _links(kind: str, context: dict[str, Any], has_bench: bool, picture: bool) -
     """Links to the record files: relative in the card, absolute Hub links elsewhere when the
     caller gives ``repo_url`` (else None: templates then name the files without a link)."""
     files = {
-        "audit": "gradience/audit.json",
-        "bench": "gradience/bench.json" if has_bench else None,
-        "bench_md": "gradience/bench.md" if has_bench else None,
-        "picture": "gradience/utilization.png" if picture else None,
+        "audit": PATHS["audit"],
+        "bench": PATHS["bench"] if has_bench else None,
+        "bench_md": PATHS["bench_md"] if has_bench else None,
+        "picture": PATHS["picture"] if picture else None,
     }
     if kind == "card":
         return {key: Markup(path) if path else None for key, path in files.items()}
@@ -352,7 +473,8 @@ def template_context(
       ``repo_url`` context; else None); ``picture``: whether to show utilization.png.
     - ``warnings`` (audit's then bench's, de-duplicated), ``tool`` {name, version, url},
       ``bench_tool`` {name, version} when another tool wrote the bench, ``generated_at``,
-      ``markers`` {start, end, comment}.
+      ``markers`` {start, end, comment} and ``paths`` {readme, audit, bench, bench_md,
+      picture} (from :mod:`gradience_hub.publish.markers`).
     """
     ctx = dict(context or {})
     if audit is not None and not isinstance(audit, Mapping):
@@ -445,7 +567,8 @@ def template_context(
         "tool": {"name": "gradience-hub", "version": __version__, "url": Markup(HOMEPAGE)},
         "bench_tool": bench_tool,
         "generated_at": ctx.get("generated_at"),
-        "markers": {"start": Markup(START), "end": Markup(END), "comment": Markup(COMMENT_MARKER)},
+        "markers": {role: Markup(text) for role, text in MARKERS.items()},
+        "paths": dict(PATHS),
     }
 
 
