@@ -55,9 +55,16 @@ _PR_EVENTS = frozenset(
 # PyGithub attaches a console handler at INFO to its "github" logger, so every retried or refused
 # request prints "Request GET /user failed with 403" - on every Actions run, where GET /user is
 # refused by design. Our errors say what failed; keep the retry chatter for those who ask for it.
-_retry_logger = logging.getLogger("github.GithubRetry")
-if _retry_logger.level == logging.NOTSET:
-    _retry_logger.setLevel(logging.WARNING)
+# A filter on the logger while a client is open (added by GitHubClient, removed by close()):
+# nothing is changed at import, and a user's own logging set-up is left as it was.
+_RETRY_LOGGER = "github.GithubRetry"
+
+
+class _QuietRetries(logging.Filter):
+    """Drop PyGithub's INFO-level retry lines; warnings and errors pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING
 
 
 class GitHubPermissionError(GitHubError):
@@ -170,6 +177,8 @@ class GitHubClient:
             # PATCH replaces the body with the same text, so repeating it is harmless.
             allowed_methods=Retry.DEFAULT_ALLOWED_METHODS | {"PATCH"},
         )
+        self._quiet = _QuietRetries()
+        logging.getLogger(_RETRY_LOGGER).addFilter(self._quiet)
         self._gh = Github(
             auth=Auth.Token(token),
             base_url=api_url,
@@ -193,7 +202,8 @@ class GitHubClient:
         return cls(env.get("GITHUB_TOKEN", ""), env.get("GITHUB_API_URL") or None, **kwargs)
 
     def close(self) -> None:
-        """Close the HTTP connections."""
+        """Close the HTTP connections (and stop filtering PyGithub's retry lines)."""
+        logging.getLogger(_RETRY_LOGGER).removeFilter(self._quiet)
         self._gh.close()
 
     def __enter__(self) -> GitHubClient:

@@ -722,6 +722,22 @@ def test_outside_actions_the_token_is_not_echoed_for_masking(
     assert sys.stdout is not None and not isinstance(sys.stdout, action.ScrubbedStream)
 
 
+def test_an_internal_error_exits_70(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bug in the action is exit 70 with one annotation asking for a report, never 2."""
+
+    def bug(*args: object, **kwargs: object) -> int:
+        raise ZeroDivisionError("planted bug")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(action_run, "run", bug)
+    assert action.main({"INPUT_REPO-ID": HUB_REPO}) == 70
+    out = capsys.readouterr().out
+    assert "::error title=gradience-hub action failed::internal error: ZeroDivisionError" in out
+    assert "please report it" in out
+
+
 def test_max_drop_re_judges_the_record(actions: Actions) -> None:
     (actions.workspace / "bench.json").write_text(json.dumps(fail_record()))
     inputs = {"repo-id": HUB_REPO, "hf-token": HF_TOKEN, "bench-json": "bench.json"}

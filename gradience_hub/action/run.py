@@ -41,9 +41,10 @@ from gradience_hub.action.io import (
     workflow_command,
 )
 from gradience_hub.errors import (
-    EXIT_BAD_INPUT,
     EXIT_FAIL,
+    EXIT_INTERNAL,
     EXIT_OK,
+    ISSUES_URL,
     GradienceError,
 )
 from gradience_hub.output import emit_command
@@ -419,9 +420,10 @@ def main(environ: Mapping[str, str] | None = None) -> int:
                     "error",
                     secrets.scrub(
                         f"internal error: {type(exc).__name__}: {exc}\n"
-                        "Fix: rerun with GRADIENCE_DEBUG=1 for the traceback and report it"
+                        "Fix: please report it at " + ISSUES_URL + " (GRADIENCE_DEBUG=1 shows the "
+                        "traceback)"
                     ),
                     title="gradience-hub action failed",
                 )
             )
-            return EXIT_BAD_INPUT
+            return EXIT_INTERNAL
