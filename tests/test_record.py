@@ -403,3 +403,163 @@ def test_with_policy_rejudges_the_same_measurements() -> None:
 
     with pytest.raises(ConfigError, match="max_drop"):
         with_policy(record, max_drop=-1)
+
+
+# --------------------------------------------------------------------------- re-judging
+
+
+def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    from gradience_hub.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    out = capsys.readouterr()
+    return int(info.value.code or 0), out.out, out.err
+
+
+def _forged_pass(tmp_path: Path) -> Path:
+    """A record that says PASS while every variant fails the policy on its own numbers."""
+    data = _record().to_dict()
+    for v in data["variants"]:
+        for cell in v["per_seed"].values():
+            cell["score"] -= 0.05
+            cell["delta"] -= 0.05
+            cell.pop("delta_ci")
+        v["delta_ci"] = None
+        v["verdict"] = "PASS"
+    data["status"] = "PASS"
+    path = tmp_path / "forged.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_a_forged_pass_is_rejudged_and_refused_under_strict(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _forged_pass(tmp_path)
+    record = load_bench(path)
+    assert record.status == FAIL and record.recommendation is None
+    assert {v.verdict for v in record.variants} == {FAIL}
+    assert any("stored verdicts disagree" in w and "status PASS (recomputed FAIL)" in w
+               for w in record.warnings)  # fmt: skip
+    with pytest.raises(RecordError, match="stored verdicts disagree") as info:
+        load_bench(path, strict=True)
+    assert info.value.exit_code == 2
+    code, out, err = _cli(["render", "--bench", str(path), "--format", "summary"], capsys)
+    assert code == 0 and "❌ FAIL" in out and "✅ PASS" not in out
+    assert "stored verdicts disagree" in out
+    code, out, err = _cli(["render", "--bench", str(path), "--strict"], capsys)
+    assert code == 2 and out == "" and "stored verdicts disagree" in err
+    assert len(err.strip().splitlines()) == 2  # the message and the hint, no traceback
+
+
+def test_a_pass_rate_that_does_not_match_is_a_warning_or_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _record().to_dict()
+    data["variants"][0]["pass_rate"] = 2 / 3  # possible for 3 seeds, but every seed passed
+    path = tmp_path / "rate.json"
+    path.write_text(json.dumps(data))
+    record = load_bench(path)
+    assert record.variants[0].pass_rate == 1.0
+    assert any("pass rate 0.6666666666666666 (recomputed 1.0)" in w for w in record.warnings)
+    code, _, err = _cli(["render", "--bench", str(path), "--strict"], capsys)
+    assert code == 2 and "pass rate" in err
+    # a pass rate that no number of seeds gives is an inconsistent record: always exit 2
+    data["variants"][0]["pass_rate"] = 0.5
+    path.write_text(json.dumps(data))
+    code, out, err = _cli(["render", "--bench", str(path)], capsys)
+    assert code == 2 and out == ""
+    assert "pass rate 0.5 cannot come from 3 seed(s)" in err
+
+
+def test_gradience_011_records_are_rejudged_the_same_way(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = copy.deepcopy(GRADIENCE_011)
+    data["compressed"]["uniform_p90"]["verdict"] = "PASS"  # its delta is -10.2 points
+    data["compressed"]["uniform_p90"]["param_reduction"] = 0.9  # so it would be recommended
+    data["summary"]["best_compression"] = "uniform_p90"
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(data))
+    record = load_bench(path)
+    assert record.variant("uniform_p90").verdict == FAIL
+    assert record.recommendation is not None and record.recommendation.variant == "uniform_median"
+    assert any("uniform_p90 verdict PASS (recomputed FAIL)" in w for w in record.warnings)
+    code, _, err = _cli(["render", "--bench", str(path), "--strict"], capsys)
+    assert code == 2 and "uniform_p90 verdict PASS" in err
+
+
+def test_an_inconsistent_delta_or_interval_is_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _record().to_dict()
+    data["variants"][1]["per_seed"]["42"]["delta"] = 0.0  # score - probe is -0.015
+    path = tmp_path / "delta.json"
+    path.write_text(json.dumps(data))
+    code, out, err = _cli(["render", "--bench", str(path)], capsys)
+    assert code == 2 and out == "" and "seed 42's delta is 0.0" in err
+    data = _record().to_dict()
+    data["variants"][0]["delta_ci"]["low"] = -0.001  # not what its counts give
+    path.write_text(json.dumps(data))
+    code, out, err = _cli(["render", "--bench", str(path)], capsys)
+    assert code == 2 and "variants[0].delta_ci.low" in err
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d["variants"][0].update(params=10**400), "variants[0].params is out of range"),
+        (lambda d: d["probe"].update(params=10**400), "probe.params is out of range"),
+        (lambda d: d["protocol"].update(seeds=None), "protocol.seeds must be a list"),
+        (lambda d: d["variants"][0]["per_seed"]["42"].update(score=10**400), "out of range"),
+    ],
+)
+def test_malformed_numbers_are_exit_2(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    mutate,
+    message: str,  # type: ignore[no-untyped-def]
+) -> None:
+    data = _record().to_dict()
+    mutate(data)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    code, out, err = _cli(["render", "--bench", str(path)], capsys)
+    assert code == 2 and out == ""
+    assert message in err and len(err.strip().splitlines()) == 2
+
+
+HOSTILE = [
+    "<script>alert(1)</script>",
+    "![x](https://evil.example/p.png)",
+    "[click](javascript:alert(1))",
+    "@octocat #123",
+    "```\n# injected heading",
+    "::error file=x::pwned",
+    "a|b\n- list",
+]
+
+
+def test_bench_md_escapes_every_untrusted_string() -> None:
+    import re
+
+    record = _record()
+    for i, v in enumerate(record.variants):
+        v.name = HOSTILE[i]
+    record.recommendation = None
+    record.task.name = HOSTILE[3]
+    record.task.metric = HOSTILE[4]
+    record.protocol.kind = HOSTILE[1]
+    record.warnings = list(HOSTILE)
+    text = to_markdown(record)
+    assert "<script" not in text and "<" not in text.replace("&lt;", "")
+    assert "](" not in text and "![" not in text  # no link or image can open
+    assert "@octocat" not in text and "#123" not in text  # no mention, no issue reference
+    assert "```" not in text  # no fence break-out
+    for line in text.splitlines():
+        # every line starts with our own text, never with untrusted data
+        assert re.match(r"(# Compression bench|- |\| |\|---|[A-Za-z]|$)", line), line
+        assert not line.startswith("::")
+    table_rows = [line for line in text.splitlines() if line.startswith("| ")]
+    assert all(row.count(" | ") == 6 for row in table_rows[1:])  # "a|b" cannot add a cell

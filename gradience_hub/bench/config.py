@@ -541,6 +541,8 @@ def config_from_dict(data: Any, path: Path | None = None) -> BenchConfig:
                 key=str(name),
             )
     for name in ("model", "task"):
+        if name in data and data[name] is None:
+            raise _fail(name, "a mapping (key: value lines)", None)
         if name not in data:
             raise ConfigError(
                 f"bench config: missing required section {name}",

@@ -338,7 +338,7 @@ def run_bench(
     ``progress`` shows progress bars (None: when stderr is a terminal). The PASS/FAIL verdict
     is the record's ``status``; this function does not raise on FAIL.
     """
-    from gradience_hub.bench.train import require_bench_extra, resolve_device
+    from gradience_hub.bench.train import check_model, require_bench_extra, resolve_device
     from gradience_hub.record import format_table, save_bench, to_markdown
 
     require_bench_extra()
@@ -361,6 +361,7 @@ def run_bench(
         progress = sys.stderr.isatty()
     say: Echo = echo or (lambda _line: None)
     dev = resolve_device(device)
+    check_model(config)  # a bad model.name_or_path is found before anything is written
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

@@ -95,6 +95,13 @@ def _disagreements(
     record: BenchRecord, outcomes: list[VariantOutcome], base: BaseOutcome | None, new: BenchRecord
 ) -> list[str]:
     found = []
+    # the status and the recommendation first: they are what a reader acts on
+    if record.status and record.status != new.status:
+        found.append(f"status {record.status} (recomputed {new.status})")
+    old = record.recommendation.variant if record.recommendation else None
+    now = new.recommendation.variant if new.recommendation else None
+    if record.status and old != now:
+        found.append(f"recommendation {old} (recomputed {now})")
     for v, o in zip(record.variants, outcomes, strict=True):
         if v.verdict and v.verdict != o.verdict:
             found.append(f"variant {v.name} verdict {v.verdict} (recomputed {o.verdict})")
@@ -117,12 +124,6 @@ def _disagreements(
         for label, kept, redone in checks:
             if _differs(kept, redone):
                 found.append(f"{label} {kept!r} (recomputed {redone!r})")
-    if record.status and record.status != new.status:
-        found.append(f"status {record.status} (recomputed {new.status})")
-    old = record.recommendation.variant if record.recommendation else None
-    now = new.recommendation.variant if new.recommendation else None
-    if record.status and old != now:
-        found.append(f"recommendation {old} (recomputed {now})")
     return found
 
 
