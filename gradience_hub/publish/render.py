@@ -37,9 +37,9 @@ from markupsafe import Markup
 
 from gradience_hub import __version__
 from gradience_hub.errors import ConfigError, RecordError, TemplateError, UsageError
+from gradience_hub.policy import AUDIT, FAIL, PASS, RECORD_STATUSES, RULE_WORST_SEED, Policy
 from gradience_hub.publish.filters import FILTERS, is_repo_id, md, safe_url
 from gradience_hub.publish.filters import number as _number
-from gradience_hub.policy import AUDIT, FAIL, PASS, RECORD_STATUSES, RULE_WORST_SEED, Policy
 from gradience_hub.publish.readme import (
     DEFAULT_TAGS,
     END,
