@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from gradience_hub.errors import ConfigError
-from gradience_hub.policy import RECORD_STATUSES, Policy
+from gradience_hub.policy import PASS, RECORD_STATUSES, Policy
 from gradience_hub.record.fields import (
     as_int,
     as_number,
@@ -163,7 +163,7 @@ def read_v011(data: dict[str, Any]) -> BenchRecord:
         else:
             verdict = as_verdict(required(v, "verdict", p), f"{p}verdict")
         if pass_rate is None and not per_seed:
-            pass_rate = 1.0 if verdict == "PASS" else 0.0
+            pass_rate = 1.0 if verdict == PASS else 0.0
         pattern = v.get("rank_pattern")
         variants.append(
             VariantRecord(
