@@ -43,22 +43,42 @@ from gradience_hub.bench.protocol import run_bench
 config = load_config(sys.argv[1])
 start = time.perf_counter()
 record = run_bench(sys.argv[2], config, sys.argv[3], "posthoc", device="cpu", progress=False)
-print(f"{time.perf_counter() - start:.3f} {record.status} {len(record.variants)}")
+import gradience_hub
+print(f"{time.perf_counter() - start:.3f} {record.status} {gradience_hub.__file__}")
 """
 
 
-def _posthoc(code_dir: Path, adapter: Path, out: Path) -> tuple[float, str]:
+def _shared_config(out: Path) -> Path:
+    """The example config without the keys the previous code does not know (``rule``,
+    ``seed_max_drop``: their defaults are the previous behaviour), for both runs."""
+    import yaml
+
+    data = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
+    for key in ("rule", "seed_max_drop"):
+        data.get("policy", {}).pop(key, None)
+    path = out / "bench-speed.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def _posthoc(code_dir: Path, config: Path, adapter: Path, out: Path) -> tuple[float, str]:
     env = {**os.environ, "PYTHONPATH": str(code_dir)}
+    out.mkdir(parents=True, exist_ok=True)
     result = subprocess.run(
-        [sys.executable, "-c", CHILD, str(CONFIG), str(adapter), str(out)],
+        [sys.executable, "-c", CHILD, str(config), str(adapter), str(out)],
         env=env,
+        # `python -c` puts the working directory first on sys.path: run where no other
+        # gradience_hub can shadow the one under test
+        cwd=out,
         capture_output=True,
         text=True,
         check=False,
     )
     if result.returncode != 0:
         raise SystemExit(f"posthoc run with {code_dir} failed:\n{result.stderr[-2000:]}")
-    seconds, status, _ = result.stdout.split()[-3:]
+    seconds, status, module = result.stdout.split()[-3:]
+    if not Path(module).resolve().is_relative_to(code_dir.resolve()):
+        raise SystemExit(f"the run imported {module}, not the code in {code_dir}")
     return float(seconds), status
 
 
@@ -111,10 +131,11 @@ def main() -> int:
             train_adapter(config, load_task(config), 42, adapter, "cpu", progress=False)
             figures.append(f"train adapter   {time.perf_counter() - start:7.1f} s  (seed 42)")
         before_dir = _checkout(args.before, out / "before-code")
+        shared = _shared_config(out)
         before, after = [], []
         for i in range(args.rounds):
-            before.append(_posthoc(before_dir, adapter, out / f"before-{i}"))
-            after.append(_posthoc(ROOT, adapter, out / f"after-{i}"))
+            before.append(_posthoc(before_dir, shared, adapter, out / f"before-{i}"))
+            after.append(_posthoc(ROOT, shared, adapter, out / f"after-{i}"))
         b, a = min(t for t, _ in before), min(t for t, _ in after)
         n = len(config.seeds)
         v = len(config.compression.variants)

@@ -16,6 +16,8 @@ import copy
 from gradience_hub.errors import RecordError
 from gradience_hub.policy import (
     AGREEMENT,
+    RULE_NON_INFERIORITY,
+    RULE_WORST_SEED,
     BaseOutcome,
     Policy,
     VariantOutcome,
@@ -47,6 +49,12 @@ def _outcome(v: VariantRecord, record: BenchRecord, policy: Policy) -> VariantOu
                 "and pass rate to judge",
                 hint="regenerate the file with 'gradience-hub bench'",
             )
+        if policy.rule != RULE_WORST_SEED:
+            raise RecordError(
+                f"variant {v.name}: the {policy.rule} rule needs per-example pairs, which this "
+                "record does not hold",
+                hint="use policy.rule: worst-seed for this record, or rerun the bench",
+            )
         verdict = judge_recorded(
             v.name, v.worst_delta, v.pass_rate, len(record.protocol.seeds), policy
         )
@@ -58,7 +66,7 @@ def _outcome(v: VariantRecord, record: BenchRecord, policy: Policy) -> VariantOu
             pass_rate=v.pass_rate,
             p_value=v.p_value,
             p_value_test=v.p_value_test,
-            verdicts={"worst-seed": verdict, "non-inferiority": None},
+            verdicts={RULE_WORST_SEED: verdict, RULE_NON_INFERIORITY: None},
             verdict=verdict,
             params=v.params,
             param_reduction=v.param_reduction,
