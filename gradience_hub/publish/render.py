@@ -429,7 +429,12 @@ def template_context(
                 "p_value": gain.get("p_value"),
             }
         task = {"name": None, "metric": None, "eval_examples": None} | _mapping(bench.get("task"))
-        policy = {"max_drop": None, "min_pass_rate": None} | _mapping(bench.get("policy"))
+        policy = {
+            "rule": None,
+            "max_drop": None,
+            "seed_max_drop": None,
+            "min_pass_rate": None,
+        } | _mapping(bench.get("policy"))
         protocol = {"kind": None, "seeds": None} | _mapping(bench.get("protocol"))
         probe_raw = bench.get("probe")
         if isinstance(probe_raw, Mapping):
