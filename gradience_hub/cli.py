@@ -17,6 +17,11 @@ from gradience_hub import __version__
 from gradience_hub.errors import EXIT_INTERNAL, ISSUES_URL, GradienceError
 from gradience_hub.output import Secrets, guarded
 
+STRICT_HELP = (
+    "Exit 2 when a bench.json's stored verdicts disagree with its own numbers (default: show "
+    "it re-judged, with a warning)."
+)
+
 # Hub ids, local directories or org/name@revision: validated by the library, not click.
 SOURCE = click.argument("source", metavar="SOURCE")
 
@@ -146,14 +151,15 @@ def compress_command(
     type=click.Path(file_okay=False),
     help="Templates that override the shipped ones (rendered in a sandbox).",
 )
+@click.option("--strict", is_flag=True, help=STRICT_HELP)
 def render_command(
-    bench_path: str | None, audit_path: str | None, fmt: str, template_dir: str | None
+    bench_path: str | None, audit_path: str | None, fmt: str, template_dir: str | None, strict: bool
 ) -> None:
     """Print the card section, PR comment or step summary as Markdown (needs --bench, --audit
     or both)."""
     from gradience_hub.publish.render import render_files
 
-    click.echo(render_files(bench_path, audit_path, fmt, template_dir), nl=False)
+    click.echo(render_files(bench_path, audit_path, fmt, template_dir, strict=strict), nl=False)
 
 
 @cli.command()
@@ -173,6 +179,7 @@ def render_command(
 @click.option("--fail-on-fail", is_flag=True, help="Exit 1 when the bench verdict is FAIL.")
 @click.option("--template-dir", type=click.Path(file_okay=False), help="Override templates.")
 @click.option("--max-drop", type=float, help="Policy: largest allowed worst-seed drop (0.025).")
+@click.option("--strict", is_flag=True, help=STRICT_HELP)
 def annotate(
     source: str,
     revision: str | None,
@@ -185,12 +192,18 @@ def annotate(
     fail_on_fail: bool,
     template_dir: str | None,
     max_drop: float | None,
+    strict: bool,
 ) -> None:
     """Publish the audit (and bench) on the model card: README section, gradience/* files,
     in one commit on a Hub PR (default) or the branch; a local directory is written in place."""
     from gradience_hub.errors import PolicyFailed
     from gradience_hub.publish.annotate import annotate as run_annotate
     from gradience_hub.publish.annotate import format_result
+
+    if strict and bench_json:
+        from gradience_hub.record import load_bench
+
+        load_bench(bench_json, strict=True)  # refuse before anything is written
 
     result = run_annotate(
         source,
@@ -206,8 +219,12 @@ def annotate(
         log=lambda msg: click.echo(msg, err=True),
     )
     click.echo(format_result(result), nl=False)
-    if fail_on_fail and result.status == "FAIL":
-        raise PolicyFailed("the bench verdict is FAIL", hint="see the variant table above")
+    from gradience_hub.policy import is_failing
+
+    if fail_on_fail and is_failing(result.status):
+        raise PolicyFailed(
+            f"the bench verdict is {result.status}", hint="see the variant table above"
+        )
 
 
 @cli.command("action")
@@ -259,12 +276,13 @@ def bench_command(
     record = run_bench(
         source, config_path, output, protocol, seeds, resume, device, echo=click.echo
     )
-    if record.status != "PASS":
-        raise PolicyFailed(
-            f"the bench verdict is FAIL: no variant kept its worst-seed drop within "
-            f"{record.policy.max_drop * 100:.1f} points",
-            hint=f"keep the uncompressed adapter or bench larger ranks; see {output}/bench.md",
-        )
+    from gradience_hub.policy import INCONCLUSIVE, PASS
+
+    if record.status != PASS:
+        hint = f"keep the uncompressed adapter or bench larger ranks; see {output}/bench.md"
+        if record.status == INCONCLUSIVE:
+            hint = f"no compression can be validated on this task; see {output}/bench.md"
+        raise PolicyFailed(f"the bench verdict is {record.status}: {record.status_reason}", hint)
 
 
 def _output_secrets() -> Secrets:

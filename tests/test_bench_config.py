@@ -104,7 +104,10 @@ def test_missing_fields_are_named() -> None:
         ("task.eval_samples", -1, "task.eval_samples", ">= 1"),
         ("task.metric", "f1", "task.metric", "accuracy"),
         ("policy.max_drop", "a lot", "policy.max_drop", "number"),
-        ("policy.min_pass_rate", 0, "policy.min_pass_rate", "(0.0, 1.0]"),
+        ("policy.min_pass_rate", 0, "policy.min_pass_rate", "(0, 1]"),
+        ("policy.max_drop", 1.0, "policy.max_drop", "[0, 1)"),
+        ("policy.seed_max_drop", 0.05, "policy.seed_max_drop", "max_drop"),
+        ("policy.rule", "mean", "policy.rule", "non-inferiority"),
         ("seeds", [1, "two"], "seeds[1]", "integer"),
         ("seeds", [1, 1], "seeds", "distinct"),
         ("seeds", 42, "seeds", "list"),
@@ -268,3 +271,59 @@ def test_variant_alpha_sets_the_retrained_variants_scaling(mode: str, alphas: tu
     )
     assert (probe.lora_alpha, variant.lora_alpha, dict(pattern.alpha_pattern)) == alphas
     assert "lora.variant_alpha" in error(with_("lora.variant_alpha", "scaled")).message
+
+
+def _run_cli(argv: list[str]) -> int:
+    from gradience_hub.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    return int(info.value.code or 0)
+
+
+def test_a_bad_policy_fails_at_config_load_before_any_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gradience_hub.bench.train as train
+
+    def no_training(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(train, "train_adapter", no_training)
+    cfg = tmp_path / "bench.yaml"
+    cfg.write_text(yaml.safe_dump(with_("policy.max_drop", 1.0)))
+    out = tmp_path / "out"
+    code = _run_cli(["bench", "--config", str(cfg), "-o", str(out), "--protocol", "retrain"])
+    err = capsys.readouterr().err
+    assert code == 2 and "policy.max_drop must be in [0, 1), got 1.0" in err
+    assert not out.exists()
+
+
+def test_model_null_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert error({**MINIMAL, "model": None}).key == "model"
+    cfg = tmp_path / "bench.yaml"
+    cfg.write_text("model:\ntask: {name: embedded-sentiment}\n")
+    assert _run_cli(["bench", "x", "--config", str(cfg), "-o", str(tmp_path / "o")]) == 2
+    assert "model must be a mapping" in capsys.readouterr().err
+
+
+def test_a_bad_model_path_is_found_before_the_run_and_leaves_no_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+
+    from tests.factories import peft_adapter
+
+    adapter = peft_adapter(tmp_path / "adapter")
+    environ = dict(os.environ)
+    for name in ("models/missing/base", str(tmp_path / "no-such-model"), "org/not-cached"):
+        cfg = tmp_path / "bench.yaml"
+        cfg.write_text(yaml.safe_dump(with_("model.name_or_path", name)))
+        out = tmp_path / "out"
+        code = _run_cli(["bench", str(adapter), "--config", str(cfg), "-o", str(out)])
+        err = capsys.readouterr().err
+        assert code == 2 and f"cannot load the base model {name}" in err, err
+        assert "model.name_or_path" in err or "Hint" in err
+        assert not out.exists()  # nothing written, not even the directory
+    # and the bench never sets HF_HUB_OFFLINE (or anything) for the rest of the process
+    assert dict(os.environ) == environ

@@ -70,7 +70,14 @@ def test_golden(case: str) -> None:
     text = R.render(kind, audit, bench, context=dict(context))
     path = GOLDEN / f"{case}.md"
     if os.environ.get("GRADIENCE_UPDATE_GOLDEN"):
+        changed = not path.is_file() or path.read_bytes() != text.encode("utf-8")
         path.write_bytes(text.encode("utf-8"))
+        # Regenerating must never pass silently: the run that rewrote a file fails, naming it,
+        # so the rewrite is reviewed (git diff) and the next run without the flag checks it.
+        pytest.fail(
+            f"GRADIENCE_UPDATE_GOLDEN: {'rewrote' if changed else 'checked'} {path.name}; "
+            "review the diff and rerun without GRADIENCE_UPDATE_GOLDEN"
+        )
     assert text == path.read_bytes().decode("utf-8")
     # Same input, same bytes.
     assert R.render(kind, copy.deepcopy(audit), copy.deepcopy(bench), context=context) == text
@@ -751,7 +758,7 @@ def test_cli_template_dir_override(tmp_path: Path) -> None:
         "--template-dir",
         str(tmp_path),
     )
-    assert result.returncode == 0 and result.stdout == "status=AUDIT ONLY\n"
+    assert result.returncode == 0 and result.stdout == "status=AUDIT\n"
 
 
 def test_import_is_light() -> None:
@@ -774,3 +781,24 @@ def test_a_local_base_model_path_is_not_published() -> None:
     card = R.render("card", audit, None)
     assert "/home/alice" not in card
     assert "llama-3-8b (local checkpoint)" in card.replace("\\", "")
+
+
+def test_inconclusive_says_so_plainly_with_both_scores(bench: dict[str, Any]) -> None:
+    doc = copy.deepcopy(bench)
+    doc["status"] = "INCONCLUSIVE"
+    doc["status_reason"] = "the adapter does not beat its base model beyond noise"
+    doc["recommendation"] = None
+    doc["base"]["mean"] = 0.9101
+    sentence = (
+        "The adapter does not beat its base model on this task, so no compression can be "
+        "validated: the adapter scores 91.3% accuracy, the base model without it 91.0%."
+    )
+    for kind in ("card", "comment", "summary"):
+        text = R.render(kind, None, doc)
+        assert sentence in text, kind
+        assert "⚠️ INCONCLUSIVE" in text and "✅ PASS**" not in text and "PASS:" not in text
+    card = R.render("card", None, doc)
+    assert "| base model (no LoRA update) | — | — | — | 91.0% |" in card
+    # an unknown status is never shown as a pass
+    doc["status"] = "MAYBE"
+    assert "❌ FAIL" in R.render("card", None, doc)

@@ -37,6 +37,7 @@ INPUTS: dict[str, str] = {
     "fail-on": "fail",
     "max-drop": "",
     "dry-run": "false",
+    "strict-records": "false",
 }
 """Every input of action.yml and the default used when GitHub did not pass it (local runs)."""
 
@@ -130,6 +131,7 @@ class Settings:
     fail_on: str
     max_drop: float | None
     dry_run: bool
+    strict_records: bool = False
 
     def bench_json_for(self, index: int) -> str | None:
         """The bench.json of the ``index``-th repo: one file for all, or one per repo."""
@@ -213,6 +215,12 @@ def parse_settings(environ: Mapping[str, str]) -> Settings:
                     hint="paths are relative to the workspace; check out the repo first "
                     "(actions/checkout)",
                 )
+    strict_records = _bool_input("strict-records", environ)
+    if strict_records:
+        from gradience_hub.record import load_bench
+
+        for path in bench_json:
+            load_bench(path, strict=True)  # stored verdicts must match their numbers: exit 2
     return Settings(
         repo_ids=repo_ids,
         revision=read_input("revision", environ) or None,
@@ -225,6 +233,7 @@ def parse_settings(environ: Mapping[str, str]) -> Settings:
         fail_on=fail_on,
         max_drop=max_drop,
         dry_run=_bool_input("dry-run", environ),
+        strict_records=strict_records,
     )
 
 

@@ -12,7 +12,6 @@ Trainer's shuffling.
 
 from __future__ import annotations
 
-import os
 import time
 import warnings
 from collections.abc import Iterator
@@ -93,9 +92,6 @@ class LoadedModel:
 def load_base(config: BenchConfig, task: TaskData, device: str) -> LoadedModel:
     """The base model of the config (classification head sized from the task)."""
     path, is_local = resolve_model_path(config)
-    if is_local:
-        # A local directory needs no Hub access; make sure nothing tries (no network here).
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import (
         AutoModelForCausalLM,
         AutoModelForSequenceClassification,
@@ -103,15 +99,19 @@ def load_base(config: BenchConfig, task: TaskData, device: str) -> LoadedModel:
     )
 
     dtype = _torch_dtype(config.model.dtype)
+    # A local directory needs no Hub access: say so per call (local_files_only), never through
+    # the process environment.
     try:
         with _quiet_transformers():
-            tokenizer = AutoTokenizer.from_pretrained(path)
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=is_local)
             if task.kind == "classification":
                 model = AutoModelForSequenceClassification.from_pretrained(
-                    path, num_labels=task.num_labels, dtype=dtype
+                    path, num_labels=task.num_labels, dtype=dtype, local_files_only=is_local
                 )
             else:
-                model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+                model = AutoModelForCausalLM.from_pretrained(
+                    path, dtype=dtype, local_files_only=is_local
+                )
     except (OSError, ValueError) as exc:  # not found, offline, no tokenizer, bad config
         raise _model_error(config, exc) from None
     if tokenizer.pad_token is None:
@@ -131,6 +131,19 @@ def _model_error(config: BenchConfig, exc: Exception) -> ConfigError:
     )
 
 
+def check_model(config: BenchConfig) -> None:
+    """Fail early (before the run writes anything) when the base model cannot be found: its
+    config is resolved the way the run will load it (a ConfigError naming model.name_or_path)."""
+    from transformers import AutoConfig
+
+    path, is_local = resolve_model_path(config)
+    try:
+        with _quiet_transformers():
+            AutoConfig.from_pretrained(path, local_files_only=is_local)
+    except (OSError, ValueError) as exc:
+        raise _model_error(config, exc) from None
+
+
 def model_skeleton(config: BenchConfig, task: TaskData) -> Any:
     """The base model's module tree on the meta device (no weights, no memory), with the head
     the task uses: what compress's peft reload check loads a variant onto."""
@@ -138,15 +151,15 @@ def model_skeleton(config: BenchConfig, task: TaskData) -> Any:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
     path, is_local = resolve_model_path(config)
-    if is_local:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
     cls: Any
     try:
         if task.kind == "classification":
-            hf_config = AutoConfig.from_pretrained(path, num_labels=task.num_labels)
+            hf_config = AutoConfig.from_pretrained(
+                path, num_labels=task.num_labels, local_files_only=is_local
+            )
             cls = AutoModelForSequenceClassification
         else:
-            hf_config = AutoConfig.from_pretrained(path)
+            hf_config = AutoConfig.from_pretrained(path, local_files_only=is_local)
             cls = AutoModelForCausalLM
     except (OSError, ValueError) as exc:
         raise _model_error(config, exc) from None

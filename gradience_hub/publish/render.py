@@ -38,7 +38,8 @@ from urllib.parse import quote
 from markupsafe import Markup
 
 from gradience_hub import __version__
-from gradience_hub.errors import RecordError, TemplateError, UsageError
+from gradience_hub.errors import ConfigError, RecordError, TemplateError, UsageError
+from gradience_hub.policy import AUDIT, FAIL, PASS, RECORD_STATUSES, RULE_WORST_SEED, Policy
 from gradience_hub.publish.filters import FILTERS, is_repo_id, md, safe_url
 from gradience_hub.publish.filters import number as _number
 from gradience_hub.publish.markers import COMMENT_MARKER, MARKERS, PATHS
@@ -336,7 +337,29 @@ def _summary_view(audit: dict[str, Any] | None, bench: dict[str, Any] | None) ->
     return view
 
 
-def _variant_view(raw: Any, recommended: str | None, max_drop: float | None) -> dict[str, Any]:
+def _policy(raw: Any) -> Policy | None:
+    """The bench's policy when its values are valid (a raw template document may hold
+    anything), else None."""
+    data = _mapping(raw)
+    try:
+        return Policy(
+            max_drop=data.get("max_drop", 0.025),
+            min_pass_rate=data.get("min_pass_rate", 1.0),
+            seed_max_drop=data.get("seed_max_drop"),
+            rule=data.get("rule") or RULE_WORST_SEED,
+        )
+    except (ConfigError, TypeError):
+        return None
+
+
+def _interval_view(raw: Any) -> dict[str, Any] | None:
+    data = _mapping(raw)
+    if _number(data.get("low")) is None or _number(data.get("high")) is None:
+        return None
+    return {"low": data["low"], "high": data["high"], "level": data.get("level")}
+
+
+def _variant_view(raw: Any, recommended: str | None, policy: Policy | None) -> dict[str, Any]:
     variant = _mapping(raw)
     view = {key: variant.get(key) for key in _VARIANT_FIELDS}
     view.update({k: v for k, v in variant.items() if k not in view})
@@ -350,15 +373,18 @@ def _variant_view(raw: Any, recommended: str | None, max_drop: float | None) -> 
     view["delta_by_seed"] = {str(s["seed"]): s["delta"] for s in seeds}
     view["n_seeds"] = len(seeds)
     passed = None
-    if seeds and max_drop is not None:
+    if seeds and policy is not None:
         deltas = [_number(s["delta"]) for s in seeds]
         if all(d is not None for d in deltas):
-            passed = sum(1 for d in deltas if d is not None and d >= -max_drop - 1e-12)
+            passed = sum(1 for d in deltas if d is not None and policy.seed_passes(d))
     if passed is None and seeds and _number(view["pass_rate"]) is not None:
         passed = round(float(view["pass_rate"]) * len(seeds))  # type: ignore[arg-type]
     view["seeds_passed"] = passed
+    view["delta_ci"] = _interval_view(variant.get("delta_ci"))
+    gain = _mapping(variant.get("retained_gain"))
+    view["retained_gain_worst"] = _number(gain.get("worst"))
     verdict = str(view["verdict"] or "").upper()
-    view["passed"] = verdict == "PASS"
+    view["passed"] = verdict == PASS
     view["recommended"] = recommended is not None and view["name"] == recommended
     return view
 
@@ -452,7 +478,8 @@ def template_context(
 
     Digested (every key present; None when unknown):
 
-    - ``kind``: "card" | "comment" | "summary"; ``status``: "PASS" | "FAIL" | "AUDIT ONLY";
+    - ``kind``: "card" | "comment" | "summary"; ``status``: "PASS" | "FAIL" | "INCONCLUSIVE"
+      | "AUDIT" (no bench); ``status_reason`` (why FAIL / INCONCLUSIVE, or None);
       ``has_bench``: bool.
     - ``adapter``: ``repo_id``, ``revision``, ``revision_short`` (7-char sha), ``base_model``,
       ``repo_url`` and ``base_model_url`` (Hub links, only for valid repo ids).
@@ -465,10 +492,13 @@ def template_context(
       {kind, seeds, ...}, ``protocol_text`` (kind in words), ``policy`` {max_drop,
       min_pass_rate}, ``seeds`` (list), ``probe`` {rank, params, mean, ...}, ``variants``
       (bench variants plus ``seeds`` [{seed, score, delta}] sorted by seed, ``delta_by_seed``
-      {str(seed): delta}, ``n_seeds``, ``seeds_passed``, ``passed``, ``recommended``),
+      {str(seed): delta}, ``n_seeds``, ``seeds_passed``, ``passed``, ``recommended``,
+      ``delta_ci`` {low, high, level} (the pooled paired interval) and ``retained_gain_worst``),
+      ``base`` {per_seed, mean, gain, p_value} (the base-model control) or None,
       ``recommendation`` {variant, param_reduction}, ``recommended`` (that variant's row),
       ``metric_name``, ``metric_scale`` ("fraction" for [0, 1] metrics, else "raw"; pass it to
-      the ``metric``/``delta`` filters), ``noise_floor`` (the metric's standard error).
+      the ``metric``/``delta`` filters), ``noise_floor`` (the widest pooled paired interval's
+      half-width).
     - ``links``: {audit, bench, bench_md, picture} URLs (relative in the card; absolute with a
       ``repo_url`` context; else None); ``picture``: whether to show utilization.png.
     - ``warnings`` (audit's then bench's, de-duplicated), ``tool`` {name, version, url},
@@ -502,13 +532,31 @@ def template_context(
     variants: list[dict[str, Any]] = []
     seeds: list[Any] = []
     noise_floor = None
-    status = "AUDIT ONLY"
+    status = AUDIT
+    status_reason = base = None
     metric_scale = "fraction"
     bench_tool = None
     if bench is not None:
-        status = "PASS" if str(bench.get("status", "")).upper() == "PASS" else "FAIL"
+        status = str(bench.get("status", "")).upper()
+        status = status if status in RECORD_STATUSES else FAIL  # unknown: never shown as PASS
+        reason = bench.get("status_reason")
+        status_reason = reason if isinstance(reason, str) else None
+        base_raw = _mapping(bench.get("base"))
+        if _number(base_raw.get("mean")) is not None:
+            gain = _mapping(base_raw.get("gain"))
+            base = {
+                "per_seed": _mapping(base_raw.get("per_seed")),
+                "mean": base_raw["mean"],
+                "gain": gain.get("mean"),
+                "p_value": gain.get("p_value"),
+            }
         task = {"name": None, "metric": None, "eval_examples": None} | _mapping(bench.get("task"))
-        policy = {"max_drop": None, "min_pass_rate": None} | _mapping(bench.get("policy"))
+        policy = {
+            "rule": None,
+            "max_drop": None,
+            "seed_max_drop": None,
+            "min_pass_rate": None,
+        } | _mapping(bench.get("policy"))
         protocol = {"kind": None, "seeds": None} | _mapping(bench.get("protocol"))
         probe_raw = bench.get("probe")
         if isinstance(probe_raw, Mapping):
@@ -517,15 +565,15 @@ def template_context(
         if isinstance(rec, Mapping) and rec.get("variant") is not None:
             recommendation = {"variant": rec.get("variant"), "param_reduction": None} | dict(rec)
         rec_name = recommendation["variant"] if recommendation else None
-        max_drop = _number(policy["max_drop"])
-        variants = [_variant_view(v, rec_name, max_drop) for v in bench.get("variants") or []]
+        judged = _policy(policy)
+        variants = [_variant_view(v, rec_name, judged) for v in bench.get("variants") or []]
         if isinstance(protocol["seeds"], Sequence) and not isinstance(protocol["seeds"], str):
             seeds = list(protocol["seeds"])
         else:
             found = {s["seed"] for v in variants for s in v["seeds"]}
             seeds = sorted(found, key=_seed_key)
-        noise = bench.get("noise_floor")
-        noise_floor = _number(noise.get("metric_se")) if isinstance(noise, Mapping) else None
+        noise = _mapping(bench.get("noise_floor"))
+        noise_floor = _number(noise.get("half_width"))
         metric_scale = _metric_scale(bench)
         tool = _mapping(bench.get("tool"))
         if tool and (tool.get("name"), tool.get("version")) != ("gradience-hub", __version__):
@@ -545,6 +593,8 @@ def template_context(
         "bench": bench,
         "context": ctx,
         "status": status,
+        "status_reason": status_reason,
+        "base": base,
         "has_bench": has_bench,
         "adapter": _adapter_view(audit, bench, ctx),
         "summary": summary,
@@ -636,12 +686,16 @@ def render_files(
     audit_path: str | os.PathLike[str] | None,
     kind: str,
     template_dir: str | os.PathLike[str] | None = None,
+    *,
+    strict: bool = False,
 ) -> str:
     """Render from files, for ``gradience-hub render``.
 
     ``bench_path`` may be our bench.json or gradience 0.11's (read by ``record.load_bench``);
-    either path may be None, not both. The ``card`` comes wrapped in the gradience markers, ready
-    to paste into a README (a later ``annotate`` replaces it in place).
+    either path may be None, not both. The record is re-judged on reading; ``strict`` makes
+    stored verdicts that disagree with its numbers an error (exit 2) instead of a warning. The
+    ``card`` comes wrapped in the gradience markers, ready to paste into a README (a later
+    ``annotate`` replaces it in place).
     """
     if bench_path is None and audit_path is None:
         raise UsageError(
@@ -658,6 +712,6 @@ def render_files(
             raise RecordError(f"bench file not found: {bench_path}", hint="check the --bench path")
         from gradience_hub.record import load_bench
 
-        bench = load_bench(bench_path).to_dict()
+        bench = load_bench(bench_path, strict=strict).to_dict()
     text = render(kind, audit, bench, template_dir=template_dir)
     return wrap_section(text) if kind == "card" else text
