@@ -1,0 +1,287 @@
+"""lm-eval as the bench's evaluation for causal-LM adapters (gradience_hub/bench/lm_eval.py).
+
+The model is a tiny random Llama with a BPE tokenizer trained here on the example tasks' JSONL
+text (nothing downloaded), and a LoRA trained for a few steps on the example docs so that
+per-doc correctness is a mix of 0 and 1. The reference is lm-eval's own ``simple_evaluate``
+on the same model, run directly in the test.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("lm_eval")
+pytest.importorskip("peft")
+
+from gradience_hub.bench import lm_eval as le
+from gradience_hub.bench.tasks import eval_indices
+from gradience_hub.errors import ConfigError, MissingExtraError
+
+ROOT = Path(__file__).resolve().parent.parent
+TASKS = ROOT / "examples" / "lm-eval" / "tasks"
+
+
+def _docs(name: str) -> list[dict[str, Any]]:
+    text = (TASKS / f"{name}.jsonl").read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _texts(every: int = 1) -> list[str]:
+    """Prompt + target of every ``every``-th example doc, as the task YAMLs render them."""
+    out = [
+        f"Question: {d['question']}\nAnswer: {d['answer']}" for d in _docs("local_gsm8k")[::every]
+    ]
+    out += [
+        f"Question: {d['question']}\nAnswer: {d['choices'][d['label']]}"
+        for d in _docs("local_mc")[::every]
+    ]
+    return out
+
+
+def build_tiny_llama(directory: Path) -> tuple[Any, Any]:
+    """A tiny random Llama and a BPE tokenizer trained on the examples, saved to ``directory``
+    (model.name_or_path for the bench); returns (model, tokenizer)."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<unk>", "<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    bpe.train_from_iterator(_texts(), trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
+    tokenizer.pad_token = tokenizer.eos_token
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            tie_word_embeddings=False,
+            # Wider than the default 0.02 so that a LoRA learns in a few dozen steps.
+            initializer_range=0.2,
+        )
+    )
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return model, tokenizer
+
+
+def train_lora(model: Any, tokenizer: Any, directory: Path, steps: int = 60) -> Any:
+    """A LoRA fitted for ``steps`` full-batch AdamW steps on every other example doc (loss on
+    every token), saved to ``directory``: it gets the docs it saw right and most others
+    wrong, so per-doc correctness is a mix of 0 and 1."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    peft_model = get_peft_model(
+        model,
+        LoraConfig(
+            r=8,
+            lora_alpha=16,
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"],
+            task_type="CAUSAL_LM",
+        ),
+    )
+    enc = tokenizer(
+        [t + tokenizer.eos_token for t in _texts(every=2)], padding=True, return_tensors="pt"
+    )
+    labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+    opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=2e-2)
+    peft_model.train()
+    for _ in range(steps):
+        loss = peft_model(**enc, labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    peft_model.eval()
+    peft_model.save_pretrained(directory)
+    return peft_model
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread() -> Any:
+    """Tiny matmuls on a shared 2-core machine run many times faster on one thread."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The tiny Llama (saved), its tokenizer and a trained LoRA on it (saved)."""
+    root = tmp_path_factory.mktemp("tiny-llama")
+    model, tokenizer = build_tiny_llama(root / "base")
+    peft_model = train_lora(model, tokenizer, root / "adapter")
+    return {
+        "root": root,
+        "base": root / "base",
+        "adapter": root / "adapter",
+        "model": peft_model,
+        "tokenizer": tokenizer,
+    }
+
+
+def _spec(task: str, metric: str | None = None, **kw: Any) -> le.LmEvalSpec:
+    data: dict[str, Any] = {"tasks": [task], "include_path": "tasks", **kw}
+    if metric is not None:
+        data["metric"] = metric
+    return le.parse_spec(data, TASKS.parent)
+
+
+def _reference(
+    tiny: dict[str, Any], task: str, docs: list[int], monkeypatch: pytest.MonkeyPatch
+) -> dict[str, Any]:
+    """lm-eval's own simple_evaluate on the same model and docs. lm-eval resolves the YAML's
+    relative data_files against the working directory, hence the chdir."""
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    monkeypatch.chdir(TASKS)
+    lm = HFLM(pretrained=tiny["model"], tokenizer=tiny["tokenizer"], batch_size=8)
+    out = lm_eval.simple_evaluate(
+        model=lm,
+        tasks=[task],
+        task_manager=TaskManager(include_path=str(TASKS), include_defaults=False),
+        samples={task: docs},
+        bootstrap_iters=0,
+        log_samples=True,
+    )
+    assert out is not None
+    return out
+
+
+@pytest.mark.parametrize(
+    ("task", "metric"),
+    [("local_gsm8k", "exact_match,flexible-extract"), ("local_mc", "acc,none")],
+)
+def test_per_doc_correctness_and_score_equal_simple_evaluate(
+    tiny: dict[str, Any], monkeypatch: pytest.MonkeyPatch, task: str, metric: str
+) -> None:
+    tasks = le.load_tasks(_spec(task, metric), progress=False)
+    assert tasks.pool == [(task, d) for d in range(len(_docs(task)))]
+    indices = eval_indices(len(tasks.pool), 10, seed=42)
+    lm = le.make_lm(tiny["model"], tiny["tokenizer"], batch_size=8, progress=False)
+    ours = le.evaluate(lm, tasks, indices, progress=False)
+
+    name, flt = metric.split(",")
+    ref = _reference(tiny, task, indices, monkeypatch)
+    ref_docs = {s["doc_id"]: int(s[name]) for s in ref["samples"][task] if s["filter"] == flt}
+    assert ours.correct == {i: ref_docs[tasks.pool[i][1]] for i in indices}
+    assert ours.score() == pytest.approx(ref["results"][task][metric], abs=1e-12)
+    assert ours.task_scores[task] == pytest.approx(ref["results"][task][metric], abs=1e-12)
+    # The planted mix: the trained LoRA gets some docs right and some wrong.
+    assert 0 < sum(ours.correct.values()) < len(indices)
+
+
+def test_adapter_swap_changes_scores_without_reload(tiny: dict[str, Any]) -> None:
+    """One HFLM around the PeftModel: disabling the adapter is seen by the next evaluation."""
+    tasks = le.load_tasks(_spec("local_mc"), progress=False)
+    lm = le.make_lm(tiny["model"], tiny["tokenizer"], batch_size=8, progress=False)
+    idx = list(range(len(tasks.pool)))
+    with_adapter = le.evaluate(lm, tasks, idx, progress=False)
+    with tiny["model"].disable_adapter():
+        base = le.evaluate(lm, tasks, idx, progress=False)
+    assert with_adapter.correct != base.correct
+    assert le.evaluate(lm, tasks, idx, progress=False).correct == with_adapter.correct
+
+
+def test_limit_and_default_metric() -> None:
+    tasks = le.load_tasks(_spec("local_gsm8k", limit=5), progress=False)
+    assert tasks.pool == [("local_gsm8k", d) for d in range(5)]
+    # No metric given: the first key lm-eval reports.
+    assert tasks.metric == "exact_match,strict-match"
+    assert set(tasks.reported["local_gsm8k"]) == {
+        "exact_match,strict-match",
+        "exact_match,flexible-extract",
+    }
+    assert _spec("local_mc", "acc").metric == "acc,none"
+
+
+def test_unknown_task_lists_what_exists() -> None:
+    with pytest.raises(ConfigError) as err:
+        le.load_tasks(_spec("local_gsm8"), progress=False)
+    msg = str(err.value)
+    assert err.value.key == "task.lm_eval.tasks"
+    assert "'local_gsm8'" in msg and "local_gsm8k, local_mc" in msg
+    assert err.value.exit_code == 2
+
+
+def test_unknown_metric_lists_the_reported_ones() -> None:
+    with pytest.raises(ConfigError) as err:
+        le.load_tasks(_spec("local_mc", "exact_match,none"), progress=False)
+    msg = str(err.value)
+    assert err.value.key == "task.lm_eval.metric"
+    assert "'exact_match,none'" in msg and "acc,none, acc_norm,none" in msg
+
+
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        ({"tasks": ["x"], "shots": 5}, "task.lm_eval.shots"),
+        ({"include_path": "tasks"}, "task.lm_eval.tasks"),
+        ({"tasks": []}, "task.lm_eval.tasks"),
+        ({"tasks": ["a", "a"]}, "task.lm_eval.tasks"),
+        ({"tasks": "x", "include_path": "nope"}, "task.lm_eval.include_path"),
+        ({"tasks": "x", "num_fewshot": -1}, "task.lm_eval.num_fewshot"),
+        ({"tasks": "x", "limit": 0}, "task.lm_eval.limit"),
+        ({"tasks": "x", "limit": True}, "task.lm_eval.limit"),
+        ({"tasks": "x", "metric": 3}, "task.lm_eval.metric"),
+    ],
+)
+def test_bad_lm_eval_block_names_the_key(data: dict[str, Any], key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        le.parse_spec(data, TASKS.parent)
+    assert err.value.key == key
+
+
+def test_unknown_key_lists_the_known_ones() -> None:
+    with pytest.raises(ConfigError) as err:
+        le.parse_spec({"tasks": ["x"], "shots": 5}, TASKS.parent)
+    assert "tasks, include_path, metric, num_fewshot, limit" in (err.value.hint or "")
+
+
+def test_missing_lm_eval_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "lm_eval" else real(name, *a)
+    )
+    with pytest.raises(MissingExtraError) as err:
+        le.require_lm_eval()
+    assert err.value.exit_code == 2
+    assert "gradience-hub[lm-eval]" in (err.value.hint or "")
+
+
+def test_non_binary_metric_is_refused() -> None:
+    tasks = le.LmEvalTasks(
+        spec=_spec("local_mc"), metric="f1,none", tasks={"t": None}, pool=[("t", 0)]
+    )
+    logged = {"t": [{"doc_id": 0, "filter": "none", "f1": 0.5}]}
+    with pytest.raises(ConfigError) as err:
+        le.per_example(logged, tasks)
+    assert "0/1" in str(err.value)
