@@ -19,7 +19,7 @@ pytest.importorskip("peft")
 
 from gradience_hub.bench import lm_eval as le
 from gradience_hub.bench.tasks import eval_indices
-from gradience_hub.errors import ConfigError, MissingExtraError
+from gradience_hub.errors import ConfigError, MissingExtraError, RemoteError
 
 ROOT = Path(__file__).resolve().parent.parent
 TASKS = ROOT / "examples" / "lm-eval" / "tasks"
@@ -285,3 +285,11 @@ def test_non_binary_metric_is_refused() -> None:
     with pytest.raises(ConfigError) as err:
         le.per_example(logged, tasks)
     assert "0/1" in str(err.value)
+
+
+def test_hub_task_without_network_is_a_remote_error() -> None:
+    """lm-eval's own gsm8k reads openai/gsm8k from the Hub: no network here, so exit 3. (The
+    include_path shares the built-in index with the unknown-task test: one build per run.)"""
+    with pytest.raises(RemoteError) as err:
+        le.load_tasks(_spec("gsm8k"), progress=False)
+    assert err.value.exit_code == 3 and "gsm8k" in str(err.value)

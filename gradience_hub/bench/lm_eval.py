@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gradience_hub.errors import ConfigError, MissingExtraError
+from gradience_hub.errors import ConfigError, MissingExtraError, RemoteError
 
 KEYS = ("tasks", "include_path", "metric", "num_fewshot", "limit")
 PREFIX = "task.lm_eval"
@@ -328,6 +328,13 @@ def load_tasks(spec: LmEvalSpec, progress: bool = True) -> LmEvalTasks:
                 raise _unknown_task(spec, name, manager)
         try:
             loaded = manager.load(_specs(spec, manager))
+        except ConnectionError as exc:  # a Hub dataset without network (or offline, uncached)
+            raise RemoteError(
+                f"lm-eval could not download the data of {', '.join(spec.tasks)}: "
+                f"{exc}".splitlines()[0][:400],
+                hint="Hub datasets need network access, or the datasets cache with "
+                "HF_DATASETS_OFFLINE=1; local tasks use dataset_path: json with data_files",
+            ) from None
         except (OSError, ValueError, KeyError, TypeError, ImportError) as exc:
             # A missing data file, a Hub dataset offline, a broken YAML: the config's fault.
             raise ConfigError(
@@ -453,3 +460,24 @@ def evaluate(lm: Any, tasks: LmEvalTasks, indices: Sequence[int], progress: bool
         correct[i] = by_doc[ref]
     scores = {n: float(out["results"][n][tasks.metric]) for n in samples}
     return LmEvalResult(correct=correct, task_scores=scores)
+
+
+def evaluate_pool(
+    model: Any,
+    task: Any,
+    ids: Sequence[int],
+    config: Any,
+    device: str,
+    *,
+    progress: bool = False,
+    desc: str = "eval",
+) -> dict[int, bool]:
+    """The bench's evaluation seam for lm-eval: ``model`` is a loaded model (``.model`` and
+    ``.tokenizer``: the base alone or with an adapter active), ``task.lm_eval`` the loaded
+    :class:`LmEvalTasks`; returns ``{pool index: correct}`` for every id in ``ids``."""
+    del device, desc  # HFLM takes the model's own device; lm-eval names its own bars
+    ids = list(dict.fromkeys(int(i) for i in ids))
+    batch_size = config.train.eval_batch_size if config.train is not None else 16
+    lm = make_lm(model.model, model.tokenizer, batch_size=batch_size, progress=progress)
+    result = evaluate(lm, task.lm_eval, ids, progress=progress)
+    return {i: bool(result.correct[i]) for i in ids}
