@@ -144,15 +144,17 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     }
 
 
-def _spec(task: str, metric: str | None = None, **kw: Any) -> le.LmEvalSpec:
-    data: dict[str, Any] = {"tasks": [task], "include_path": "tasks", **kw}
-    if metric is not None:
-        data["metric"] = metric
+def _spec(task: str, metric: str = "acc,none", **kw: Any) -> le.LmEvalSpec:
+    data: dict[str, Any] = {"tasks": [task], "include_path": "tasks", "metric": metric, **kw}
     return le.parse_spec(data, TASKS.parent)
 
 
 def _reference(
-    tiny: dict[str, Any], task: str, docs: list[int], monkeypatch: pytest.MonkeyPatch
+    tiny: dict[str, Any],
+    task: str,
+    docs: list[int],
+    monkeypatch: pytest.MonkeyPatch,
+    batch_size: int = 8,
 ) -> dict[str, Any]:
     """lm-eval's own simple_evaluate on the same model and docs. lm-eval resolves the YAML's
     relative data_files against the working directory, hence the chdir."""
@@ -161,7 +163,7 @@ def _reference(
     from lm_eval.tasks import TaskManager
 
     monkeypatch.chdir(TASKS)
-    lm = HFLM(pretrained=tiny["model"], tokenizer=tiny["tokenizer"], batch_size=8)
+    lm = HFLM(pretrained=tiny["model"], tokenizer=tiny["tokenizer"], batch_size=batch_size)
     out = lm_eval.simple_evaluate(
         model=lm,
         tasks=[task],
@@ -209,10 +211,9 @@ def test_adapter_swap_changes_scores_without_reload(tiny: dict[str, Any]) -> Non
     assert le.evaluate(lm, tasks, idx, progress=False).correct == with_adapter.correct
 
 
-def test_limit_and_default_metric() -> None:
-    tasks = le.load_tasks(_spec("local_gsm8k", limit=5), progress=False)
+def test_limit_and_reported_metrics() -> None:
+    tasks = le.load_tasks(_spec("local_gsm8k", "exact_match,strict-match", limit=5), progress=False)
     assert tasks.pool == [("local_gsm8k", d) for d in range(5)]
-    # No metric given: the first key lm-eval reports.
     assert tasks.metric == "exact_match,strict-match"
     assert set(tasks.reported["local_gsm8k"]) == {
         "exact_match,strict-match",
@@ -241,14 +242,15 @@ def test_unknown_metric_lists_the_reported_ones() -> None:
 @pytest.mark.parametrize(
     ("data", "key"),
     [
-        ({"tasks": ["x"], "shots": 5}, "task.lm_eval.shots"),
-        ({"include_path": "tasks"}, "task.lm_eval.tasks"),
-        ({"tasks": []}, "task.lm_eval.tasks"),
-        ({"tasks": ["a", "a"]}, "task.lm_eval.tasks"),
-        ({"tasks": "x", "include_path": "nope"}, "task.lm_eval.include_path"),
-        ({"tasks": "x", "num_fewshot": -1}, "task.lm_eval.num_fewshot"),
-        ({"tasks": "x", "limit": 0}, "task.lm_eval.limit"),
-        ({"tasks": "x", "limit": True}, "task.lm_eval.limit"),
+        ({"tasks": ["x"], "metric": "acc", "shots": 5}, "task.lm_eval.shots"),
+        ({"include_path": "tasks", "metric": "acc"}, "task.lm_eval.tasks"),
+        ({"tasks": ["x"]}, "task.lm_eval.metric"),
+        ({"tasks": [], "metric": "acc"}, "task.lm_eval.tasks"),
+        ({"tasks": ["a", "a"], "metric": "acc"}, "task.lm_eval.tasks"),
+        ({"tasks": "x", "metric": "acc", "include_path": "nope"}, "task.lm_eval.include_path"),
+        ({"tasks": "x", "metric": "acc", "num_fewshot": -1}, "task.lm_eval.num_fewshot"),
+        ({"tasks": "x", "metric": "acc", "limit": 0}, "task.lm_eval.limit"),
+        ({"tasks": "x", "metric": "acc", "limit": True}, "task.lm_eval.limit"),
         ({"tasks": "x", "metric": 3}, "task.lm_eval.metric"),
     ],
 )
@@ -260,7 +262,7 @@ def test_bad_lm_eval_block_names_the_key(data: dict[str, Any], key: str) -> None
 
 def test_unknown_key_lists_the_known_ones() -> None:
     with pytest.raises(ConfigError) as err:
-        le.parse_spec({"tasks": ["x"], "shots": 5}, TASKS.parent)
+        le.parse_spec({"tasks": ["x"], "metric": "acc", "shots": 5}, TASKS.parent)
     assert "tasks, include_path, metric, num_fewshot, limit" in (err.value.hint or "")
 
 
@@ -293,3 +295,109 @@ def test_hub_task_without_network_is_a_remote_error() -> None:
     with pytest.raises(RemoteError) as err:
         le.load_tasks(_spec("gsm8k"), progress=False)
     assert err.value.exit_code == 3 and "gsm8k" in str(err.value)
+
+
+# --------------------------------------------------------------------------- the bench
+
+
+def _bench_config(
+    tiny: dict[str, Any], task: str, metric: str, task_extra: Any = None, **extra: Any
+) -> Any:
+    from gradience_hub.bench.config import config_from_dict
+
+    data: dict[str, Any] = {
+        "model": {"name_or_path": str(tiny["base"]), "type": "causal-lm"},
+        "task": {
+            "name": f"{task}-bench",
+            "lm_eval": {"tasks": [task], "include_path": str(TASKS), "metric": metric},
+            "eval_samples": 8,
+            **(task_extra or {}),
+        },
+        # "same" keeps the adapter's rank 8: the SVD truncation is the adapter itself.
+        "compression": {"variants": [{"name": "same", "rank": 8}, {"name": "r1", "rank": 1}]},
+        "seeds": [42, 123],
+    }
+    data.update(extra)
+    return config_from_dict(data)
+
+
+def _fresh_peft(tiny: dict[str, Any], adapter_dir: Path) -> Any:
+    """The base loaded from disk with the saved adapter on it (an independent load)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny["base"])
+    return PeftModel.from_pretrained(base, str(adapter_dir)).eval()
+
+
+@pytest.mark.parametrize(
+    ("task", "metric"),
+    [("local_gsm8k", "exact_match,flexible-extract"), ("local_mc", "acc,none")],
+)
+def test_posthoc_bench_scores_equal_simple_evaluate(
+    tiny: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, task: str, metric: str
+) -> None:
+    from gradience_hub.bench.protocol import run_bench
+
+    out = tmp_path / "out"
+    record = run_bench(str(tiny["adapter"]), _bench_config(tiny, task, metric), out, progress=False)
+    bench = json.loads((out / "bench.json").read_text(encoding="utf-8"))
+    assert bench["task"]["metric"] == metric
+
+    reference = _fresh_peft(tiny, tiny["adapter"])
+    name, flt = metric.split(",")
+    for seed in (42, 123):
+        cell = json.loads((out / "cells" / f"probe__{seed}.json").read_text(encoding="utf-8"))
+        docs = cell["indices"]  # one task: pool index == doc id
+        assert docs == eval_indices(len(_docs(task)), 8, seed)
+        ref = _reference({**tiny, "model": reference}, task, docs, monkeypatch, batch_size=16)
+        ref_docs = {s["doc_id"]: int(s[name]) for s in ref["samples"][task] if s["filter"] == flt}
+        assert [int(c) for c in cell["correct"]] == [ref_docs[d] for d in docs]
+        score = bench["probe"]["per_seed"][str(seed)]
+        score = score["score"] if isinstance(score, dict) else score
+        assert score == pytest.approx(ref["results"][task][metric], abs=1e-12)
+        # The full-rank variant is the adapter: the same docs right, delta exactly 0.
+        same = record.variant("same").per_seed[seed]
+        assert same.delta == 0.0 and same.score == pytest.approx(score, abs=1e-12)
+
+
+def test_retrain_trains_on_task_train_and_evaluates_through_lm_eval(
+    tiny: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The retrain protocol, 2 seeds: probes and variants trained on task.train (prompt /
+    answer rows, answer-only loss), every cell scored by lm-eval on its seed's docs."""
+    from safetensors.numpy import load_file
+
+    from gradience_hub.bench.protocol import run_bench
+
+    rows = [{"q": d["question"], "a": d["choices"][d["label"]]} for d in _docs("local_mc")]
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    config = _bench_config(
+        tiny,
+        "local_mc",
+        "acc,none",
+        {"train": str(train), "prompt_field": "q", "answer_field": "a"},
+        lora={"r": 4, "target_modules": ["q_proj", "v_proj"]},
+        train={"steps": 6, "lr": 0.01, "batch_size": 8, "max_length": 48, "eval_batch_size": 8},
+        compression={"variants": [{"name": "r2", "rank": 2}]},
+    )
+    out = tmp_path / "out"
+    record = run_bench(None, config, out, protocol="retrain", progress=False)
+    assert record.protocol.kind == "retrain" and sorted(record.variant("r2").per_seed) == [42, 123]
+
+    cell = json.loads((out / "cells" / "probe__42.json").read_text(encoding="utf-8"))
+    assert cell["train_loss"] is not None and cell["train_loss"] > 0
+    adapter = out / cell["adapter"]
+    weights = load_file(str(adapter / "adapter_model.safetensors"))
+    assert any(k.endswith("lora_B.weight") and abs(v).max() > 0 for k, v in weights.items())
+    ref = _reference(
+        {**tiny, "model": _fresh_peft(tiny, adapter)},
+        "local_mc",
+        cell["indices"],
+        monkeypatch,
+        batch_size=8,
+    )
+    ref_docs = {s["doc_id"]: int(s["acc"]) for s in ref["samples"]["local_mc"]}
+    assert [int(c) for c in cell["correct"]] == [ref_docs[d] for d in cell["indices"]]
+    assert cell["score"] == pytest.approx(ref["results"]["local_mc"]["acc,none"], abs=1e-12)

@@ -2,8 +2,8 @@
 
 Returns per-example correctness (not only the score): the policy's paired test compares the
 uncompressed adapter and a variant example by example on the same seed's sample.
-Classification predicts the argmax label; generation decodes greedily and compares final
-numbers (:func:`gradience_hub.bench.tasks.exact_match`).
+Classification predicts the argmax label; causal-LM tasks are scored by lm-eval
+(:func:`gradience_hub.bench.lm_eval.evaluate_pool`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from gradience_hub.bench.config import BenchConfig
-from gradience_hub.bench.tasks import TaskData, exact_match
-from gradience_hub.bench.train import load_base, prompt_ids
+from gradience_hub.bench.tasks import TaskData
+from gradience_hub.bench.train import LoadedModel, load_base
 
 # Weights that the checkpoint lacks (a new classification head) are initialised under this
 # seed when an adapter is loaded for evaluation; the adapter's saved head then replaces them.
@@ -73,10 +73,11 @@ def evaluate_adapter(
             model, tokenizer, examples, batch_size, max_length, device, progress, desc
         )
     else:
-        max_new = config.task.max_new_tokens
-        correct = _eval_generation(
-            model, tokenizer, examples, min(batch_size, 16), max_new, device, progress, desc
-        )
+        from gradience_hub.bench.lm_eval import evaluate_pool
+
+        loaded = LoadedModel(model=model, tokenizer=tokenizer, path="")
+        scored = evaluate_pool(loaded, task, indices, config, device, progress=progress)
+        correct = [int(scored[i]) for i in indices]
     return EvalResult(correct=correct, seconds=time.perf_counter() - start)
 
 
@@ -108,44 +109,4 @@ def _eval_classification(
             ).to(device)
             pred = model(**enc).logits.argmax(dim=-1).tolist()
             correct += [int(p == examples[i]["label"]) for p, i in zip(pred, batch, strict=True)]
-    return correct
-
-
-def _eval_generation(
-    model: Any,
-    tokenizer: Any,
-    examples: list[dict[str, Any]],
-    batch_size: int,
-    max_new_tokens: int,
-    device: str,
-    progress: bool,
-    desc: str,
-) -> list[int]:
-    import torch
-    from tqdm.auto import tqdm
-
-    correct: list[int] = []
-    pad = tokenizer.pad_token_id
-    with torch.no_grad():
-        for batch in tqdm(
-            _batches(len(examples), batch_size), desc=desc, disable=not progress, leave=False
-        ):
-            # The prompts exactly as in training, left-padded so each ends where
-            # generation starts.
-            ids = [prompt_ids(tokenizer, examples[i]["prompt"]) for i in batch]
-            width = max(len(x) for x in ids)
-            input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=device)
-            mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=device)
-            out = model.generate(
-                input_ids=input_ids,
-                attention_mask=mask,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=pad,
-            )
-            texts = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
-            correct += [
-                int(exact_match(t, examples[i]["answer"]))
-                for t, i in zip(texts, batch, strict=True)
-            ]
     return correct

@@ -7,7 +7,7 @@ A causal-LM bench names lm-eval tasks in its config (``task.lm_eval``)::
       lm_eval:
         tasks: [local_gsm8k]         # lm-eval task or group names
         include_path: tasks/         # optional folder of task YAMLs, relative to the config
-        metric: exact_match,flexible-extract   # "metric,filter" as lm-eval reports it
+        metric: exact_match,flexible-extract   # "metric,filter" as lm-eval reports it (required)
         num_fewshot: 0               # optional, lm-eval's override rule
         limit: null                  # optional: only the first N docs of each task
       eval_samples: 300              # each seed draws its sample from the tasks' docs
@@ -62,8 +62,8 @@ class LmEvalSpec:
     """The ``task.lm_eval`` block of a bench config."""
 
     tasks: tuple[str, ...]
+    metric: str  # "metric,filter"
     include_path: Path | None = None
-    metric: str | None = None
     num_fewshot: int | None = None
     limit: int | None = None
 
@@ -111,12 +111,14 @@ def parse_spec(data: Any, config_dir: Path | None = None) -> LmEvalSpec:
                 hint=f"the keys of '{PREFIX}' are: " + ", ".join(KEYS),
                 key=f"{PREFIX}.{name}",
             )
-    if "tasks" not in data:
-        raise ConfigError(
-            f"bench config: missing required key {PREFIX}.tasks",
-            hint="add 'tasks: [gsm8k]' (lm-eval task or group names)",
-            key=f"{PREFIX}.tasks",
-        )
+    for name, example in (("tasks", "tasks: [gsm8k]"), ("metric", "metric: acc,none")):
+        if name not in data:
+            raise ConfigError(
+                f"bench config: missing required key {PREFIX}.{name}",
+                hint=f"add '{example}' (lm-eval task names; \"metric,filter\" as lm-eval "
+                "reports it)",
+                key=f"{PREFIX}.{name}",
+            )
     raw = data["tasks"]
     names = [raw] if isinstance(raw, str) else raw
     if (
@@ -142,13 +144,13 @@ def parse_spec(data: Any, config_dir: Path | None = None) -> LmEvalSpec:
                 key=f"{PREFIX}.include_path",
             )
         include_path = p.resolve()
-    metric = data.get("metric")
-    if metric is not None and (not isinstance(metric, str) or not metric.strip()):
+    metric = data["metric"]
+    if not isinstance(metric, str) or not metric.strip():
         raise _bad("metric", 'a "metric,filter" string such as acc,none', metric)
     return LmEvalSpec(
         tasks=tuple(n.strip() for n in names),
+        metric=_metric_key(metric),
         include_path=include_path,
-        metric=_metric_key(metric) if metric is not None else None,
         num_fewshot=_opt_int(data, "num_fewshot", 0),
         limit=_opt_int(data, "limit", 1),
     )
@@ -346,8 +348,7 @@ def load_tasks(spec: LmEvalSpec, progress: bool = True) -> LmEvalTasks:
             ) from None
     tasks: dict[str, Any] = dict(loaded["tasks"])
     reported = {name: reported_metrics(t) for name, t in tasks.items()}
-    first = next(iter(reported.values()))
-    metric = spec.metric or first[0]
+    metric = spec.metric
     missing = [name for name, keys in reported.items() if metric not in keys]
     if missing:
         listing = "; ".join(f"{n}: {', '.join(reported[n])}" for n in missing)
