@@ -279,6 +279,82 @@ def test_missing_lm_eval_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> Non
     assert "gradience-hub[lm-eval]" in (err.value.hint or "")
 
 
+def _cli(argv: list[str]) -> int:
+    from gradience_hub.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    return int(info.value.code or 0)
+
+
+def _write_yaml(path: Path, data: dict[str, Any]) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def test_cli_causal_lm_bench_without_lm_eval_names_the_extra(
+    tiny: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    import importlib.util
+
+    config = _write_yaml(
+        tmp_path / "bench.yaml",
+        {
+            "model": {"name_or_path": str(tiny["base"]), "type": "causal-lm"},
+            "task": {"name": "t", "lm_eval": {"tasks": ["local_mc"], "metric": "acc,none"}},
+        },
+    )
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "lm_eval" else real(name, *a)
+    )
+    code = _cli(["bench", str(tiny["adapter"]), "--config", str(config), "--output", "out"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "'lm-eval'" in err and "gradience-hub[lm-eval]" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("lm_eval", "needle"),
+    [
+        ({"tasks": ["local_gsm8"], "metric": "acc"}, "tasks in "),
+        ({"tasks": ["local_mc"], "metric": "bleu"}, "acc,none, acc_norm,none"),
+        (
+            {"tasks": ["local_mc"], "metric": "acc", "fewshot": 1},
+            "unknown key task.lm_eval.fewshot",
+        ),
+    ],
+)
+def test_cli_bad_lm_eval_block_is_exit_2_with_the_list(
+    tiny: dict[str, Any], tmp_path: Path, capsys: Any, lm_eval: dict[str, Any], needle: str
+) -> None:
+    config = _write_yaml(
+        tmp_path / "bench.yaml",
+        {
+            "model": {"name_or_path": str(tiny["base"]), "type": "causal-lm"},
+            "task": {"name": "t", "lm_eval": {**lm_eval, "include_path": str(TASKS)}},
+        },
+    )
+    code = _cli(["bench", str(tiny["adapter"]), "--config", str(config), "--output", "out"])
+    err = capsys.readouterr().err
+    assert code == 2 and needle in err and "Traceback" not in err
+
+
+def test_causal_lm_without_lm_eval_block_points_to_it() -> None:
+    from gradience_hub.bench.config import config_from_dict
+
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(
+            {
+                "model": {"name_or_path": "m", "type": "causal-lm"},
+                "task": {"name": "causal-lm-exact-match", "dataset": "x.jsonl"},
+            }
+        )
+    assert err.value.key == "task.name" and "task.lm_eval" in (err.value.hint or "")
+
+
 def test_non_binary_metric_is_refused() -> None:
     tasks = le.LmEvalTasks(
         spec=_spec("local_mc"), metric="f1,none", tasks={"t": None}, pool=[("t", 0)]
