@@ -413,10 +413,23 @@ def _fresh_peft(tiny: dict[str, Any], adapter_dir: Path) -> Any:
 def test_posthoc_bench_scores_equal_simple_evaluate(
     tiny: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, task: str, metric: str
 ) -> None:
+    from transformers import AutoModelForCausalLM
+
     from gradience_hub.bench.protocol import run_bench
 
+    loads: list[Any] = []
+    real_load = AutoModelForCausalLM.from_pretrained
+
+    def counting_load(*args: Any, **kwargs: Any) -> Any:
+        loads.append(args)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", counting_load)
     out = tmp_path / "out"
     record = run_bench(str(tiny["adapter"]), _bench_config(tiny, task, metric), out, progress=False)
+    # Probe, base control and two variants on one base model: loaded once, adapters swapped.
+    assert len(loads) == 1
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", real_load)
     bench = json.loads((out / "bench.json").read_text(encoding="utf-8"))
     assert bench["task"]["metric"] == metric
 
