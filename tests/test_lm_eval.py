@@ -310,7 +310,9 @@ def test_cli_causal_lm_bench_without_lm_eval_names_the_extra(
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "lm_eval" else real(name, *a)
     )
-    code = _cli(["bench", str(tiny["adapter"]), "--config", str(config), "--output", "out"])
+    code = _cli(
+        ["bench", str(tiny["adapter"]), "--config", str(config), "--output", str(tmp_path / "out")]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "'lm-eval'" in err and "gradience-hub[lm-eval]" in err and "Traceback" not in err
@@ -337,7 +339,9 @@ def test_cli_bad_lm_eval_block_is_exit_2_with_the_list(
             "task": {"name": "t", "lm_eval": {**lm_eval, "include_path": str(TASKS)}},
         },
     )
-    code = _cli(["bench", str(tiny["adapter"]), "--config", str(config), "--output", "out"])
+    code = _cli(
+        ["bench", str(tiny["adapter"]), "--config", str(config), "--output", str(tmp_path / "out")]
+    )
     err = capsys.readouterr().err
     assert code == 2 and needle in err and "Traceback" not in err
 
