@@ -239,12 +239,11 @@ def test_examples_use_the_right_tasks() -> None:
         "sst2",
     )
     gsm8k = load_config(EXAMPLES / "gsm8k.yaml")
-    assert (gsm8k.task.name, gsm8k.task.dataset, gsm8k.task.dataset_config) == (
-        "causal-lm-exact-match",
-        "openai/gsm8k",
-        "main",
-    )
-    assert gsm8k.model.type == "causal-lm" and gsm8k.task.metric == "exact_match"
+    spec = gsm8k.lm_eval_spec()
+    assert spec is not None and spec.tasks == ("gsm8k",)  # lm-eval's own task
+    assert spec.metric == "exact_match,flexible-extract" and spec.include_path is None
+    assert (gsm8k.task.train, gsm8k.task.dataset_config) == ("openai/gsm8k", "main")
+    assert gsm8k.model.type == "causal-lm"
 
 
 def test_demo_config_matches_the_example() -> None:

@@ -494,62 +494,6 @@ def test_cli_names_the_missing_extra(
 # --------------------------------------------------------------------------- causal LM
 
 
-def test_causal_lm_exact_match_end_to_end_on_a_tiny_model(tmp_path: Path) -> None:
-    """Training with answer-only loss, greedy generation and final-number scoring run through
-    (a random tiny Llama learns nothing in 4 steps: only the plumbing is under test)."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from gradience_hub.bench.tasks import embedded_model_path
-
-    model_dir = tmp_path / "tiny-llama"
-    torch.manual_seed(0)
-    LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=30522,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-            max_position_embeddings=64,
-            pad_token_id=0,
-        )
-    ).save_pretrained(model_dir)
-    minilm = embedded_model_path()
-    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copy(minilm / name, model_dir / name)
-    rows = [{"q": f"what is {i} plus 1", "a": f"it is {i + 1}. #### {i + 1}"} for i in range(40)]
-    (tmp_path / "math.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    config = config_from_dict(
-        {
-            "model": {"name_or_path": str(model_dir), "type": "causal-lm"},
-            "task": {
-                "name": "causal-lm-exact-match",
-                "dataset": str(tmp_path / "math.jsonl"),
-                "prompt_field": "q",
-                "answer_field": "a",
-                "eval_samples": 4,
-                "max_new_tokens": 3,
-            },
-            "lora": {"r": 4, "target_modules": ["q_proj", "v_proj"]},
-            "train": {"steps": 4, "lr": 0.01, "batch_size": 4, "max_length": 32},
-            "compression": {"variants": [{"name": "r2", "rank": 2}]},
-            "seeds": [3],
-        }
-    )
-    record = run_bench(None, config, tmp_path / "out", progress=False)
-    assert record.task.metric == "exact_match" and record.task.eval_examples == 4
-    assert record.protocol.kind == "retrain"
-    cell = json.loads((tmp_path / "out" / "cells" / "r2__3.json").read_text())
-    assert len(cell["correct"]) == 4 and len(cell["ids"]) == 4
-    # the seed's score is its cell's correctness on exactly those four examples
-    assert record.variant("r2").per_seed[3].score == sum(cell["correct"]) / 4
-    base = json.loads((tmp_path / "out" / "cells" / "base.json").read_text())
-    assert base["ids"] == cell["ids"]  # no head to keep: one seed-free base-model cell
-    assert record.base is not None and record.base.per_seed[3] == sum(base["correct"]) / 4
-
-
 def test_generation_encoding_masks_the_prompt(tmp_path: Path) -> None:
     from transformers import AutoTokenizer
 

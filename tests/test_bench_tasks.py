@@ -1,4 +1,4 @@
-"""Bench tasks: the embedded split, answer extraction, local datasets, eval sampling."""
+"""Bench tasks: the embedded split, local datasets, eval sampling (lm-eval tasks: test_lm_eval)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,6 @@ from gradience_hub.bench.tasks import (
     embedded_model_path,
     embedded_sentiment,
     eval_indices,
-    exact_match,
-    final_number,
     load_task,
     vader_lexicon,
 )
@@ -67,27 +65,6 @@ def test_embedded_threshold_and_fraction() -> None:
 def test_embedded_model_is_bundled() -> None:
     path = embedded_model_path()
     assert (path / "config.json").is_file() and (path / "model.safetensors").is_file()
-
-
-@pytest.mark.parametrize(
-    ("text", "number"),
-    [
-        ("Natalia sold 48 clips in April... #### 72", "72"),
-        ("The answer is 1,234.", "1234"),
-        ("so x = -3.50 dollars", "-3.5"),
-        ("2 apples and 3 pears make 5.0", "5"),
-        ("no digits here", None),
-        ("It costs $18. Then 0.", "0"),
-    ],
-)
-def test_final_number(text: str, number: str | None) -> None:
-    assert final_number(text) == number
-
-
-def test_exact_match_compares_final_numbers() -> None:
-    assert exact_match("... so she has 1,000 left.", "reasoning\n#### 1000")
-    assert not exact_match("the answer is 999", "#### 1000")
-    assert not exact_match("anything", "no number in the reference")
 
 
 def test_eval_indices_are_seeded_samples() -> None:
@@ -160,21 +137,3 @@ def test_local_dataset_integer_labels_and_bad_columns(tmp_path: Path) -> None:
             config_from_dict({**base, "task": {**task_cfg, "dataset": str(tmp_path / "x.txt")}})
         )
     assert info.value.key == "task.dataset"
-
-
-def test_causal_lm_local_file(tmp_path: Path) -> None:
-    data = tmp_path / "math.jsonl"
-    _write_rows(
-        data, [{"question": f"What is {i} + 1?", "answer": f"#### {i + 1}"} for i in range(50)]
-    )
-    config = config_from_dict(
-        {
-            "model": {"name_or_path": "m", "type": "causal-lm"},
-            "task": {"name": "causal-lm-exact-match", "dataset": str(data)},
-        }
-    )
-    task = load_task(config)
-    assert task.kind == "generation" and task.metric == "exact_match"
-    e = task.eval_pool[0]
-    assert e["prompt"].startswith("Question: What is ") and e["prompt"].endswith("\nAnswer:")
-    assert final_number(e["answer"]) is not None

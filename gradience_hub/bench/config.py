@@ -13,7 +13,7 @@ A complete config (close to ``examples/embedded-sentiment.yaml``)::
       type: seq-cls                        # seq-cls | causal-lm
       dtype: float32                       # float32 | bfloat16 | float16 | auto
     task:
-      name: embedded-sentiment   # | sequence-classification | causal-lm-exact-match
+      name: embedded-sentiment   # | sequence-classification (causal-lm: any name + lm_eval:)
       eval_samples: 300          # each seed draws its own sample of this size
     lora: {r: 16, alpha: 32, dropout: 0.0, target_modules: [query, value]}
     train: {steps: 100, lr: 0.001, batch_size: 32, max_length: 32}
@@ -42,21 +42,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from gradience_hub.bench.lm_eval import LmEvalSpec, parse_spec
 from gradience_hub.errors import ConfigError
 from gradience_hub.policy import Policy
 
 MODEL_TYPES = ("seq-cls", "causal-lm")
 DTYPES = ("float32", "bfloat16", "float16", "auto")
-TASK_NAMES = ("embedded-sentiment", "sequence-classification", "causal-lm-exact-match")
+# The native tasks. A causal-LM bench has no task kind of its own: it names lm-eval tasks in
+# task.lm_eval (gradience_hub/bench/lm_eval.py) and task.name is only its display name.
+TASK_NAMES = ("embedded-sentiment", "sequence-classification")
 TASK_METRICS = {
     "embedded-sentiment": ("accuracy",),
     "sequence-classification": ("accuracy",),
-    "causal-lm-exact-match": ("exact_match",),
 }
 TASK_MODEL_TYPE = {
     "embedded-sentiment": "seq-cls",
     "sequence-classification": "seq-cls",
-    "causal-lm-exact-match": "causal-lm",
 }
 SUGGESTED_VARIANTS = ("uniform_median", "uniform_p90", "per_layer")
 PROTOCOLS = ("posthoc", "retrain")
@@ -205,9 +206,16 @@ class TaskConfig:
     ``split`` is the evaluation split (the pool every seed samples ``eval_samples`` from) and
     ``train_split`` the training split. A single local csv/jsonl file has no splits: it is
     split deterministically by a hash of each example into train and eval (``eval_fraction``).
+
+    A causal-LM bench evaluates through lm-eval: ``lm_eval`` is the block of
+    :func:`gradience_hub.bench.lm_eval.parse_spec` (tasks, include_path, metric, ...), ``name``
+    any display name, and ``train`` (retrain only) a datasets id or a local JSONL/CSV file of
+    ``prompt_field`` / ``answer_field`` rows, ``prompt_template`` applied to the prompt.
     """
 
     name: str
+    lm_eval: dict[str, Any] | None = None
+    train: str | None = None
     dataset: str | None = None
     dataset_config: str | None = None
     split: str = "validation"
@@ -221,26 +229,15 @@ class TaskConfig:
     eval_samples: int = 200
     train_samples: int | None = None
     eval_fraction: float = 0.2
-    max_new_tokens: int = 256
     valence_threshold: float = 1.5
 
     _docs: ClassVar[dict[str, str]] = {"name": "one of " + ", ".join(TASK_NAMES)}
 
     def __post_init__(self) -> None:
-        self.name = _str(self.name, "task.name", TASK_NAMES)
-        self.dataset = _opt_str(self.dataset, "task.dataset")
-        if self.name == "embedded-sentiment":
-            if self.dataset is not None:
-                raise _fail(
-                    "task.dataset", "absent for embedded-sentiment (its data is built in)", None
-                )
-        elif self.dataset is None:
-            raise ConfigError(
-                f"bench config: missing required key task.dataset (task {self.name})",
-                hint="set task.dataset to a datasets id (e.g. glue) or a local .csv/.jsonl file",
-                key="task.dataset",
-            )
-        self.dataset_config = _opt_str(self.dataset_config, "task.dataset_config")
+        if self.lm_eval is not None:
+            self._check_lm_eval()
+        else:
+            self._check_native()
         for name in (
             "split",
             "train_split",
@@ -255,18 +252,69 @@ class TaskConfig:
             raise _fail(
                 "task.prompt_template", "a string containing {prompt}", self.prompt_template
             )
-        metrics = TASK_METRICS[self.name]
-        self.metric = (
-            metrics[0] if self.metric is None else _str(self.metric, "task.metric", metrics)
-        )
         self.eval_samples = _int(self.eval_samples, "task.eval_samples", 1)
         if self.train_samples is not None:
             self.train_samples = _int(self.train_samples, "task.train_samples", 1)
         self.eval_fraction = _float(self.eval_fraction, "task.eval_fraction", 0.0, 1.0, True)
         if self.eval_fraction >= 1.0:
             raise _fail("task.eval_fraction", "a number in (0, 1)", self.eval_fraction)
-        self.max_new_tokens = _int(self.max_new_tokens, "task.max_new_tokens", 1)
         self.valence_threshold = _float(self.valence_threshold, "task.valence_threshold", 0.0)
+
+    @property
+    def engine(self) -> str:
+        """The evaluation engine (gradience_hub.bench.evaluate.EVALUATORS): ``lm-eval`` for a
+        task.lm_eval bench, else ``native``."""
+        return "lm-eval" if self.lm_eval is not None else "native"
+
+    def _check_lm_eval(self) -> None:
+        """An lm-eval task: data and metric come from lm-eval; the block is checked by
+        BenchConfig (include_path is relative to the config file)."""
+        self.name = _str(self.name, "task.name")
+        for key, why in (
+            (
+                "dataset",
+                "the evaluation docs come from the lm-eval tasks; training data go in task.train",
+            ),
+            ("metric", "the metric is task.lm_eval.metric"),
+        ):
+            if getattr(self, key) is not None:
+                raise ConfigError(
+                    f"bench config: task.{key} is not used with task.lm_eval",
+                    hint=f"remove task.{key}: {why}",
+                    key=f"task.{key}",
+                )
+        self.dataset_config = _opt_str(self.dataset_config, "task.dataset_config")
+        self.train = _opt_str(self.train, "task.train")
+
+    def _check_native(self) -> None:
+        try:
+            self.name = _str(self.name, "task.name", TASK_NAMES)
+        except ConfigError as err:
+            err.hint = "causal-LM benches use any name with a task.lm_eval block (lm-eval tasks)"
+            raise
+        if self.train is not None:
+            raise ConfigError(
+                "bench config: task.train is only used with task.lm_eval (causal-LM benches)",
+                hint="native tasks train on task.dataset's task.train_split",
+                key="task.train",
+            )
+        self.dataset = _opt_str(self.dataset, "task.dataset")
+        if self.name == "embedded-sentiment":
+            if self.dataset is not None:
+                raise _fail(
+                    "task.dataset", "absent for embedded-sentiment (its data is built in)", None
+                )
+        elif self.dataset is None:
+            raise ConfigError(
+                f"bench config: missing required key task.dataset (task {self.name})",
+                hint="set task.dataset to a datasets id (e.g. glue) or a local .csv/.jsonl file",
+                key="task.dataset",
+            )
+        self.dataset_config = _opt_str(self.dataset_config, "task.dataset_config")
+        metrics = TASK_METRICS[self.name]
+        self.metric = (
+            metrics[0] if self.metric is None else _str(self.metric, "task.metric", metrics)
+        )
 
 
 @dataclass
@@ -474,9 +522,30 @@ class BenchConfig:
         self.seeds = parse_seeds(self.seeds, "seeds")
         if self.protocol is not None:
             self.protocol = _str(self.protocol, "protocol", PROTOCOLS)
-        expected = TASK_MODEL_TYPE[self.task.name]
-        if self.model.type != expected:
-            raise _fail("model.type", f"{expected} for task {self.task.name}", self.model.type)
+        if self.task.lm_eval is not None:
+            if self.model.type != "causal-lm":
+                raise _fail("model.type", "causal-lm for a task.lm_eval bench", self.model.type)
+            spec = self.lm_eval_spec()  # the block's checks, now that the config's folder is known
+            assert spec is not None
+            self.task.metric = spec.metric  # what the record names
+        elif self.model.type != TASK_MODEL_TYPE[self.task.name]:
+            err = _fail(
+                "model.type",
+                f"{TASK_MODEL_TYPE[self.task.name]} for task {self.task.name}",
+                self.model.type,
+            )
+            if self.model.type == "causal-lm":
+                err.hint = "a causal-LM bench names lm-eval tasks in task.lm_eval, see " + (
+                    "examples/lm-eval/"
+                )
+            raise err
+
+    def lm_eval_spec(self) -> LmEvalSpec | None:
+        """The parsed ``task.lm_eval`` block (include_path resolved against the config's
+        folder), or None for a native task."""
+        if self.task.lm_eval is None:
+            return None
+        return parse_spec(self.task.lm_eval, self.path.parent if self.path else None)
 
     def require_training(self, why: str) -> tuple[LoraSettings, TrainConfig]:
         """The ``lora`` and ``train`` sections, or a ConfigError naming the missing one."""

@@ -7,9 +7,8 @@ examples ``ids`` and returns one boolean per id. The cells store these, the poli
 example by example (adapter vs variant, adapter vs base) and each seed's sample is read from
 them. :func:`evaluator_for` picks the evaluator of a config; :func:`evaluate` is the native one
 (batched, under ``torch.inference_mode``, with a tqdm bar): classification predicts the argmax
-label, generation decodes greedily and compares final numbers
-(:func:`gradience_hub.bench.tasks.exact_match`). Another engine (lm-eval for causal LMs) plugs
-in by returning the same mapping.
+label. Causal-LM tasks are scored by lm-eval (``lm-eval``:
+:func:`gradience_hub.bench.lm_eval.evaluate_pool`), which returns the same mapping.
 """
 
 from __future__ import annotations
@@ -18,8 +17,9 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from gradience_hub.bench.config import BenchConfig
-from gradience_hub.bench.tasks import TaskData, exact_match
-from gradience_hub.bench.train import LoadedModel, prompt_ids
+from gradience_hub.bench.lm_eval import evaluate_pool
+from gradience_hub.bench.tasks import TaskData
+from gradience_hub.bench.train import LoadedModel
 
 ExampleCorrectness = dict[int, bool]
 
@@ -50,31 +50,22 @@ def evaluate(
     progress: bool = False,
     desc: str = "eval",
 ) -> ExampleCorrectness:
-    """The native evaluator: score the pool examples ``ids`` (each once)."""
+    """The native evaluator (classification): score the pool examples ``ids`` (each once)."""
     ids = list(dict.fromkeys(int(i) for i in ids))
     examples = task.eval_examples(ids)
     batch_size = config.train.eval_batch_size if config.train else 64
     max_length = config.train.max_length if config.train else 512
-    if task.kind == "classification":
-        correct = _eval_classification(
-            model.model, model.tokenizer, examples, batch_size, max_length, device, progress, desc
-        )
-    else:
-        correct = _eval_generation(
-            model.model,
-            model.tokenizer,
-            examples,
-            min(batch_size, 16),
-            config.task.max_new_tokens,
-            device,
-            progress,
-            desc,
-        )
+    correct = _eval_classification(
+        model.model, model.tokenizer, examples, batch_size, max_length, device, progress, desc
+    )
     return dict(zip(ids, (bool(c) for c in correct), strict=True))
 
 
-# Evaluation engines by name; a config picks one with evaluator_for.
-EVALUATORS: dict[str, Callable[..., ExampleCorrectness]] = {"native": evaluate}
+# Evaluation engines by name (TaskConfig.engine); a config picks one with evaluator_for.
+EVALUATORS: dict[str, Callable[..., ExampleCorrectness]] = {
+    "native": evaluate,
+    "lm-eval": evaluate_pool,
+}
 
 
 def evaluator_for(config: BenchConfig) -> Evaluator:
@@ -111,44 +102,4 @@ def _eval_classification(
             ).to(device)
             pred = model(**enc).logits.argmax(dim=-1).tolist()
             correct += [int(p == examples[i]["label"]) for p, i in zip(pred, batch, strict=True)]
-    return correct
-
-
-def _eval_generation(
-    model: Any,
-    tokenizer: Any,
-    examples: list[dict[str, Any]],
-    batch_size: int,
-    max_new_tokens: int,
-    device: str,
-    progress: bool,
-    desc: str,
-) -> list[int]:
-    import torch
-    from tqdm.auto import tqdm
-
-    correct: list[int] = []
-    pad = tokenizer.pad_token_id
-    with torch.inference_mode():
-        for batch in tqdm(
-            _batches(len(examples), batch_size), desc=desc, disable=not progress, leave=False
-        ):
-            # The prompts exactly as in training, left-padded so each ends where
-            # generation starts.
-            ids = [prompt_ids(tokenizer, examples[i]["prompt"]) for i in batch]
-            width = max(len(x) for x in ids)
-            input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=device)
-            mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=device)
-            out = model.generate(
-                input_ids=input_ids,
-                attention_mask=mask,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=pad,
-            )
-            texts = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
-            correct += [
-                int(exact_match(t, examples[i]["answer"]))
-                for t, i in zip(texts, batch, strict=True)
-            ]
     return correct

@@ -1,6 +1,6 @@
 """Bench tasks: training examples, an evaluation pool, a metric and per-example correctness.
 
-Three tasks (``task.name`` in the config):
+Two native tasks (``task.name`` in the config) and lm-eval tasks for causal LMs:
 
 ``embedded-sentiment``
     Needs no network and no dataset download. The model is MiniLM-L6 (the weights bundled in
@@ -20,11 +20,12 @@ Three tasks (``task.name`` in the config):
     embedded task). ``text_field`` and ``label_field`` name the columns; labels may be integers
     or strings (strings are numbered in sorted order); the number of labels is inferred.
 
-``causal-lm-exact-match``
-    ``prompt_field`` and ``answer_field`` (GSM8K: ``question`` and ``answer``). The prompt is
-    ``prompt_template.format(prompt=...)``; training learns the answer after the prompt;
-    evaluation generates greedily and compares the last number of the generation with the
-    last number of the reference answer (:func:`final_number`), exact match.
+``task.lm_eval`` (causal-LM benches)
+    The evaluation pool is the docs of lm-eval tasks, scored by lm-eval's own metric and
+    filter (:mod:`gradience_hub.bench.lm_eval`). Training (retrain) reads ``task.train``, a
+    datasets id (``train_split``) or a local .csv/.jsonl/.json file, whose ``prompt_field`` /
+    ``answer_field`` rows become ``prompt_template.format(prompt=...)`` and the answer that
+    follows it (the loss covers the answer only).
 
 Each seed evaluates its own sample of ``eval_samples`` examples from the pool
 (:func:`eval_indices`), so the spread over seeds includes evaluation noise.
@@ -55,14 +56,12 @@ TEMPLATES = (
     "everyone said it was {word}.",
 )
 
-# The last number in a text: optional minus, digits with thousands commas, optional decimals.
-NUMBER = re.compile(r"-?\d[\d,]*\.?\d*")
-
 
 @dataclass
 class TaskData:
     """A loaded task. Examples are dicts: ``{"text", "label"}`` for classification,
-    ``{"prompt", "answer"}`` for generation."""
+    ``{"prompt", "answer"}`` for training a causal LM and ``{"task", "doc_id"}`` for its
+    lm-eval pool (``lm_eval`` holds the loaded lm-eval tasks)."""
 
     name: str
     metric: str
@@ -73,6 +72,7 @@ class TaskData:
     label_names: list[str] | None = None
     description: str = ""
     warnings: list[str] = field(default_factory=list)
+    lm_eval: Any = None
 
     def eval_examples(self, indices: list[int]) -> list[dict[str, Any]]:
         """The pool examples at ``indices``."""
@@ -104,32 +104,6 @@ def _hash_fraction(text: str, salt: str = "") -> float:
 def is_eval(text: str, eval_fraction: float) -> bool:
     """The fixed train/eval assignment of an example by a hash of its text."""
     return _hash_fraction(text) < eval_fraction
-
-
-# --------------------------------------------------------------------------- answers
-
-
-def final_number(text: str) -> str | None:
-    """The last number in ``text``, normalised (``"1,234.50"`` -> ``"1234.5"``), or None.
-
-    GSM8K answers end in ``#### 72`` and models tend to end with the result, so the last
-    match of ``-?\\d[\\d,]*\\.?\\d*`` is the answer in both.
-    """
-    matches = NUMBER.findall(text)
-    if not matches:
-        return None
-    s = matches[-1].replace(",", "").rstrip(".")
-    if "." in s:
-        s = s.rstrip("0").rstrip(".")
-    if s in ("-0", ""):
-        s = "0"
-    return s
-
-
-def exact_match(prediction: str, reference: str) -> bool:
-    """True when both texts end in the same number (and the reference has one)."""
-    ref = final_number(reference)
-    return ref is not None and final_number(prediction) == ref
 
 
 # --------------------------------------------------------------------------- embedded task
@@ -281,27 +255,31 @@ def _split_rows(
         for row in rows:
             (pool if is_eval(str(row.get(field_name)), task.eval_fraction) else train).append(row)
         return train, pool
+    source = str(local) if local is not None else task.dataset
+
+    def load(split: str) -> list[dict[str, Any]]:
+        return _load_split(source, task.dataset_config, split, "task.dataset")
+
+    return (load(task.train_split) if need_train else []), load(task.split)
+
+
+def _load_split(source: str, name: str | None, split: str, key: str) -> list[dict[str, Any]]:
+    """One split of a datasets id or local dataset directory, as rows."""
     try:
         import datasets
     except ImportError:
         raise MissingExtraError("datasets") from None
-
-    source = str(local) if local is not None else task.dataset
-
-    def load(split: str) -> list[dict[str, Any]]:
-        try:
-            ds = datasets.load_dataset(source, task.dataset_config, split=split)
-        except Exception as exc:  # datasets raises many types (FileNotFound, ConnectionError..)
-            raise ConfigError(
-                f"cannot load dataset {task.dataset!r} split {split!r}: "
-                f"{type(exc).__name__}: {exc}".splitlines()[0],
-                hint="check task.dataset / task.dataset_config / the split names; Hub datasets "
-                "need network access or a local cache",
-                key="task.dataset",
-            ) from None
-        return [dict(row) for row in ds]
-
-    return (load(task.train_split) if need_train else []), load(task.split)
+    try:
+        ds = datasets.load_dataset(source, name, split=split)
+    except Exception as exc:  # datasets raises many types (FileNotFound, ConnectionError..)
+        raise ConfigError(
+            f"cannot load dataset {source!r} split {split!r}: "
+            f"{type(exc).__name__}: {exc}".splitlines()[0],
+            hint=f"check {key} / task.dataset_config / the split names; Hub datasets "
+            "need network access or a local cache",
+            key=key,
+        ) from None
+    return [dict(row) for row in ds]
 
 
 def _label_ids(rows: list[dict[str, Any]], label_field: str) -> tuple[list[int], list[str] | None]:
@@ -383,59 +361,67 @@ def sequence_classification(
     )
 
 
-def causal_lm_exact_match(
-    task: TaskConfig, config: BenchConfig | None, need_train: bool
-) -> TaskData:
-    """Prompt -> answer generation scored by final-number exact match."""
-    train_rows, eval_rows = _split_rows(task, config, need_train, task.prompt_field)
-    out: list[list[dict[str, Any]]] = []
-    for rows in (train_rows, eval_rows):
-        examples = []
-        for row in rows:
-            for name in (task.prompt_field, task.answer_field):
-                if name not in row:
-                    raise ConfigError(
-                        f"dataset has no field '{name}' (fields: {', '.join(row)})",
-                        hint="set task.prompt_field / task.answer_field",
-                        key="task.prompt_field"
-                        if name == task.prompt_field
-                        else "task.answer_field",
-                    )
-            examples.append(
-                {
-                    "prompt": task.prompt_template.format(prompt=row[task.prompt_field]),
-                    "answer": str(row[task.answer_field]),
-                }
-            )
-        out.append(examples)
-    train, pool = out
-    if task.train_samples is not None:
-        train = train[: task.train_samples]
-    if not pool:
+def causal_lm_train(task: TaskConfig, config: BenchConfig | None) -> list[dict[str, Any]]:
+    """``task.train`` as ``{"prompt", "answer"}`` training examples (see the module
+    docstring)."""
+    if task.train is None:
         raise ConfigError(
-            f"dataset {task.dataset} gives no evaluation examples",
-            hint="check task.split",
-            key="task.split",
+            "bench config: training a causal-LM adapter needs task.train",
+            hint="set task.train to a datasets id or a local .jsonl file of prompt/answer rows",
+            key="task.train",
         )
+    local = resolve_path(task.train, config)
+    if local is not None and local.is_file():
+        rows = _read_local_file(local, "task.train")
+    else:
+        source = str(local) if local is not None else task.train
+        rows = _load_split(source, task.dataset_config, task.train_split, "task.train")
+    examples = []
+    for row in rows:
+        for name in (task.prompt_field, task.answer_field):
+            if name not in row:
+                raise ConfigError(
+                    f"task.train has no field '{name}' (fields: {', '.join(row)})",
+                    hint="set task.prompt_field / task.answer_field",
+                    key="task.prompt_field" if name == task.prompt_field else "task.answer_field",
+                )
+        examples.append(
+            {
+                "prompt": task.prompt_template.format(prompt=row[task.prompt_field]),
+                "answer": str(row[task.answer_field]),
+            }
+        )
+    return examples[: task.train_samples] if task.train_samples is not None else examples
+
+
+def lm_eval_task(config: BenchConfig, need_train: bool) -> TaskData:
+    """A causal-LM task: lm-eval's docs as the eval pool, ``task.train`` to train on."""
+    from gradience_hub.bench.lm_eval import load_tasks
+
+    spec = config.lm_eval_spec()
+    assert spec is not None
+    tasks = load_tasks(spec, progress=False)
+    train = causal_lm_train(config.task, config) if need_train else []
     return TaskData(
-        name=task.name,
-        metric=task.metric or "exact_match",
+        name=config.task.name,
+        metric=tasks.metric,
         kind="generation",
         train=train,
-        eval_pool=pool,
-        description=f"{task.dataset}: {len(train)} train / {len(pool)} eval examples",
+        eval_pool=[{"task": t, "doc_id": d} for t, d in tasks.pool],
+        description=tasks.describe() + (f"; {len(train)} train examples" if need_train else ""),
+        lm_eval=tasks,
     )
 
 
 def load_task(config: BenchConfig, need_train: bool = True) -> TaskData:
     """Load the config's task; the training split only when ``need_train``."""
     task = config.task
-    if task.name == "embedded-sentiment":
+    if task.lm_eval is not None:
+        data = lm_eval_task(config, need_train)
+    elif task.name == "embedded-sentiment":
         data = embedded_sentiment(task)
-    elif task.name == "sequence-classification":
-        data = sequence_classification(task, config, need_train)
     else:
-        data = causal_lm_exact_match(task, config, need_train)
+        data = sequence_classification(task, config, need_train)
     if need_train and not data.train:
         raise ConfigError(
             f"task {task.name} has no training examples",
