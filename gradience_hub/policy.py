@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,6 +79,24 @@ TEST_SIGN = "sign-test-seeds"
 def status_exit_code(status: str) -> int:
     """The process exit code of a bench status: 0 for PASS, 1 for FAIL and INCONCLUSIVE."""
     return 0 if status == PASS else 1
+
+
+def status_of(bench: dict[str, Any] | None) -> str:
+    """The status a published result shows: AUDIT without a bench, else the record's status
+    (an unknown one counts as FAIL: a record never passes by being unreadable)."""
+    if bench is None:
+        return AUDIT
+    status = str(bench.get("status", "")).upper()
+    return status if status in RECORD_STATUSES else FAIL
+
+
+def overall_status(statuses: Iterable[str]) -> str:
+    """The worst of several results' statuses: ERROR, FAIL, INCONCLUSIVE, PASS, then AUDIT."""
+    present = set(statuses)
+    for status in (ERROR, FAIL, INCONCLUSIVE, PASS):
+        if status in present:
+            return status
+    return AUDIT
 
 
 def is_failing(status: str) -> bool:

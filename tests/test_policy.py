@@ -259,3 +259,16 @@ def test_policy_reads_numeric_strings_and_replaces() -> None:
     }
     kept = Policy(max_drop=0.05, seed_max_drop=0.02).replace(max_drop=0.04)
     assert kept.seed_tolerance == 0.02
+
+
+def test_published_status_and_the_worst_of_several() -> None:
+    from gradience_hub.policy import overall_status, status_of
+
+    assert status_of(None) == "AUDIT"
+    assert status_of({"status": "INCONCLUSIVE"}) == "INCONCLUSIVE"
+    assert status_of({"status": "pass"}) == "PASS"
+    assert status_of({"status": "forged"}) == "FAIL"
+    assert overall_status(["PASS", "INCONCLUSIVE", "AUDIT"]) == "INCONCLUSIVE"
+    assert overall_status(["PASS", "INCONCLUSIVE", "FAIL"]) == "FAIL"
+    assert overall_status(["ERROR", "FAIL"]) == "ERROR"
+    assert overall_status(["AUDIT"]) == "AUDIT" and overall_status([]) == "AUDIT"

@@ -48,6 +48,7 @@ from gradience_hub.errors import (
     GradienceError,
 )
 from gradience_hub.output import emit_command
+from gradience_hub.policy import ERROR, FAIL, is_failing, overall_status, status_of
 from gradience_hub.publish.markers import COMMENT_MARKER
 
 REPORT_DIR = "gradience-report"
@@ -66,7 +67,7 @@ class RepoResult:
     """What one repo's run produced (or the error that stopped it)."""
 
     source: str
-    status: str = "ERROR"  # PASS | FAIL | AUDIT | ERROR
+    status: str = ERROR  # one of policy.STATUSES
     audit: dict[str, Any] | None = None
     bench: dict[str, Any] | None = None
     report_dir: Path | None = None
@@ -98,12 +99,6 @@ def _bench_record(path: str | None, max_drop: float | None) -> dict[str, Any] | 
     if max_drop is not None:
         rec = record.with_policy(rec, max_drop=max_drop)
     return rec.to_dict()
-
-
-def _status_of(bench: dict[str, Any] | None) -> str:
-    if bench is None:
-        return "AUDIT"
-    return "PASS" if str(bench.get("status", "")).upper() == "PASS" else "FAIL"
 
 
 def _published_revision(pr_url: str | None, commit_url: str | None, fallback: str) -> str:
@@ -163,7 +158,7 @@ def run_repo(source: str, index: int, settings: Settings, report_dir: Path) -> R
             result.bench = rec.to_dict()
         else:
             result.bench = _bench_record(bench_json, settings.max_drop)
-        result.status = _status_of(result.bench)
+        result.status = status_of(result.bench)
     from gradience_hub._io import write_file
 
     write_file(report_dir / "audit.json", json.dumps(result.audit, indent=2) + "\n", parents=True)
@@ -295,14 +290,6 @@ def _fail_text(result: RepoResult) -> str:
     )
 
 
-def _overall(results: list[RepoResult]) -> str:
-    statuses = {r.status for r in results}
-    for status in ("ERROR", "FAIL", "PASS"):
-        if status in statuses:
-            return status
-    return "AUDIT"
-
-
 def _relative(path: Path, workspace: Path) -> str:
     try:
         return str(path.relative_to(workspace))
@@ -349,9 +336,10 @@ def run(environ: Mapping[str, str], secrets: Secrets) -> int:
     for r in results:
         if r.error is not None:
             channel.annotate("error", f"gradience-hub {settings.mode} failed: {r.source}", r.error)
-        elif r.status == "FAIL":
+        elif is_failing(r.status):
             level = "error" if settings.fail_on == "fail" else "warning"
-            channel.annotate(level, f"gradience-hub: {r.source} FAILs the policy", _fail_text(r))
+            what = "FAILs the policy" if r.status == FAIL else "is INCONCLUSIVE"
+            channel.annotate(level, f"gradience-hub: {r.source} {what}", _fail_text(r))
 
     comment_url, comment_error = "", None
     if settings.comment:
@@ -367,7 +355,7 @@ def run(environ: Mapping[str, str], secrets: Secrets) -> int:
 
     channel.outputs(
         {
-            "status": _overall(results),
+            "status": overall_status(r.status for r in results),
             "utilization": per_repo(lambda r: f"{r.audit['summary']['utilization_mean']:.4f}"),
             "suggested-rank": per_repo(
                 lambda r: str(r.audit["summary"]["suggested_r_global_median"])
@@ -381,7 +369,7 @@ def run(environ: Mapping[str, str], secrets: Secrets) -> int:
     codes = [e.exit_code for e in errors if e is not None]
     if codes:
         return max(codes)
-    if settings.fail_on == "fail" and any(r.status == "FAIL" for r in results):
+    if settings.fail_on == "fail" and any(is_failing(r.status) for r in results):
         return EXIT_FAIL
     return EXIT_OK
 

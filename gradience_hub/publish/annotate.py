@@ -26,6 +26,7 @@ from gradience_hub import _io
 from gradience_hub import adapter as adapter_io
 from gradience_hub.audit import AuditReport, audit_adapter
 from gradience_hub.errors import CardError, GradienceError, HubError, UsageError
+from gradience_hub.policy import status_of
 from gradience_hub.publish.markers import (
     AUDIT_JSON,
     BENCH_JSON,
@@ -58,7 +59,7 @@ _SHA = re.compile(r"^[0-9a-f]{40}$")
 class AnnotateResult:
     """What annotate did (or, with ``dry_run``, would do)."""
 
-    status: str  # "PASS" | "FAIL" | "AUDIT"
+    status: str  # policy.status_of: PASS | FAIL | INCONCLUSIVE | AUDIT
     audit: AuditReport
     bench: dict[str, Any] | None
     target: str  # "pr" | "direct" | "local"
@@ -79,12 +80,6 @@ class _Evidence:
     audit: AuditReport
     bench: dict[str, Any] | None
     bench_md: str | None
-
-
-def _status(bench: dict[str, Any] | None) -> str:
-    if bench is None:
-        return "AUDIT"
-    return "PASS" if bench.get("status") == "PASS" else "FAIL"
 
 
 def _load_bench(bench_json: str, max_drop: float | None) -> tuple[dict[str, Any], str]:
@@ -233,7 +228,7 @@ def _commit_message(evidence: _Evidence) -> tuple[str, str]:
     from gradience_hub.hub import PR_TITLE_PREFIX
 
     s = evidence.audit.summary
-    status = _status(evidence.bench)
+    status = status_of(evidence.bench)
     if evidence.bench is None:
         title = f"{PR_TITLE_PREFIX}: LoRA rank utilization {s.utilization_mean * 100:.1f}%"
     else:
@@ -299,7 +294,7 @@ def _annotate_local(
     files = render_files(evidence, old, template_dir=template_dir)
     changed_paths = [p for p, data in files.items() if current.get(p) != data]
     result = AnnotateResult(
-        status=_status(evidence.bench),
+        status=status_of(evidence.bench),
         audit=evidence.audit,
         bench=evidence.bench,
         target="local",
@@ -459,7 +454,7 @@ def annotate(
         context = {"repo_id": repo, "revision": shown, "repo_url": hub.repo_url(repo)}
         files = render_files(evidence, current, template_dir=template_dir, context=context)
         result = AnnotateResult(
-            status=_status(evidence.bench),
+            status=status_of(evidence.bench),
             audit=evidence.audit,
             bench=evidence.bench,
             target="pr" if create_pr else "direct",
