@@ -33,6 +33,8 @@ _CHOLQR2_MAX_COND = 1e6
 
 def _cholesky_r(gram: np.ndarray) -> np.ndarray | None:
     """Upper-triangular R with R^T R = gram, or None when gram is not numerically SPD."""
+    if not np.isfinite(gram).all():  # overflowed: LAPACK must never see inf (it prints)
+        return None
     try:
         return np.linalg.cholesky(gram).T
     except np.linalg.LinAlgError:
@@ -56,6 +58,17 @@ def r_factor(X: np.ndarray) -> np.ndarray:
     3. LAPACK Householder QR for the rest (rank-deficient or ill-conditioned X, short X).
     """
     X = np.asarray(X, dtype=np.float64)
+    R = _r_factor(X)
+    if np.isfinite(R).all():
+        return R
+    # Entries near float64's range overflow the Gram matrix or R itself: factor X / c for a
+    # power of two c (exact scaling) and scale back; a still-infinite R means the update does not
+    # fit in float64 at all, which the callers report.
+    c = 2.0 ** np.round(np.log2(np.max(np.abs(X))))
+    return c * _r_factor(X / c)
+
+
+def _r_factor(X: np.ndarray) -> np.ndarray:
     n, k = X.shape
     if not X.any():  # an untrained factor (B = 0): R = 0, no factorisation needed
         return np.zeros((k, k))
@@ -82,7 +95,23 @@ def core_matrix(B: np.ndarray, A: np.ndarray, scale: float) -> np.ndarray:
     """The ``r x r`` matrix whose singular values are those of ``scale * B @ A``."""
     R_B = r_factor(B)
     R_A = r_factor(np.asarray(A).T)
-    return float(scale) * (R_B @ R_A.T)
+    with np.errstate(over="ignore", invalid="ignore"):
+        core = float(scale) * (R_B @ R_A.T)
+    return _finite_or_raise(core)
+
+
+# The energy figures sum squared singular values: an update whose entries pass 1e150 would
+# overflow them (and no trained LoRA update comes within a hundred orders of magnitude of it).
+_MAX_CORE = 1e150
+
+
+def _finite_or_raise(core: np.ndarray) -> np.ndarray:
+    """LAPACK prints to stdout (and returns garbage) on inf/NaN input: refuse it first."""
+    if not np.isfinite(core).all() or (core.size and float(np.max(np.abs(core))) > _MAX_CORE):
+        raise OverflowError(
+            "the scaled update B @ A overflows float64 (factors or scale too large)"
+        )
+    return core
 
 
 def lora_singular_values(B: np.ndarray, A: np.ndarray, scale: float) -> np.ndarray:
@@ -108,7 +137,9 @@ def truncated_factors(
     A64 = np.asarray(A, dtype=np.float64)
     Q_B, R_B = np.linalg.qr(B64, mode="reduced")
     Q_A, R_A = np.linalg.qr(A64.T, mode="reduced")
-    U, S, Vh = np.linalg.svd(float(scale) * (R_B @ R_A.T))
+    with np.errstate(over="ignore", invalid="ignore"):
+        core = float(scale) * (R_B @ R_A.T)
+    U, S, Vh = np.linalg.svd(_finite_or_raise(core))
     root = np.sqrt(S[:k])
     B_k = (Q_B @ U[:, :k]) * root
     A_k = (root[:, None] * Vh[:k]) @ Q_A.T

@@ -6,6 +6,7 @@ memory is one module's factors, not the whole adapter.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -116,7 +117,12 @@ def module_type(name: str) -> str:
     """Classify a module name as ``attention``, ``mlp`` or ``other``."""
     parts = [p.lower() for p in name.split(".")]
     leaf = parts[-1] if parts else ""
-    if any(h in parts for h in ("mlp", "ffn", "feed_forward", "intermediate")):
+    # T5's feed-forward block is "DenseReluDense" (wi, wi_0, wi_1, wo): its "wo" is not
+    # the attention output that the same leaf name means elsewhere.
+    if any(
+        h in parts
+        for h in ("mlp", "ffn", "feed_forward", "intermediate", "densereludense", "experts")
+    ):
         return "mlp"
     if any(h == leaf or h in leaf for h in _MLP_HINTS if len(h) > 2) or leaf in _MLP_HINTS:
         return "mlp"
@@ -187,6 +193,28 @@ class _TensorReader:
         return str(sl.get_dtype()).lower()
 
 
+def check_factor(name: str, label: str, X: np.ndarray) -> None:
+    """Refuse factors that are not floating point (int, bool: compress would write garbage) or
+    have no elements (a ``(4, 0)`` factor is no linear map PEFT can build)."""
+    # ml_dtypes' bf16/fp8 have numpy kind "V"; they are floats all the same
+    floating = X.dtype.kind == "f" or X.dtype.name in _LOW_PRECISION_FLOATS
+    if not floating:
+        raise AdapterError(
+            f"module {name}: {label} has dtype {X.dtype.name}; LoRA factors must be floating point",
+            hint="the weights file is not a LoRA adapter PEFT saved; save it again",
+        )
+    if X.size == 0:
+        raise AdapterError(
+            f"module {name}: {label} has shape {tuple(X.shape)} with no elements",
+            hint="the weights file is corrupt or was edited; save the adapter again",
+        )
+
+
+_LOW_PRECISION_FLOATS = frozenset(
+    {"bfloat16", "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz"}
+)
+
+
 def _widen(X: np.ndarray) -> np.ndarray:
     """bf16/fp16/fp8 -> float32, exactly. bf16 is the top half of a float32, so a 16-bit shift
     of the raw bits is exact and ~20x faster than ml_dtypes' element-wise cast."""
@@ -211,18 +239,42 @@ def _load_bin(path: Path) -> dict[str, np.ndarray]:
         # weights_only=True refuses arbitrary pickled objects: a .bin from the Hub is untrusted.
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
+        # torch's refusal is a nine-line essay; its first line names the offending global.
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise AdapterError(
-            f"{path.name} could not be loaded with torch.load(weights_only=True): {exc}",
+            f"{path.name} could not be loaded with torch.load(weights_only=True): {first[:200]}",
             hint="the file is corrupt or contains objects other than tensors; use safetensors",
         ) from None
     if not isinstance(state, dict):
         raise AdapterError(f"{path.name} does not hold a state dict", hint="re-save the adapter")
     out: dict[str, np.ndarray] = {}
     for key, tensor in state.items():
-        if hasattr(tensor, "detach"):
-            t = tensor.detach().cpu()
-            out[key] = t.float().numpy() if t.dtype == torch.bfloat16 else t.numpy()
+        if isinstance(tensor, torch.Tensor):
+            out[str(key)] = _torch_to_numpy(tensor.detach().cpu())
     return out
+
+
+def _torch_to_numpy(t: Any) -> np.ndarray:
+    """A CPU tensor as numpy in the same dtype: bf16 and fp8, which numpy lacks, become their
+    ml_dtypes twins by reinterpreting the bits (exact), so a written-back adapter keeps them."""
+    import ml_dtypes
+    import torch
+
+    twins = {
+        torch.bfloat16: (torch.int16, ml_dtypes.bfloat16),
+        torch.float8_e4m3fn: (torch.int8, ml_dtypes.float8_e4m3fn),
+        torch.float8_e5m2: (torch.int8, ml_dtypes.float8_e5m2),
+    }
+    if t.dtype in twins:
+        as_int, twin = twins[t.dtype]
+        return t.contiguous().view(as_int).numpy().view(twin)
+    try:
+        return t.numpy()
+    except (TypeError, RuntimeError) as exc:
+        raise AdapterError(
+            f"tensor of dtype {t.dtype} cannot be read: {exc}",
+            hint="save the adapter as safetensors",
+        ) from None
 
 
 @dataclass
@@ -300,6 +352,8 @@ class Adapter:
         A = self._reader.get(pair.a_key)
         B = self._reader.get(pair.b_key)
         dtype = str(A.dtype)
+        for label, X in (("lora_A", A), ("lora_B", B)):
+            check_factor(name, label, X)
         A, B = _widen(A), _widen(B)
         if pair.embedding:
             # PEFT: lora_embedding_A is (r, vocab), lora_embedding_B is (dim, r) and the update
@@ -329,6 +383,12 @@ class Adapter:
                     f"module {name}: {label} contains NaN or Inf values",
                     hint="training diverged; retrain or load an earlier checkpoint",
                 )
+        scale = self.config.scale_for(name, r)
+        if not math.isfinite(scale):
+            raise AdapterError(
+                f"module {name}: scale alpha/r = {scale} is not a finite number",
+                hint="fix lora_alpha in adapter_config.json",
+            )
         return LoraModule(
             name=name,
             kind=kind,
@@ -336,7 +396,7 @@ class Adapter:
             B=B,
             r=r,
             alpha=self.config.alpha_for(name),
-            scale=self.config.scale_for(name, r),
+            scale=scale,
             dtype=dtype,
             has_magnitude=name in self.magnitude_modules,
         )

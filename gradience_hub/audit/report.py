@@ -88,7 +88,8 @@ class AuditReport:
 
     def to_json(self) -> str:
         """audit.json text (stable key order, 2-space indent, trailing newline)."""
-        return json.dumps(self.to_dict(), indent=2) + "\n"
+        # allow_nan=False: NaN and Infinity are not JSON; a non-finite figure is a bug, not output
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AuditReport:

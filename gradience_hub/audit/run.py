@@ -7,7 +7,7 @@ import numpy as np
 from gradience_hub import spectral
 from gradience_hub.adapter import Adapter, SourceInfo, load
 from gradience_hub.audit.report import AuditReport, LayerReport, Summary
-from gradience_hub.errors import UsageError
+from gradience_hub.errors import AdapterError, UsageError
 
 
 def _suggest(k: float, cap: int) -> int:
@@ -30,7 +30,13 @@ def audit_adapter(adapter: Adapter, source: SourceInfo, energy: float = 0.9) -> 
     zero_modules: list[str] = []
     mismatched: list[str] = []
     for module in adapter.modules():
-        stats = spectral.analyze(module.B, module.A, module.scale, energy)
+        try:
+            stats = spectral.analyze(module.B, module.A, module.scale, energy)
+        except OverflowError as exc:
+            raise AdapterError(
+                f"module {module.name}: {exc}",
+                hint="the adapter's weights or lora_alpha are corrupt",
+            ) from None
         if stats.is_zero:
             zero_modules.append(module.name)
         configured = config.rank_for(module.name)

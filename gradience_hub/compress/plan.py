@@ -120,8 +120,11 @@ def build_config(original: dict[str, Any], want: Mapping[str, tuple[int, float]]
     Everything else in ``original`` is carried over. Pattern keys are plain module names (as in
     the audit's suggestions), which PEFT matches with ``(.*\\.)?(key)$``: a name can also match a
     module whose name ends with ``.<name>``, and ``.`` matches any character. When that would give
-    any module the wrong value, every module is listed with a regex-escaped key, longest first,
-    so each module's own key is the first that matches it.
+    any module the wrong value, every module is listed under its full name, regex-escaped and
+    anchored with ``^``: in ``(.*\\.)?(^name)$`` the anchor only holds when the optional prefix is
+    empty, so a key matches its own module and no other, whatever order the keys are read in
+    (PEFT re-saves configs with sorted keys). They are also written longest first, in insertion
+    order, so even a reader that ignored the anchor would find each module's own key first.
     """
     names = list(want)
     r = int(_mode([want[n][0] for n in names]))
@@ -130,8 +133,8 @@ def build_config(original: dict[str, Any], want: Mapping[str, tuple[int, float]]
     alpha_pattern = {n: config_number(want[n][1]) for n in names if want[n][1] != alpha}
     if not _patterns_ok(names, r, alpha, rank_pattern, alpha_pattern, want):
         ordered = sorted(names, key=len, reverse=True)
-        rank_pattern = {re.escape(n): int(want[n][0]) for n in ordered}
-        alpha_pattern = {re.escape(n): config_number(want[n][1]) for n in ordered}
+        rank_pattern = {"^" + re.escape(n): int(want[n][0]) for n in ordered}
+        alpha_pattern = {"^" + re.escape(n): config_number(want[n][1]) for n in ordered}
         if not _patterns_ok(names, r, alpha, rank_pattern, alpha_pattern, want):
             raise AdapterError(
                 "cannot express the per-module ranks as a PEFT rank_pattern: module names "

@@ -218,7 +218,7 @@ def compress_adapter(
     if adapter.weights_path.suffix != ".safetensors":
         warnings.append(
             f"{adapter.weights_path.name} was converted to {SAFETENSORS_NAME} "
-            "(bf16 tensors of a .bin file are read as float32)"
+            "(every tensor keeps its dtype)"
         )
 
     config = build_config(adapter.config.raw, want)
@@ -227,9 +227,7 @@ def compress_adapter(
     try:
         from safetensors.numpy import save_file
 
-        (tmp / CONFIG_NAME).write_text(
-            json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8"
-        )
+        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         save_file(tensors, str(tmp / SAFETENSORS_NAME), metadata={"format": "pt"})
         del tensors
         expected = {m.name: (m.r_new, m.scale) for m in rows}
