@@ -598,3 +598,43 @@ def test_bf16_bin_is_written_back_as_bf16(tmp_path: Path) -> None:
     assert {t.dtype for t in got.values()} == {torch.bfloat16}
     key = f"{PEFT_PREFIX}m.v_proj.lora_A.weight"
     assert torch.equal(got[key].view(torch.int16), state[key].view(torch.int16))
+
+
+def test_cli_verify_levels_and_no_torch_by_default(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The CLI's default check is the numpy self-check (no torch import, the speed target);
+    ``--verify peft`` reloads with peft."""
+    src = write_adapter(tmp_path / "src", {"layers.0.q_proj": planted_factors(16, 16, 4)})
+    code = (
+        "import sys\n"
+        "from gradience_hub.cli import main\n"
+        "try:\n"
+        f"    main(['compress', {str(src)!r}, '-o', {str(tmp_path / 'a')!r}, '--rank', '2',"
+        " '--json'])\n"
+        "except SystemExit as e:\n"
+        "    assert not e.code, e.code\n"
+        "print('torch' in sys.modules, 'peft' in sys.modules, file=sys.stderr)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["verified"] == C.VERIFIED_SELF
+    assert proc.stderr.split() == ["False", "False"]
+    rc, text, _ = _run(
+        [
+            "compress",
+            str(src),
+            "-o",
+            str(tmp_path / "b"),
+            "--rank",
+            "2",
+            "--json",
+            "--verify",
+            "peft",
+        ],
+        capsys,
+    )
+    assert rc == 0 and json.loads(text)["verified"] == C.VERIFIED_PEFT_CONFIG

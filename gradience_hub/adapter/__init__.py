@@ -25,6 +25,7 @@ from gradience_hub.adapter.weights import (
     module_type,
     open_adapter,
     strip_prefix,
+    widen,
 )
 
 __all__ = [
@@ -47,4 +48,5 @@ __all__ = [
     "select_adapter",
     "strip_prefix",
     "weights_file",
+    "widen",
 ]

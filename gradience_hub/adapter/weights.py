@@ -215,7 +215,7 @@ _LOW_PRECISION_FLOATS = frozenset(
 )
 
 
-def _widen(X: np.ndarray) -> np.ndarray:
+def widen(X: np.ndarray) -> np.ndarray:
     """bf16/fp16/fp8 -> float32, exactly. bf16 is the top half of a float32, so a 16-bit shift
     of the raw bits is exact and ~20x faster than ml_dtypes' element-wise cast."""
     if X.dtype.name == "bfloat16":
@@ -354,7 +354,7 @@ class Adapter:
         dtype = str(A.dtype)
         for label, X in (("lora_A", A), ("lora_B", B)):
             check_factor(name, label, X)
-        A, B = _widen(A), _widen(B)
+        A, B = widen(A), widen(B)
         if pair.embedding:
             # PEFT: lora_embedding_A is (r, vocab), lora_embedding_B is (dim, r) and the update
             # is (B @ A).T; transposition does not change singular values, keep (B, A).

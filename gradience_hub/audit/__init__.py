@@ -10,7 +10,7 @@ from gradience_hub.audit.report import (
     energy_fields,
     load_audit,
 )
-from gradience_hub.audit.run import audit_adapter, check_energy, run_audit
+from gradience_hub.audit.run import audit_adapter, check_energy, run_audit, suggest_rank
 from gradience_hub.audit.text import format_text, human_count
 
 __all__ = [
@@ -26,4 +26,5 @@ __all__ = [
     "human_count",
     "load_audit",
     "run_audit",
+    "suggest_rank",
 ]

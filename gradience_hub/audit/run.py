@@ -10,7 +10,7 @@ from gradience_hub.audit.report import AuditReport, LayerReport, Summary
 from gradience_hub.errors import AdapterError, UsageError
 
 
-def _suggest(k: float, cap: int) -> int:
+def suggest_rank(k: float, cap: int) -> int:
     """A rank for an energy rank: rounded up to a power of two, at most ``cap``, at least 1."""
     return max(1, min(cap, spectral.next_power_of_two(k)))
 
@@ -61,7 +61,7 @@ def audit_adapter(adapter: Adapter, source: SourceInfo, energy: float = 0.9) -> 
                 sigma_max=stats.sigma_max,
                 fro_norm=stats.fro_norm,
                 singular_values=[float(s) for s in stats.singular_values],
-                suggested_r=_suggest(stats.energy_rank, module.r),
+                suggested_r=suggest_rank(stats.energy_rank, module.r),
             )
         )
     allocated = config.r
@@ -77,8 +77,8 @@ def audit_adapter(adapter: Adapter, source: SourceInfo, energy: float = 0.9) -> 
         energy_threshold=energy,
         energy_rank_p50=p50,
         energy_rank_p90=p90,
-        suggested_r_global_median=_suggest(p50, allocated),
-        suggested_r_global_90=_suggest(p90, allocated),
+        suggested_r_global_median=suggest_rank(p50, allocated),
+        suggested_r_global_90=suggest_rank(p90, allocated),
         effective_rank_mean=float(np.mean([x.effective_rank for x in layers])),
         is_dora=adapter.is_dora,
         base_model=config.base_model,
