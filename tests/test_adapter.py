@@ -306,13 +306,15 @@ def test_plain_keys_match_exactly_as_peft_does() -> None:
 def test_redos_pattern_is_bounded_and_exit_2(tmp_path: Path) -> None:
     import time
 
-    name = "model.layers.0." + "a" * 40 + "!"
+    # unbounded, this backtracks ~fib(80) steps: the test would never finish
+    name = "model.layers.0." + "a" * 80 + "!"
     config = lora_config(r=4, rank_pattern={"(a|aa)+$x": 2})
     write_adapter(tmp_path, {name: planted_factors(8, 8, 4)}, config)
     started = time.perf_counter()
     with pytest.raises(AdapterError, match="regex does not finish") as info:
         ad.open_adapter(tmp_path).config.rank_for(name)
-    assert time.perf_counter() - started < ad.config.PATTERN_BUDGET_S + 1.5
+    # the budget is wall time; the margin is for a loaded machine (regex polls its timeout)
+    assert time.perf_counter() - started < ad.config.PATTERN_BUDGET_S + 8
     assert info.value.exit_code == 2
     # a real (fast) regex key still works through the bounded engine
     write_adapter(

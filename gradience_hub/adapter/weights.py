@@ -22,6 +22,7 @@ from gradience_hub.adapter.config import (
     select_adapter,
     weights_file,
 )
+from gradience_hub.adapter.moe import Expert, experts_of, parameter_names
 from gradience_hub.errors import AdapterError
 
 # Matches PEFT's LoRA tensor names: "<module>.lora_A.weight", "<module>.lora_embedding_B", ...
@@ -91,6 +92,8 @@ class LoraModule:
     scale: float
     dtype: str
     has_magnitude: bool = False
+    # the name peft's rank_pattern/alpha_pattern rule sees (the parameter, for an expert)
+    config_key: str | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -185,6 +188,11 @@ class _TensorReader:
                 f"cannot read tensor {key} from {self.path.name}: {exc}",
                 hint="the file is truncated or corrupt; download or save the adapter again",
             ) from None
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        if self._bin is not None:
+            return tuple(self._bin[key].shape)
+        return tuple(self._st.get_slice(key).get_shape())
 
     def dtype(self, key: str) -> str:
         if self._bin is not None:
@@ -326,6 +334,21 @@ class Adapter:
                 f"{weights.name} holds no LoRA factors (no lora_A/lora_B tensors)",
                 hint="is this a LoRA adapter saved by PEFT?",
             )
+        # peft's target_parameters LoRA: one stacked pair per expert parameter (adapter.moe)
+        self.experts: dict[str, Expert] = {}
+        self._names: list[str] = []
+        wrapped = parameter_names(list(self.pairs), config.raw)
+        for stored, pair in self.pairs.items():
+            if stored not in wrapped:
+                self._names.append(stored)
+                continue
+            assert pair.a_key is not None and pair.b_key is not None
+            rows = self._reader.shape(pair.a_key)[0]
+            cols = self._reader.shape(pair.b_key)[-1]
+            parameter = wrapped[stored]
+            for expert in experts_of(stored, parameter, rows, cols, config.rank_for(parameter)):
+                self.experts[expert.name] = expert
+                self._names.append(expert.name)
 
     @property
     def is_dora(self) -> bool:
@@ -334,8 +357,14 @@ class Adapter:
 
     @property
     def module_names(self) -> list[str]:
-        """LoRA module names in file order (without the ``base_model.model.`` prefix)."""
-        return list(self.pairs)
+        """LoRA module names in file order (without the ``base_model.model.`` prefix); each
+        expert of a ``target_parameters`` pair is its own module, ``<module>.<param>[e]``."""
+        return list(self._names)
+
+    @property
+    def has_experts(self) -> bool:
+        """True when the adapter holds peft ``target_parameters`` (expert) LoRA."""
+        return bool(self.experts)
 
     def tensor(self, key: str) -> np.ndarray:
         """Any tensor of the weights file by its stored key."""
@@ -347,10 +376,18 @@ class Adapter:
 
     def module(self, name: str) -> LoraModule:
         """Read one module's factors, validate them and attach r, alpha and scale."""
-        pair = self.pairs[name]
+        expert = self.experts.get(name)
+        pair = self.pairs[expert.stored if expert else name]
         assert pair.a_key is not None and pair.b_key is not None
         A = self._reader.get(pair.a_key)
         B = self._reader.get(pair.b_key)
+        rule_name = name
+        if expert is not None:
+            # peft's ParamWrapper.get_delta_weight: A (E, r, d_in), B (d_out, r, E)
+            r_e = A.shape[0] // expert.n_experts
+            A = A[expert.index * r_e : (expert.index + 1) * r_e]
+            B = B[:, expert.index :: expert.n_experts]
+            rule_name = expert.parameter
         dtype = str(A.dtype)
         for label, X in (("lora_A", A), ("lora_B", B)):
             check_factor(name, label, X)
@@ -383,7 +420,7 @@ class Adapter:
                     f"module {name}: {label} contains NaN or Inf values",
                     hint="training diverged; retrain or load an earlier checkpoint",
                 )
-        scale = self.config.scale_for(name, r)
+        scale = self.config.scale_for(rule_name, r)
         if not math.isfinite(scale):
             raise AdapterError(
                 f"module {name}: scale alpha/r = {scale} is not a finite number",
@@ -395,15 +432,16 @@ class Adapter:
             A=A,
             B=B,
             r=r,
-            alpha=self.config.alpha_for(name),
+            alpha=self.config.alpha_for(rule_name),
             scale=scale,
             dtype=dtype,
             has_magnitude=name in self.magnitude_modules,
+            config_key=rule_name,
         )
 
     def modules(self) -> Iterator[LoraModule]:
         """Stream modules one at a time (peak memory: one module's factors)."""
-        for name in self.pairs:
+        for name in self._names:
             yield self.module(name)
 
 

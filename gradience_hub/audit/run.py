@@ -39,7 +39,7 @@ def audit_adapter(adapter: Adapter, source: SourceInfo, energy: float = 0.9) -> 
             ) from None
         if stats.is_zero:
             zero_modules.append(module.name)
-        configured = config.rank_for(module.name)
+        configured = config.rank_for(module.config_key or module.name)
         if configured != module.r:
             mismatched.append(f"{module.name} (weights r={module.r}, config r={configured})")
         layers.append(

@@ -143,6 +143,11 @@ def compress_adapter(
     ``base_model_name_or_path`` is used when it resolves locally.
     """
     output_dir = Path(output_dir)
+    if adapter.has_experts:
+        raise UsageError(
+            "compressing target_parameters (expert) LoRA is not supported yet; the audit reads it",
+            hint="audit the adapter per expert with 'gradience-hub audit'",
+        )
     unknown = [] if isinstance(ranks, RankRule) else sorted(set(ranks) - set(adapter.module_names))
     if unknown:
         raise UsageError(
