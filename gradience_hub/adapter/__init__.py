@@ -21,6 +21,7 @@ from gradience_hub.adapter.source import SourceInfo, SourceSpec, load, parse_sou
 from gradience_hub.adapter.weights import (
     Adapter,
     LoraModule,
+    UnreadableModule,
     layer_index,
     module_type,
     open_adapter,
@@ -38,6 +39,7 @@ __all__ = [
     "LoraModule",
     "SourceInfo",
     "SourceSpec",
+    "UnreadableModule",
     "layer_index",
     "list_adapters",
     "load",

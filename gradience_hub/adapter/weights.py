@@ -94,6 +94,7 @@ class LoraModule:
     has_magnitude: bool = False
     # the name peft's rank_pattern/alpha_pattern rule sees (the parameter, for an expert)
     config_key: str | None = None
+    groups: int = 1  # a grouped conv's lora_B groups (B is then block-diagonal)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -102,8 +103,8 @@ class LoraModule:
 
     @property
     def params(self) -> int:
-        """LoRA parameters of this module: ``r * (d_in + d_out)``."""
-        return int(self.A.size + self.B.size)
+        """LoRA parameters of this module as stored: ``r * d_in + r * d_out / groups``."""
+        return int(self.A.size + self.B.size // self.groups)
 
     @property
     def module_type(self) -> str:
@@ -199,6 +200,49 @@ class _TensorReader:
             return str(self._bin[key].dtype)
         sl = self._st.get_slice(key)
         return str(sl.get_dtype()).lower()
+
+
+class UnreadableModule(AdapterError):
+    """One module's factors have a layout this reader does not understand: the audit skips
+    that module with a warning naming it (the rest is still audited)."""
+
+
+def conv_factors(name: str, A: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """peft's conv LoRA (Conv1d/2d/3d) as the matrices of the update it applies, and groups.
+
+    ``lora_A`` is a conv ``(r, c_in, *kernel)`` and ``lora_B`` a pointwise conv
+    ``(c_out, r / groups, 1, ...)`` with the base layer's ``groups``: on flattened input patches
+    the update is ``B_full @ A`` with ``A`` as ``(r, c_in * prod(kernel))`` and ``B_full`` the
+    ``(c_out, r)`` block-diagonal matrix whose block ``j`` (``c_out / g`` rows, ``r / g``
+    columns) is ``lora_B``'s group ``j``: output group ``j`` reads only rank channels of group
+    ``j``. For ``groups = 1`` that is the usual ``B @ A`` of the flattened kernels.
+    """
+    if any(int(d) != 1 for d in B.shape[2:]):
+        raise UnreadableModule(
+            f"module {name}: conv lora_B has kernel {tuple(B.shape[2:])}, not 1 x ... x 1",
+            hint="peft's conv LoRA has a pointwise lora_B; this layout is not supported",
+        )
+    r = A.shape[0]
+    A2 = A.reshape(r, -1)
+    B2 = B.reshape(B.shape[0], -1)
+    per_group = B2.shape[1]
+    if per_group == r:
+        return A2, B2, 1
+    c_out = B2.shape[0]
+    if per_group == 0 or r % per_group or c_out % (r // per_group):
+        raise UnreadableModule(
+            f"module {name}: shapes do not chain: conv lora_B is {tuple(B.shape)} and lora_A is "
+            f"{tuple(A.shape)} (B's channels must be r / groups)",
+            hint="the weights file is corrupt or was edited; save the adapter again",
+        )
+    groups = r // per_group
+    rows = c_out // groups
+    B_full = np.zeros((c_out, r), dtype=B2.dtype)
+    for j in range(groups):
+        B_full[j * rows : (j + 1) * rows, j * per_group : (j + 1) * per_group] = B2[
+            j * rows : (j + 1) * rows
+        ]
+    return A2, B_full, groups
 
 
 def check_factor(name: str, label: str, X: np.ndarray) -> None:
@@ -382,6 +426,7 @@ class Adapter:
         A = self._reader.get(pair.a_key)
         B = self._reader.get(pair.b_key)
         rule_name = name
+        groups = 1
         if expert is not None:
             # peft's ParamWrapper.get_delta_weight: A (E, r, d_in), B (d_out, r, E)
             r_e = A.shape[0] // expert.n_experts
@@ -396,20 +441,19 @@ class Adapter:
             # PEFT: lora_embedding_A is (r, vocab), lora_embedding_B is (dim, r) and the update
             # is (B @ A).T; transposition does not change singular values, keep (B, A).
             kind = "embedding"
-        elif A.ndim == 4 or B.ndim == 4:
+        elif A.ndim >= 3 and A.ndim == B.ndim and A.ndim <= 5:
             kind = "conv"
-            A = A.reshape(A.shape[0], -1)
-            B = B.reshape(B.shape[0], -1)
+            A, B, groups = conv_factors(name, A, B)
         else:
             kind = "linear"
         if A.ndim != 2 or B.ndim != 2:
-            raise AdapterError(
+            raise UnreadableModule(
                 f"module {name}: factors must be matrices, got A{A.shape} B{B.shape}",
                 hint="the weights file is not a LoRA adapter PEFT can load",
             )
         r = A.shape[0]
         if B.shape[1] != r:
-            raise AdapterError(
+            raise UnreadableModule(
                 f"module {name}: shapes do not chain: lora_B is {tuple(B.shape)} and lora_A is "
                 f"{tuple(A.shape)} (B's columns must equal A's rows)",
                 hint="the weights file is corrupt or was edited; save the adapter again",
@@ -437,6 +481,7 @@ class Adapter:
             dtype=dtype,
             has_magnitude=name in self.magnitude_modules,
             config_key=rule_name,
+            groups=groups if kind == "conv" else 1,
         )
 
     def modules(self) -> Iterator[LoraModule]:

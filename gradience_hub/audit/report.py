@@ -91,6 +91,7 @@ class Summary:
     effective_rank_mean: float
     is_dora: bool = False
     base_model: str | None = None
+    skipped_modules: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form: the fields, with gradience 0.11's energy names right after ours when the

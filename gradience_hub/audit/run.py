@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from gradience_hub import spectral
-from gradience_hub.adapter import Adapter, SourceInfo, load
+from gradience_hub.adapter import Adapter, SourceInfo, UnreadableModule, load
 from gradience_hub.audit.report import AuditReport, LayerReport, Summary
 from gradience_hub.errors import AdapterError, UsageError
 
@@ -29,7 +29,13 @@ def audit_adapter(adapter: Adapter, source: SourceInfo, energy: float = 0.9) -> 
     warnings: list[str] = []
     zero_modules: list[str] = []
     mismatched: list[str] = []
-    for module in adapter.modules():
+    skipped: list[str] = []
+    for name in adapter.module_names:
+        try:
+            module = adapter.module(name)
+        except UnreadableModule as exc:
+            skipped.append(exc.message)
+            continue
         try:
             stats = spectral.analyze(module.B, module.A, module.scale, energy)
         except OverflowError as exc:
@@ -64,6 +70,11 @@ def audit_adapter(adapter: Adapter, source: SourceInfo, energy: float = 0.9) -> 
                 suggested_r=suggest_rank(stats.energy_rank, module.r),
             )
         )
+    if not layers:
+        raise AdapterError(
+            skipped[0] if len(skipped) == 1 else f"no module could be read: {skipped[0]}",
+            hint="the weights file is corrupt or was edited; save the adapter again",
+        )
     allocated = config.r
     k = np.array([layer.energy_rank for layer in layers], dtype=np.float64)
     p50 = float(np.percentile(k, 50))
@@ -82,6 +93,7 @@ def audit_adapter(adapter: Adapter, source: SourceInfo, energy: float = 0.9) -> 
         effective_rank_mean=float(np.mean([x.effective_rank for x in layers])),
         is_dora=adapter.is_dora,
         base_model=config.base_model,
+        skipped_modules=len(skipped),
     )
     if zero_modules and len(zero_modules) == len(layers):
         warnings.append(
@@ -98,6 +110,8 @@ def audit_adapter(adapter: Adapter, source: SourceInfo, energy: float = 0.9) -> 
             "DoRA adapter: audited on its directional update B·A; the learned magnitude vector "
             "is not part of the spectrum"
         )
+    for reason in skipped:
+        warnings.append(f"skipped, not audited: {reason}")
     if mismatched:
         more = f" and {len(mismatched) - 1} more" if len(mismatched) > 1 else ""
         warnings.append(f"rank mismatch with adapter_config.json: {mismatched[0]}{more}")

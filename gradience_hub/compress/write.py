@@ -166,6 +166,12 @@ def compress_adapter(
         pair = adapter.pairs[module.name]
         assert pair.a_key is not None and pair.b_key is not None
         f: spectral.FactoredSVD | None = None
+        if module.groups > 1:
+            raise UsageError(
+                f"module {module.name}: compressing a grouped conv LoRA (groups={module.groups}) "
+                "is not supported: its truncation is not a grouped conv",
+                hint="the audit reads it; compress adapters without grouped conv LoRA",
+            )
         if isinstance(ranks, RankRule):
             if ranks.needs_spectrum:
                 f = _factored(module)
