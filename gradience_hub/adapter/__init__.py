@@ -25,6 +25,7 @@ from gradience_hub.adapter.weights import (
     layer_index,
     module_type,
     open_adapter,
+    open_lora_file,
     strip_prefix,
     widen,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "load",
     "module_type",
     "open_adapter",
+    "open_lora_file",
     "parse_source",
     "read_config",
     "select_adapter",

@@ -18,10 +18,12 @@ import numpy as np
 from gradience_hub.adapter.config import (
     PEFT_PREFIX,
     AdapterConfig,
+    list_adapters,
     read_config,
     select_adapter,
     weights_file,
 )
+from gradience_hub.adapter.lorafile import PEFT, FileLayout, detect, layout_for, lora_files
 from gradience_hub.adapter.moe import Expert, experts_of, parameter_names
 from gradience_hub.errors import AdapterError
 
@@ -190,6 +192,12 @@ class _TensorReader:
                 hint="the file is truncated or corrupt; download or save the adapter again",
             ) from None
 
+    def metadata(self) -> dict[str, str]:
+        """The safetensors header's ``__metadata__`` (empty for .bin)."""
+        if self._st is None:
+            return {}
+        return dict(self._st.metadata() or {})
+
     def shape(self, key: str) -> tuple[int, ...]:
         if self._bin is not None:
             return tuple(self._bin[key].shape)
@@ -342,15 +350,34 @@ class Adapter:
     Iterate :meth:`modules` to stream one :class:`LoraModule` at a time.
     """
 
-    def __init__(self, directory: Path, config: AdapterConfig, weights: Path) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        config: AdapterConfig,
+        weights: Path,
+        layout: FileLayout | None = None,
+        reader: _TensorReader | None = None,
+    ) -> None:
         self.directory = directory
         self.config = config
         self.weights_path = weights
-        self._reader = _TensorReader(weights)
+        self.layout = layout
+        self._reader = reader or _TensorReader(weights)
         self.pairs: dict[str, _Pair] = {}
         self.magnitude_modules: set[str] = set()
         self.other_keys: list[str] = []
         for key in self._reader.names():
+            if layout is not None:
+                found = layout.match(key)
+                if found is None:
+                    self.other_keys.append(key)
+                    continue
+                pair = self.pairs.setdefault(found[0], _Pair())
+                if found[1] == "A":
+                    pair.a_key = key
+                else:
+                    pair.b_key = key
+                continue
             m = _LORA_KEY.match(key)
             if m and not key.endswith(".bias"):
                 name = strip_prefix(m.group("module"))
@@ -393,6 +420,38 @@ class Adapter:
             for expert in experts_of(stored, parameter, rows, cols, config.rank_for(parameter)):
                 self.experts[expert.name] = expert
                 self._names.append(expert.name)
+
+    @property
+    def format(self) -> str:
+        """``peft``, ``kohya`` or ``diffusers``: the layout the weights were read in."""
+        return self.layout.name if self.layout is not None else "peft"
+
+    def _file_scale(self, name: str, r: int) -> tuple[float, float]:
+        """(alpha, scale) of a kohya/diffusers module (adapter.lorafile's rules)."""
+        assert self.layout is not None
+        key = self.layout.alphas.get(name)
+        if key is not None:
+            alpha_arr = widen(self._reader.get(key))
+            if alpha_arr.size != 1 or not np.isfinite(alpha_arr).all():
+                raise AdapterError(
+                    f"module {name}: {key} must be one finite number, got shape {alpha_arr.shape}",
+                    hint="the LoRA file is corrupt; save it again",
+                )
+            alpha = float(alpha_arr.reshape(-1)[0])
+            return alpha, alpha / r
+        meta = self.layout.component_config(name)
+        if meta:
+            rule = AdapterConfig(
+                raw=meta,
+                r=r,
+                lora_alpha=float(meta.get("lora_alpha", r)),
+                use_rslora=bool(meta.get("use_rslora", False)),
+                rank_pattern=dict(meta.get("rank_pattern") or {}),
+                alpha_pattern=dict(meta.get("alpha_pattern") or {}),
+            )
+            inner = name.split(".", 1)[1] if "." in name else name
+            return rule.alpha_for(inner), rule.scale_for(inner, r)
+        return float(r), 1.0
 
     @property
     def is_dora(self) -> bool:
@@ -464,7 +523,10 @@ class Adapter:
                     f"module {name}: {label} contains NaN or Inf values",
                     hint="training diverged; retrain or load an earlier checkpoint",
                 )
-        scale = self.config.scale_for(rule_name, r)
+        if self.layout is not None:
+            alpha, scale = self._file_scale(name, r)
+        else:
+            alpha, scale = self.config.alpha_for(rule_name), self.config.scale_for(rule_name, r)
         if not math.isfinite(scale):
             raise AdapterError(
                 f"module {name}: scale alpha/r = {scale} is not a finite number",
@@ -476,7 +538,7 @@ class Adapter:
             A=A,
             B=B,
             r=r,
-            alpha=self.config.alpha_for(rule_name),
+            alpha=alpha,
             scale=scale,
             dtype=dtype,
             has_magnitude=name in self.magnitude_modules,
@@ -490,8 +552,38 @@ class Adapter:
             yield self.module(name)
 
 
+def open_lora_file(path: Path) -> Adapter:
+    """Open a kohya-ss or diffusers LoRA file (no adapter_config.json; adapter.lorafile)."""
+    if path.suffix != ".safetensors":
+        raise AdapterError(
+            f"{path.name}: LoRA files are read as safetensors",
+            hint="pass a .safetensors LoRA file or a PEFT adapter directory",
+        )
+    reader = _TensorReader(path)
+    names = reader.names()
+    kind = detect(names)
+    if kind is None or kind == PEFT:
+        what = "PEFT LoRA tensors but no adapter_config.json" if kind else "no LoRA factors"
+        raise AdapterError(
+            f"{path.name} holds {what}",
+            hint="point SOURCE at a PEFT adapter directory, or a kohya/diffusers LoRA file",
+        )
+    layout = layout_for(path, names, kind, reader.metadata())
+    ranks = [reader.shape(k)[0] for k in names if (m := layout.match(k)) and m[1] == "A"]
+    r = max(set(ranks), key=ranks.count) if ranks else 1
+    config = AdapterConfig(raw={"peft_type": "LORA", "format": kind}, r=r, lora_alpha=float(r))
+    return Adapter(path.parent, config, path, layout=layout, reader=reader)
+
+
 def open_adapter(directory: Path, adapter_name: str | None = None) -> Adapter:
-    """Open the (selected) adapter in a local directory."""
+    """Open the (selected) adapter in a local directory; a directory without
+    adapter_config.json that holds a kohya/diffusers LoRA file opens that file."""
+    if directory.is_file():
+        return open_lora_file(directory)
+    if directory.is_dir() and not list_adapters(directory) and adapter_name is None:
+        files = lora_files(directory)
+        if files:
+            return open_lora_file(files[0])
     chosen = select_adapter(directory, adapter_name)
     config = read_config(chosen)
     return Adapter(chosen, config, weights_file(chosen))

@@ -92,6 +92,7 @@ class Summary:
     is_dora: bool = False
     base_model: str | None = None
     skipped_modules: int = 0
+    adapter_format: str = "peft"  # peft | kohya | diffusers (adapter.lorafile)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form: the fields, with gradience 0.11's energy names right after ours when the

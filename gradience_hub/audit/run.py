@@ -45,7 +45,11 @@ def audit_adapter(adapter: Adapter, source: SourceInfo, energy: float = 0.9) -> 
             ) from None
         if stats.is_zero:
             zero_modules.append(module.name)
-        configured = config.rank_for(module.config_key or module.name)
+        configured = (
+            config.rank_for(module.config_key or module.name)
+            if adapter.format == "peft"
+            else module.r
+        )
         if configured != module.r:
             mismatched.append(f"{module.name} (weights r={module.r}, config r={configured})")
         layers.append(
@@ -94,6 +98,7 @@ def audit_adapter(adapter: Adapter, source: SourceInfo, energy: float = 0.9) -> 
         is_dora=adapter.is_dora,
         base_model=config.base_model,
         skipped_modules=len(skipped),
+        adapter_format=adapter.format,
     )
     if zero_modules and len(zero_modules) == len(layers):
         warnings.append(

@@ -28,6 +28,7 @@ def format_text(report: AuditReport, layers: bool = False) -> str:
         rule,
         f"Source: {report.source.get('display')}",
         f"Allocated rank: {s.allocated_rank}",
+        *([f"Format: {s.adapter_format} LoRA file"] if s.adapter_format != "peft" else []),
         "",
         "Summary:",
         f"  LoRA params:              {human_count(s.lora_params)}",

@@ -143,6 +143,11 @@ def compress_adapter(
     ``base_model_name_or_path`` is used when it resolves locally.
     """
     output_dir = Path(output_dir)
+    if adapter.format != "peft":
+        raise UsageError(
+            f"compressing {adapter.format} LoRA files is not supported yet; the audit reads them",
+            hint="audit the file with 'gradience-hub audit'",
+        )
     if adapter.has_experts:
         raise UsageError(
             "compressing target_parameters (expert) LoRA is not supported yet; the audit reads it",
