@@ -310,11 +310,11 @@ def test_redos_pattern_is_bounded_and_exit_2(tmp_path: Path) -> None:
     name = "model.layers.0." + "a" * 80 + "!"
     config = lora_config(r=4, rank_pattern={"(a|aa)+$x": 2})
     write_adapter(tmp_path, {name: planted_factors(8, 8, 4)}, config)
-    started = time.perf_counter()
+    started = time.process_time()
     with pytest.raises(AdapterError, match="regex does not finish") as info:
         ad.open_adapter(tmp_path).config.rank_for(name)
-    # the budget is wall time; the margin is for a loaded machine (regex polls its timeout)
-    assert time.perf_counter() - started < ad.config.PATTERN_BUDGET_S + 8
+    # the budget is CPU time (regex's timeout counts CPU seconds), so load does not matter
+    assert time.process_time() - started < ad.config.PATTERN_BUDGET_S + 0.5
     assert info.value.exit_code == 2
     # a real (fast) regex key still works through the bounded engine
     write_adapter(
