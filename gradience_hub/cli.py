@@ -93,6 +93,14 @@ def audit(
 @click.option("--adapter-name", help="Which adapter of a multi-adapter directory.")
 @click.option("--force", is_flag=True, help="Replace a non-empty --output directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON, nothing else.")
+@click.option(
+    "--verify",
+    type=click.Choice(["self", "peft"]),
+    default="self",
+    show_default=True,
+    help="self: numpy re-read of keys, shapes, r and scaling; peft: also load the result with "
+    "peft (needs the bench extra; slower).",
+)
 def compress_command(
     source: str,
     output: str,
@@ -103,6 +111,7 @@ def compress_command(
     adapter_name: str | None,
     force: bool,
     as_json: bool,
+    verify: str,
 ) -> None:
     """Write an SVD-truncated copy of a LoRA adapter (--rank K | --energy T | --per-layer)."""
     if (rank is not None) + (energy is not None) + per_layer != 1:
@@ -120,6 +129,7 @@ def compress_command(
         revision=revision,
         adapter_name=adapter_name,
         force=force,
+        verify=verify == "peft",
     )
     text = json.dumps(result.to_dict(), indent=2) + "\n" if as_json else format_result(result)
     click.echo(text, nl=False)

@@ -33,6 +33,8 @@ _CHOLQR2_MAX_COND = 1e6
 
 def _cholesky_r(gram: np.ndarray) -> np.ndarray | None:
     """Upper-triangular R with R^T R = gram, or None when gram is not numerically SPD."""
+    if not np.isfinite(gram).all():  # overflowed: LAPACK must never see inf (it prints)
+        return None
     try:
         return np.linalg.cholesky(gram).T
     except np.linalg.LinAlgError:
@@ -56,6 +58,17 @@ def r_factor(X: np.ndarray) -> np.ndarray:
     3. LAPACK Householder QR for the rest (rank-deficient or ill-conditioned X, short X).
     """
     X = np.asarray(X, dtype=np.float64)
+    R = _r_factor(X)
+    if np.isfinite(R).all():
+        return R
+    # Entries near float64's range overflow the Gram matrix or R itself: factor X / c for a
+    # power of two c (exact scaling) and scale back; a still-infinite R means the update does not
+    # fit in float64 at all, which the callers report.
+    c = 2.0 ** np.round(np.log2(np.max(np.abs(X))))
+    return c * _r_factor(X / c)
+
+
+def _r_factor(X: np.ndarray) -> np.ndarray:
     n, k = X.shape
     if not X.any():  # an untrained factor (B = 0): R = 0, no factorisation needed
         return np.zeros((k, k))
@@ -82,7 +95,23 @@ def core_matrix(B: np.ndarray, A: np.ndarray, scale: float) -> np.ndarray:
     """The ``r x r`` matrix whose singular values are those of ``scale * B @ A``."""
     R_B = r_factor(B)
     R_A = r_factor(np.asarray(A).T)
-    return float(scale) * (R_B @ R_A.T)
+    with np.errstate(over="ignore", invalid="ignore"):
+        core = float(scale) * (R_B @ R_A.T)
+    return _finite_or_raise(core)
+
+
+# The energy figures sum squared singular values: an update whose entries pass 1e150 would
+# overflow them (and no trained LoRA update comes within a hundred orders of magnitude of it).
+_MAX_CORE = 1e150
+
+
+def _finite_or_raise(core: np.ndarray) -> np.ndarray:
+    """LAPACK prints to stdout (and returns garbage) on inf/NaN input: refuse it first."""
+    if not np.isfinite(core).all() or (core.size and float(np.max(np.abs(core))) > _MAX_CORE):
+        raise OverflowError(
+            "the scaled update B @ A overflows float64 (factors or scale too large)"
+        )
+    return core
 
 
 def lora_singular_values(B: np.ndarray, A: np.ndarray, scale: float) -> np.ndarray:
@@ -93,26 +122,144 @@ def lora_singular_values(B: np.ndarray, A: np.ndarray, scale: float) -> np.ndarr
     return np.linalg.svd(core_matrix(B, A, scale), compute_uv=False)
 
 
+# Relative accuracy budget of the factors compress writes (see `implicit_qr`): 60x below the
+# float32 rounding of a stored factor (6e-8), 2e6x below bf16's.
+_COMPRESS_BUDGET = 1e-9
+
+
+def implicit_qr(
+    X: np.ndarray, budget: float = _COMPRESS_BUDGET
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Thin QR ``X = Q R`` of an ``n x k`` matrix in float64, with ``Q = Y @ T`` kept implicit.
+
+    The Cholesky routes of :func:`r_factor` at BLAS-3 speed, never forming ``Q`` (the callers
+    only apply it to ``k``-column blocks, as ``Y (T M)``):
+
+    1. One Cholesky pass of the column-equilibrated Gram matrix ``D^-1 X^T X D^-1`` (``D`` the
+       column norms): ``Y = X``, ``T = R^-1``. Cholesky's backward error is componentwise
+       relative to ``D`` (van der Sluis), so ``R^T R = X^T X + D F D`` with
+       ``||F|| <= k (n + k + 1) u``, i.e. a multiplicative perturbation of ``R`` of at most
+       ``k (n + k + 1) u / sigma_min(X D^-1)^2``; taken when that is below ``budget``.
+       Column scaling is what trained LoRA factors need: their condition number is mostly the
+       spread of their column norms (a decaying spectrum), not near-dependence.
+    2. CholeskyQR2 while ``cond(X) <= _CHOLQR2_MAX_COND`` (orthogonal to O(u)):
+       ``Y = Q_1 = X R_1^-1``, ``T = R_2^-1``.
+    3. LAPACK Householder QR for the rest (rank-deficient, ill-conditioned or short ``X``):
+       ``Y = Q``, ``T = I``.
+
+    Applying ``Q`` as ``Y (T M)`` instead of an explicit ``Q`` costs at most ``u cond(R)``
+    relative more on routes 1 and 2. Householder QR with an explicit ``Q`` costs several times
+    this on tall factors.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    n, k = X.shape
+    if n >= 2 * k and X.any():
+        G = X.T @ X
+        d = np.sqrt(np.diag(G)) if np.isfinite(G).all() else np.zeros(k)
+        if np.all(d > 0):
+            R_hat = _cholesky_r(G / np.outer(d, d))
+            if R_hat is not None and np.all(np.diag(R_hat) > 0):
+                s_min = float(np.linalg.svd(R_hat, compute_uv=False)[-1])
+                R1 = R_hat * d  # R = R_hat D
+                if k * (n + k + 1) * _EPS / s_min**2 <= budget:
+                    return X, np.linalg.inv(R1), R1
+                if float(np.linalg.cond(R1)) <= _CHOLQR2_MAX_COND:
+                    Q1 = X @ np.linalg.inv(R1)
+                    R2 = _cholesky_r(Q1.T @ Q1)
+                    if R2 is not None and np.all(np.diag(R2) > 0):
+                        return Q1, np.linalg.inv(R2), R2 @ R1
+    Q, R = np.linalg.qr(X, mode="reduced")
+    return np.asarray(Q), np.eye(Q.shape[1]), np.asarray(R)
+
+
+@dataclass(frozen=True)
+class FactoredSVD:
+    """The SVD of ``dW = scale * B @ A`` kept in factored form: ``dW = Q_B U diag(S) Vh Q_A^T``
+    with ``B = Q_B R_B``, ``A^T = Q_A R_A``, ``core = scale R_B R_A^T = U diag(S) Vh`` and the
+    orthonormal bases implicit, ``Q_B = Y_B T_B`` and ``Q_A = Y_A T_A`` (:func:`implicit_qr`).
+
+    :meth:`truncated` gives the best rank-``k`` factors (Eckart-Young), :meth:`error` measures
+    any factors against ``dW``; neither forms the ``d_out x d_in`` product.
+    """
+
+    Y_B: np.ndarray
+    T_B: np.ndarray
+    Y_A: np.ndarray
+    T_A: np.ndarray
+    core: np.ndarray
+    U: np.ndarray
+    S: np.ndarray
+    Vh: np.ndarray
+
+    def truncated(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Balanced best rank-``k`` factors ``B_k = Q_B U_k sqrt(S_k)`` (``d_out x k``) and
+        ``A_k = sqrt(S_k) V_k^T Q_A^T`` (``k x d_in``): ``B_k @ A_k`` is the truncated update
+        (scale included) and both factors carry the same norm, which keeps low-precision
+        storage of either factor equally accurate."""
+        root = np.sqrt(self.S[:k])
+        B_k = self.Y_B @ (self.T_B @ (self.U[:, :k] * root))
+        A_k = (self.T_A @ (self.Vh[:k].T * root)).T @ self.Y_A.T
+        return B_k, A_k
+
+    def core_error(self, k: int) -> float:
+        """``||dW - B_k A_k||_F`` of :meth:`truncated`, measured on the ``r x r`` core: the
+        truncated factors lie in the column spaces of ``Q_B`` and ``Q_A`` by construction, so
+        the residual is ``Q_B (core - U_k S_k V_k^T) Q_A^T``. Computed from the factors, not
+        from ``S``: it agrees with the Eckart-Young value only if the truncation is optimal."""
+        root = np.sqrt(self.S[:k])
+        approx = (self.U[:, :k] * root) @ (root[:, None] * self.Vh[:k])
+        return float(np.linalg.norm(self.core - approx))
+
+    def error(self, B_t: np.ndarray, A_t: np.ndarray) -> float:
+        """``||dW - B_t @ A_t||_F`` for any factors ``B_t`` (``d_out x t``), ``A_t``
+        (``t x d_in``), e.g. the truncated factors rounded to bf16, without the product.
+
+        Split ``B_t = Q_B C + B_perp`` and ``A_t^T = Q_A D + A_perp`` (``B_perp`` orthogonal to
+        ``Q_B``'s columns, ``A_perp`` to ``Q_A``'s). Then ``dW - B_t A_t`` is the sum of
+        ``Q_B (core - C D^T) Q_A^T``, ``-Q_B C A_perp^T``, ``-B_perp D^T Q_A^T`` and
+        ``-B_perp A_perp^T``, which are mutually orthogonal in the Frobenius inner product, so
+        the squared norm is the sum of four terms: an ``r x r`` difference (no cancellation
+        between ``dW`` and its approximation) and three Gram traces of the residual parts
+        (``||X Y||_F^2 = <X^T X, Y Y^T>``). BLAS-3 throughout.
+        """
+        B_t = np.asarray(B_t, dtype=np.float64)
+        A_tT = np.asarray(A_t, dtype=np.float64).T
+        C = self.T_B.T @ (self.Y_B.T @ B_t)
+        D = self.T_A.T @ (self.Y_A.T @ A_tT)
+        # Gram of the residual parts without forming them: B_t^T B_t = C^T C + B_perp^T B_perp
+        # (Q_B orthonormal). The subtraction cancels the part of B_t in Q_B's span; what is
+        # left is rounding-sized (~4e-6 of B_t^T B_t for bf16) and known to ~n u / 4e-6
+        # relative, which is ample: it only enters through the cross terms, reported to four
+        # digits.
+        G_Bp = B_t.T @ B_t - C.T @ C
+        G_Ap = A_tT.T @ A_tT - D.T @ D
+        inner = float(np.sum((self.core - C @ D.T) ** 2))
+        cross = (
+            float(np.sum((C.T @ C) * G_Ap))
+            + float(np.sum(G_Bp * (D.T @ D)))
+            + float(np.sum(G_Bp * G_Ap))
+        )
+        return math.sqrt(inner + max(cross, 0.0))
+
+
+def factored_svd(B: np.ndarray, A: np.ndarray, scale: float) -> FactoredSVD:
+    """:class:`FactoredSVD` of ``scale * B @ A`` from thin QRs of the factors."""
+    Y_B, T_B, R_B = implicit_qr(B)
+    Y_A, T_A, R_A = implicit_qr(np.asarray(A).T)
+    with np.errstate(over="ignore", invalid="ignore"):
+        core = _finite_or_raise(float(scale) * (R_B @ R_A.T))
+    U, S, Vh = np.linalg.svd(core)
+    return FactoredSVD(Y_B=Y_B, T_B=T_B, Y_A=Y_A, T_A=T_A, core=core, U=U, S=S, Vh=Vh)
+
+
 def truncated_factors(
     B: np.ndarray, A: np.ndarray, scale: float, k: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Best rank-``k`` factors of ``dW = scale * B @ A`` (Eckart-Young), balanced.
-
-    Returns ``(B_k, A_k, S)`` with ``B_k = Q_B U_k sqrt(S_k)`` (``d_out x k``) and
-    ``A_k = sqrt(S_k) V_k^T Q_A^T`` (``k x d_in``), so ``B_k @ A_k`` is the truncated update
-    (scale included) and both factors carry the same norm, which keeps low-precision storage
-    of either factor equally accurate. ``S`` is the full spectrum, for error reporting.
-    Uses Householder QR (explicit Q needed), still never the dense product.
-    """
-    B64 = np.asarray(B, dtype=np.float64)
-    A64 = np.asarray(A, dtype=np.float64)
-    Q_B, R_B = np.linalg.qr(B64, mode="reduced")
-    Q_A, R_A = np.linalg.qr(A64.T, mode="reduced")
-    U, S, Vh = np.linalg.svd(float(scale) * (R_B @ R_A.T))
-    root = np.sqrt(S[:k])
-    B_k = (Q_B @ U[:, :k]) * root
-    A_k = (root[:, None] * Vh[:k]) @ Q_A.T
-    return B_k, A_k, S
+    """Best rank-``k`` factors of ``scale * B @ A`` and its full spectrum: ``(B_k, A_k, S)``
+    (see :meth:`FactoredSVD.truncated`)."""
+    f = factored_svd(B, A, scale)
+    B_k, A_k = f.truncated(k)
+    return B_k, A_k, f.S
 
 
 def truncation_error(S: np.ndarray, k: int) -> float:

@@ -248,7 +248,7 @@ def test_config_must_be_lora(tmp_path: Path) -> None:
     with pytest.raises(AdapterError, match="not valid JSON"):
         ad.open_adapter(tmp_path)
     (tmp_path / "adapter_config.json").write_text(json.dumps(lora_config(r=0)))
-    with pytest.raises(AdapterError, match="r must be positive"):
+    with pytest.raises(AdapterError, match="r = 0; it must be a positive integer"):
         ad.open_adapter(tmp_path)
 
 
@@ -268,3 +268,103 @@ def test_overlapping_patterns_reordered_by_peft_are_reported(tmp_path: Path) -> 
     assert any(
         "rank mismatch" in w and "layer.1.attention.self.query" in w for w in report.warnings
     )
+
+
+# --------------------------------------------------------------------------- issue 9 hardening
+
+
+def test_plain_keys_match_exactly_as_peft_does() -> None:
+    """The backtracking-free matcher for plain keys agrees with PEFT's regex on every case,
+    including "." as a wildcard, suffix matches and the trailing newline "$" allows."""
+    import re
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    matcher = ad.config.PatternMatcher()
+    alphabet = st.sampled_from(list("ab._-\n0"))
+
+    @settings(max_examples=400, deadline=None)
+    @given(
+        st.text(alphabet.filter(lambda c: c != "\n"), min_size=1, max_size=6),
+        st.text(alphabet, max_size=10),
+    )
+    def agree(key: str, module: str) -> None:
+        expected = re.match(rf"(.*\.)?({key})$", module) is not None
+        assert (matcher.first_key([key], module) == key) is expected
+
+    agree()
+    for key, module, hit in [
+        ("q_proj", "model.layers.0.q_proj", True),
+        ("q_proj", "model.layers.0.xq_proj", False),
+        ("layers.0.q_proj", "model.layersX0.q_proj", True),  # "." is any character
+        ("fc", "x.fc\n", True),
+    ]:
+        assert (matcher.first_key([key], module) == key) is hit
+
+
+def test_redos_pattern_is_bounded_and_exit_2(tmp_path: Path) -> None:
+    import time
+
+    # unbounded, this backtracks ~fib(80) steps: the test would never finish
+    name = "model.layers.0." + "a" * 80 + "!"
+    config = lora_config(r=4, rank_pattern={"(a|aa)+$x": 2})
+    write_adapter(tmp_path, {name: planted_factors(8, 8, 4)}, config)
+    started = time.process_time()
+    with pytest.raises(AdapterError, match="regex does not finish") as info:
+        ad.open_adapter(tmp_path).config.rank_for(name)
+    # the budget is CPU time (regex's timeout counts CPU seconds), so load does not matter
+    assert time.process_time() - started < ad.config.PATTERN_BUDGET_S + 0.5
+    assert info.value.exit_code == 2
+    # a real (fast) regex key still works through the bounded engine
+    write_adapter(
+        tmp_path,
+        {name: planted_factors(8, 8, 4)},
+        lora_config(r=4, rank_pattern={r"layers\.\d+\.a+!": 2}),
+    )
+    assert ad.open_adapter(tmp_path).config.rank_for(name) == 2
+
+
+def test_bf16_bin_keeps_bf16(tmp_path: Path) -> None:
+    """A bf16 .bin is read bit-exactly as bf16 (not widened to float32 at load)."""
+    import ml_dtypes
+    import torch
+
+    B, A = planted_factors(16, 16, 4)
+    state = {
+        "base_model.model.m.q_proj.lora_A.weight": torch.tensor(A, dtype=torch.bfloat16),
+        "base_model.model.m.q_proj.lora_B.weight": torch.tensor(B, dtype=torch.bfloat16),
+    }
+    tmp_path.joinpath("adapter_config.json").write_text(json.dumps(lora_config(r=4)))
+    torch.save(state, str(tmp_path / "adapter_model.bin"))
+    adapter = ad.open_adapter(tmp_path)
+    key = "base_model.model.m.q_proj.lora_A.weight"
+    assert adapter.dtype_of(key) == "bfloat16"
+    raw = adapter.tensor(key)
+    assert raw.dtype == ml_dtypes.bfloat16
+    assert np.array_equal(raw.view(np.uint16), state[key].view(torch.int16).numpy().view(np.uint16))
+    assert adapter.module("m.q_proj").dtype == "bfloat16"
+
+
+def test_weights_only_refusal_is_one_line(tmp_path: Path) -> None:
+    import torch
+
+    class Evil:
+        def __reduce__(self):  # type: ignore[no-untyped-def]
+            return (print, ("pwned",))
+
+    tmp_path.joinpath("adapter_config.json").write_text(json.dumps(lora_config(r=4)))
+    torch.save({"x": Evil()}, str(tmp_path / "adapter_model.bin"))
+    with pytest.raises(AdapterError) as info:
+        ad.open_adapter(tmp_path)
+    assert len(info.value.user_lines()) == 2
+    assert all("\n" not in line for line in info.value.user_lines())
+    assert "weights_only=True" in info.value.message
+
+
+def test_t5_feed_forward_is_mlp() -> None:
+    assert ad.module_type("encoder.block.0.layer.1.DenseReluDense.wi") == "mlp"
+    assert ad.module_type("decoder.block.3.layer.2.DenseReluDense.wo") == "mlp"
+    assert ad.module_type("encoder.block.0.layer.1.DenseReluDense.wi_0") == "mlp"
+    assert ad.module_type("encoder.block.0.layer.0.SelfAttention.o") == "attention"
+    assert ad.module_type("decoder.block.0.layer.1.EncDecAttention.q") == "attention"

@@ -34,8 +34,8 @@ def test_summary_on_planted_spectra(tmp_path: Path) -> None:
     assert [row.stable_rank for row in report.layers] == pytest.approx([2, 4, 8, 12])
     assert s.stable_rank_mean == pytest.approx(6.5)
     assert s.utilization_mean == pytest.approx(6.5 / 16)
-    assert s.energy_rank_90_p50 == pytest.approx(6.0)
-    assert s.energy_rank_90_p90 == pytest.approx(np.percentile([2, 4, 8, 11], 90))
+    assert s.energy_rank_p50 == pytest.approx(6.0)
+    assert s.energy_rank_p90 == pytest.approx(np.percentile([2, 4, 8, 11], 90))
     assert s.suggested_r_global_median == 8
     assert s.suggested_r_global_90 == 16
     assert s.lora_params == 4 * 16 * (64 + 48)
@@ -56,6 +56,30 @@ def test_energy_threshold_option(tmp_path: Path) -> None:
     assert run_audit(str(tmp_path), energy=1.0).layers[0].energy_rank == 8
     with pytest.raises(UsageError):
         run_audit(str(tmp_path), energy=1.5)
+
+
+def test_energy_fields_are_named_for_their_threshold(tmp_path: Path) -> None:
+    """Issue 8 item 2: energy_rank_p50/_p90 hold k at energy_threshold; gradience 0.11's
+    energy_rank_90_p50/_p90 appear only at 0.90, with the same values."""
+    spectrum = np.array([1.0] * 8)
+    write_adapter(tmp_path, {"m.0.q_proj": planted_factors(32, 32, 8, spectrum)}, lora_config(r=8))
+    at_90 = run_audit(str(tmp_path)).to_dict()["summary"]
+    assert (at_90["energy_threshold"], at_90["energy_rank_p50"], at_90["energy_rank_p90"]) == (
+        0.9,
+        8.0,
+        8.0,
+    )
+    assert (at_90["energy_rank_90_p50"], at_90["energy_rank_90_p90"]) == (8.0, 8.0)
+    at_50 = run_audit(str(tmp_path), energy=0.5).to_dict()["summary"]
+    assert (at_50["energy_threshold"], at_50["energy_rank_p50"]) == (0.5, 4.0)
+    assert "energy_rank_90_p50" not in at_50 and "energy_rank_90_p90" not in at_50
+    # an audit.json written before the rename (0.11 names holding k at its threshold) reads
+    legacy = run_audit(str(tmp_path), energy=0.5).to_dict()
+    legacy["summary"]["energy_rank_90_p50"] = legacy["summary"].pop("energy_rank_p50")
+    legacy["summary"]["energy_rank_90_p90"] = legacy["summary"].pop("energy_rank_p90")
+    again = AuditReport.from_dict(legacy)
+    assert (again.summary.energy_rank_p50, again.summary.energy_rank_p90) == (4.0, 4.0)
+    assert "energy_rank_90_p50" not in again.to_dict()["summary"]
 
 
 def test_suggestions_are_capped_and_peft_ready(tmp_path: Path) -> None:
@@ -111,6 +135,9 @@ def test_audit_json_round_trip(tmp_path: Path) -> None:
         "n_layers",
         "stable_rank_mean",
         "utilization_mean",
+        "energy_threshold",
+        "energy_rank_p50",
+        "energy_rank_p90",
         "energy_rank_90_p50",
         "energy_rank_90_p90",
         "suggested_r_global_median",

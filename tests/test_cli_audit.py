@@ -102,7 +102,58 @@ def _no_config(tmp_path: Path) -> Path:
     return directory
 
 
+def _config_value(key: str, raw_json: str):  # type: ignore[no-untyped-def]
+    """A maker whose adapter_config.json has ``key`` set to the raw JSON text ``raw_json``
+    (JSON's NaN/Infinity and 1e400 cannot be written by json.dumps of a dict value)."""
+
+    def make(tmp_path: Path) -> Path:
+        directory = llama_like_adapter(tmp_path / f"cfg-{key}")
+        text = json.dumps({**lora_config(r=8), key: "@@"}).replace('"@@"', raw_json)
+        (directory / "adapter_config.json").write_text(text)
+        return directory
+
+    return make
+
+
+def _factor_dtype(dtype: str, shape_a: tuple[int, int] = (4, 8)):  # type: ignore[no-untyped-def]
+    def make(tmp_path: Path) -> Path:
+        from safetensors.numpy import save_file
+
+        directory = tmp_path / f"dt-{dtype}-{shape_a[1]}"
+        directory.mkdir()
+        save_file(
+            {
+                "base_model.model.m.q_proj.lora_A.weight": np.ones(shape_a, dtype),
+                "base_model.model.m.q_proj.lora_B.weight": np.ones((8, shape_a[0]), dtype),
+            },
+            str(directory / "adapter_model.safetensors"),
+        )
+        (directory / "adapter_config.json").write_text(json.dumps(lora_config(r=shape_a[0])))
+        return directory
+
+    return make
+
+
+def _redos(tmp_path: Path) -> Path:
+    """Issue 9 item 8: PEFT's pattern rule on an untrusted key that backtracks exponentially."""
+    name = "model.layers.0." + "a" * 40 + "!"
+    B, A = planted_factors(8, 8, 4)
+    config = lora_config(r=4, rank_pattern={"model.layers.0.q_proj": 2, "(a|aa)+$x": 2})
+    return write_adapter(tmp_path / "redos", {name: (B, A)}, config)
+
+
 BAD_INPUTS = {
+    "ReDoS rank_pattern": (_redos, "regex does not finish"),
+    "int64 factors": (_factor_dtype("int64"), "dtype int64; LoRA factors must be floating point"),
+    "bool factors": (_factor_dtype("bool"), "dtype bool; LoRA factors must be floating point"),
+    "zero-size factors": (_factor_dtype("float32", (4, 0)), "shape (4, 0) with no elements"),
+    "lora_alpha NaN": (_config_value("lora_alpha", "NaN"), "lora_alpha = nan; it must be a finite"),
+    "lora_alpha Infinity": (_config_value("lora_alpha", "Infinity"), "lora_alpha = inf"),
+    "r 1e400": (_config_value("r", "1e400"), "r = inf; it must be a positive integer"),
+    "r true": (_config_value("r", "true"), "r = True; it must be a positive integer"),
+    "r 8.5": (_config_value("r", "8.5"), "r = 8.5; it must be a positive integer"),
+    "huge alpha": (_config_value("lora_alpha", "1e308"), "overflows float64"),
+    "huge alpha 1e200": (_config_value("lora_alpha", "1e200"), "overflows float64"),
     "missing directory": (lambda p: p / "does-not-exist", "directory not found"),
     "no adapter_config.json": (_no_config, "no adapter_config.json"),
     "no weights": (_no_weights, "no adapter weights"),
@@ -129,6 +180,35 @@ def test_bad_inputs_exit_2_with_one_message(
     assert 1 <= len(lines) <= 2
     assert lines[0].startswith("Error: ") and message in lines[0]
     assert "Traceback" not in err
+
+
+def test_bad_numbers_print_nothing_on_stdout_with_json(tmp_path: Path) -> None:
+    """A real process: an update that overflows float64 never reaches LAPACK (which would print
+    "On entry to ..." to stdout inside --json): exit 2, stdout empty, one error line."""
+    directory = _config_value("lora_alpha", "1e308")(tmp_path)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("GRADIENCE_DEBUG", None)
+    cmd = [sys.executable, "-m", "gradience_hub", "audit", str(directory), "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, timeout=60)
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr.startswith("Error: module model.layers.0.self_attn.q_proj: the scaled")
+
+
+def test_audit_json_is_strict_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Tiny but finite factors (1e-30) are audited; audit.json never holds NaN or Infinity."""
+    B, A = planted_factors(8, 8, 4)
+    directory = write_adapter(tmp_path / "tiny", {"m.q_proj": (B * 1e-30, A)}, lora_config(r=4))
+    code, out, _ = run_cli(["audit", str(directory), "--json"], capsys)
+    assert code == 0
+    data = json.loads(out, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    S = np.linalg.svd(
+        4.0
+        * (B * 1e-30).astype(np.float32).astype(np.float64)
+        @ A.astype(np.float32).astype(np.float64),
+        compute_uv=False,
+    )[:4]
+    got = np.array(data["layers"][0]["singular_values"])
+    assert np.allclose(got, S, rtol=1e-9, atol=0)
 
 
 def test_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -369,7 +369,42 @@ def test_overlapping_module_names_get_escaped_patterns() -> None:
     )
     for name, (k, alpha) in want.items():
         assert (rule.rank_for(name), rule.alpha_for(name)) == (k, alpha)
-    assert "x\\.a\\.q" in config["rank_pattern"]
+    assert list(config["rank_pattern"])[:2] == ["^x\\.a\\.q", "^a\\.q"]
+    # PEFT's own rule gives every module its value in any key order (PEFT re-saves sorted)
+    from peft.utils.other import get_pattern_key
+
+    for keys in (list(config["rank_pattern"]), sorted(config["rank_pattern"])):
+        for name, (k, _) in want.items():
+            assert config["rank_pattern"][get_pattern_key(keys, name)] == k
+
+
+def test_per_layer_short_name_cannot_shadow_a_longer_one(tmp_path: Path) -> None:
+    """Issue 9 item 12: modules "fc" and "x.fc" at different per-layer ranks; the written config
+    keeps insertion order and reloads with each module's own rank (peft's rule, and peft load)."""
+    one = np.array([1.0, 1e-6, 1e-7, 1e-8])  # energy rank 1 -> suggested r 1
+    two = np.array([1.0, 0.5, 1e-6, 1e-7])  # energy rank 2 -> suggested r 2
+    # "fc" is the odd one out, so its key goes in rank_pattern, where a plain "fc" would also
+    # match "x.fc": the fallback must write keys that cannot shadow each other.
+    modules = {
+        "fc": planted_factors(16, 16, 4, one, seed=1),
+        "x.fc": planted_factors(16, 16, 4, two, seed=2),
+        "y.q": planted_factors(16, 16, 4, two, seed=3),
+        "z.q": planted_factors(16, 16, 4, two, seed=4),
+    }
+    want = {"fc": 1, "x.fc": 2, "y.q": 2, "z.q": 2}
+    src = write_adapter(tmp_path / "src", modules, lora_config(r=4, target_modules=["fc", "q"]))
+    result = C.compress(str(src), tmp_path / "out", per_layer=True, verify=False)
+    config = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
+    assert {m.name: m.r_new for m in result.modules} == want
+    assert list(config["rank_pattern"]) == ["^x\\.fc", "^y\\.q", "^z\\.q", "^fc"]
+    from peft.utils.other import get_pattern_key
+
+    for keys in (list(config["rank_pattern"]), sorted(config["rank_pattern"])):
+        for name, k in want.items():
+            key = get_pattern_key(keys, name)
+            assert config["rank_pattern"].get(key, config["r"]) == k
+    reopened = open_adapter(tmp_path / "out")
+    assert {n: reopened.config.rank_for(n) for n in want} == want
 
 
 # --------------------------------------------------------------------------- refusals, atomicity
@@ -500,3 +535,107 @@ def test_seq_cls_adapter_on_a_plain_checkpoint_is_reload_checked(tmp_path: Path)
     peft_model.save_pretrained(str(tmp_path / "adapter"))
     result = compress(str(tmp_path / "adapter"), str(tmp_path / "out"), rank=4)
     assert result.verified == "peft-load"
+
+
+# --------------------------------------------------------------------------- issue 9 hardening
+
+
+@pytest.mark.parametrize(
+    ("dtype", "shape_a", "message"),
+    [
+        ("int64", (4, 8), "lora_A has dtype int64; LoRA factors must be floating point"),
+        ("bool", (4, 8), "lora_A has dtype bool; LoRA factors must be floating point"),
+        ("float32", (4, 0), "lora_A has shape (4, 0) with no elements"),
+    ],
+)
+def test_compress_refuses_non_float_and_empty_factors(
+    dtype: str,
+    shape_a: tuple[int, int],
+    message: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from safetensors.numpy import save_file
+
+    src = tmp_path / "src"
+    src.mkdir()
+    save_file(
+        {
+            f"{PEFT_PREFIX}m.q_proj.lora_A.weight": np.ones(shape_a, dtype),
+            f"{PEFT_PREFIX}m.q_proj.lora_B.weight": np.ones((8, shape_a[0]), dtype),
+        },
+        str(src / "adapter_model.safetensors"),
+    )
+    (src / "adapter_config.json").write_text(json.dumps(lora_config(r=4)))
+    code, out, err = _run(
+        ["compress", str(src), "-o", str(tmp_path / "out"), "--rank", "2"], capsys
+    )
+    assert (code, out) == (2, "")
+    assert err.splitlines()[0] == f"Error: module m.q_proj: {message}"
+    assert len(err.strip().splitlines()) <= 2
+    assert not (tmp_path / "out").exists()
+
+
+def test_bf16_bin_is_written_back_as_bf16(tmp_path: Path) -> None:
+    """Issue 9 item 13: a bf16 .bin adapter compresses to bf16 safetensors, and a module kept at
+    its rank is copied bit for bit."""
+    B, A = planted_factors(16, 16, 4)
+    B2, A2 = planted_factors(16, 16, 2, seed=5)
+    src = tmp_path / "src"
+    src.mkdir()
+    state = {
+        f"{PEFT_PREFIX}m.q_proj.lora_A.weight": torch.tensor(A, dtype=torch.bfloat16),
+        f"{PEFT_PREFIX}m.q_proj.lora_B.weight": torch.tensor(B, dtype=torch.bfloat16),
+        f"{PEFT_PREFIX}m.v_proj.lora_A.weight": torch.tensor(A2, dtype=torch.bfloat16),
+        f"{PEFT_PREFIX}m.v_proj.lora_B.weight": torch.tensor(B2, dtype=torch.bfloat16),
+    }
+    config = lora_config(r=4, rank_pattern={"v_proj": 2}, alpha_pattern={"v_proj": 8})
+    (src / "adapter_config.json").write_text(json.dumps(config))
+    torch.save(state, str(src / "adapter_model.bin"))
+    result = C.compress_adapter(open_adapter(src), {"m.q_proj": 2}, tmp_path / "out", verify=False)
+    assert any("every tensor keeps its dtype" in w for w in result.warnings)
+    with safe_open(str(tmp_path / "out" / "adapter_model.safetensors"), framework="pt") as f:
+        got = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    assert {t.dtype for t in got.values()} == {torch.bfloat16}
+    key = f"{PEFT_PREFIX}m.v_proj.lora_A.weight"
+    assert torch.equal(got[key].view(torch.int16), state[key].view(torch.int16))
+
+
+def test_cli_verify_levels_and_no_torch_by_default(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The CLI's default check is the numpy self-check (no torch import, the speed target);
+    ``--verify peft`` reloads with peft."""
+    src = write_adapter(tmp_path / "src", {"layers.0.q_proj": planted_factors(16, 16, 4)})
+    code = (
+        "import sys\n"
+        "from gradience_hub.cli import main\n"
+        "try:\n"
+        f"    main(['compress', {str(src)!r}, '-o', {str(tmp_path / 'a')!r}, '--rank', '2',"
+        " '--json'])\n"
+        "except SystemExit as e:\n"
+        "    assert not e.code, e.code\n"
+        "print('torch' in sys.modules, 'peft' in sys.modules, file=sys.stderr)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["verified"] == C.VERIFIED_SELF
+    assert proc.stderr.split() == ["False", "False"]
+    rc, text, _ = _run(
+        [
+            "compress",
+            str(src),
+            "-o",
+            str(tmp_path / "b"),
+            "--rank",
+            "2",
+            "--json",
+            "--verify",
+            "peft",
+        ],
+        capsys,
+    )
+    assert rc == 0 and json.loads(text)["verified"] == C.VERIFIED_PEFT_CONFIG

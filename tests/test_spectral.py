@@ -132,3 +132,31 @@ def test_truncated_factors_are_eckart_young_optimal() -> None:
 @pytest.mark.parametrize(("x", "expected"), [(0, 1), (1, 1), (1.2, 2), (3, 4), (4, 4), (5.5, 8)])
 def test_next_power_of_two(x: float, expected: int) -> None:
     assert spectral.next_power_of_two(x) == expected
+
+
+@pytest.mark.parametrize(
+    "decay",
+    [1e-1, 1e-5, 1e-9, 0.0],  # one-pass, CholeskyQR2, Householder, rank-deficient B
+)
+def test_factored_svd_truncation_and_error_match_dense(decay: float) -> None:
+    """compress's route (implicit Q, every QR branch): the truncated factors, the core-measured
+    error and the error of perturbed (rounded) factors against a dense float64 computation."""
+    rng = np.random.default_rng(3)
+    r, k = 8, 3
+    spectrum = np.geomspace(1.0, decay, r) if decay else np.r_[np.ones(r - 2), 0.0, 0.0]
+    B = rng.standard_normal((200, r)) * spectrum
+    A = rng.standard_normal((r, 150))
+    dense = 0.5 * B @ A
+    U, S, Vh = np.linalg.svd(dense)
+    f = spectral.factored_svd(B, A, 0.5)
+    assert np.allclose(f.S, S[:r], rtol=1e-9, atol=1e-12 * S[0])
+    B_k, A_k = f.truncated(k)
+    best = (U[:, :k] * S[:k]) @ Vh[:k]
+    assert np.linalg.norm(B_k @ A_k - best) <= 1e-9 * np.linalg.norm(dense)
+    assert np.isclose(np.linalg.norm(B_k, "fro"), np.linalg.norm(A_k, "fro"), rtol=1e-9)
+    truth = np.linalg.norm(dense - B_k @ A_k)
+    assert abs(f.core_error(k) - truth) <= 1e-9 * np.linalg.norm(dense)
+    B_t = (B_k * (1 + 1e-3 * rng.standard_normal(B_k.shape))).astype(np.float32)
+    A_t = (A_k * (1 + 1e-3 * rng.standard_normal(A_k.shape))).astype(np.float32)
+    rounded = np.linalg.norm(dense - B_t.astype(np.float64) @ A_t.astype(np.float64))
+    assert abs(f.error(B_t, A_t) - rounded) <= 1e-9 * np.linalg.norm(dense)

@@ -21,10 +21,13 @@ from gradience_hub.adapter.source import SourceInfo, SourceSpec, load, parse_sou
 from gradience_hub.adapter.weights import (
     Adapter,
     LoraModule,
+    UnreadableModule,
     layer_index,
     module_type,
     open_adapter,
+    open_lora_file,
     strip_prefix,
+    widen,
 )
 
 __all__ = [
@@ -37,14 +40,17 @@ __all__ = [
     "LoraModule",
     "SourceInfo",
     "SourceSpec",
+    "UnreadableModule",
     "layer_index",
     "list_adapters",
     "load",
     "module_type",
     "open_adapter",
+    "open_lora_file",
     "parse_source",
     "read_config",
     "select_adapter",
     "strip_prefix",
     "weights_file",
+    "widen",
 ]

@@ -17,19 +17,74 @@ BIN_NAME = "adapter_model.bin"
 PEFT_PREFIX = "base_model.model."
 
 
-def _pattern_key(pattern_keys: list[str], module: str) -> str | None:
-    """PEFT's own rule (peft.utils.other.get_pattern_key): the first key whose regex
-    ``(.*\\.)?(key)$`` matches the module name wins."""
-    for key in pattern_keys:
-        try:
-            if re.match(rf"(.*\.)?({key})$", module):
+# A key made only of these characters is a plain module name ("model.layers.0.q_proj"): no
+# quantifier, group or alternation, so PEFT's regex reduces to a fixed-length comparison in
+# which "." matches any character but a newline. Such keys are matched without a regex engine.
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_.\-]+")
+
+# Other keys are real regexes from an untrusted config (a Hub repo's adapter_config.json): a
+# crafted one such as "(a+)+b" backtracks exponentially. They run in the `regex` package, whose
+# matcher takes a timeout, against one budget per config, so the audit time stays bounded.
+# The budget is CPU seconds, as regex's own timeout counts them (wall time on a loaded machine
+# is longer by the load factor).
+PATTERN_BUDGET_S = 1.0
+
+
+def _plain_match(key: str, module: str) -> bool:
+    r"""``re.match(rf"(.*\.)?({key})$", module)`` for a plain ``key``, without backtracking."""
+    n = len(key)
+    # "$" also matches just before a trailing newline
+    ends = [len(module)] + ([len(module) - 1] if module.endswith("\n") else [])
+    for end in ends:
+        start = end - n
+        if start < 0:
+            continue
+        tail = module[start:end]
+        if any(k != c and (k != "." or c == "\n") for k, c in zip(key, tail, strict=True)):
+            continue
+        if start == 0 or (module[start - 1] == "." and "\n" not in module[: start - 1]):
+            return True
+    return False
+
+
+class PatternMatcher:
+    r"""PEFT's own rule (peft.utils.other.get_pattern_key): the first key whose regex
+    ``(.*\.)?(key)$`` matches the module name wins; regex keys share a time budget."""
+
+    def __init__(self, budget_s: float = PATTERN_BUDGET_S) -> None:
+        self.remaining = budget_s
+
+    def first_key(self, pattern_keys: list[str], module: str) -> str | None:
+        """The key PEFT would use for ``module``, or None."""
+        for key in pattern_keys:
+            if _PLAIN_KEY.fullmatch(key):
+                if _plain_match(key, module):
+                    return key
+            elif self._regex_match(key, module):
                 return key
-        except re.error as exc:
+        return None
+
+    def _regex_match(self, key: str, module: str) -> bool:
+        import time
+
+        import regex
+
+        started = time.process_time()
+        try:
+            found = regex.match(rf"(.*\.)?({key})$", module, timeout=max(self.remaining, 1e-3))
+        except regex.error as exc:
             raise AdapterError(
                 f"adapter_config.json has a pattern key that is not a valid regex: {key!r} ({exc})",
                 hint="fix rank_pattern/alpha_pattern in adapter_config.json",
             ) from None
-    return None
+        except TimeoutError:
+            raise AdapterError(
+                f"adapter_config.json has a pattern key whose regex does not finish: {key[:80]!r}",
+                hint="rank_pattern/alpha_pattern keys should be module names; simplify the key",
+            ) from None
+        finally:
+            self.remaining -= time.process_time() - started
+        return found is not None
 
 
 @dataclass
@@ -46,15 +101,16 @@ class AdapterConfig:
     alpha_pattern: dict[str, float] = field(default_factory=dict)
     target_modules: Any = None
     base_model: str | None = None
+    matcher: PatternMatcher = field(default_factory=PatternMatcher, repr=False, compare=False)
 
     def rank_for(self, module: str) -> int:
         """Configured r of ``module`` (``rank_pattern`` first, PEFT's matching rule)."""
-        key = _pattern_key(list(self.rank_pattern), module)
+        key = self.matcher.first_key(list(self.rank_pattern), module)
         return int(self.rank_pattern[key]) if key is not None else self.r
 
     def alpha_for(self, module: str) -> float:
         """Configured lora_alpha of ``module`` (``alpha_pattern`` first)."""
-        key = _pattern_key(list(self.alpha_pattern), module)
+        key = self.matcher.first_key(list(self.alpha_pattern), module)
         return float(self.alpha_pattern[key]) if key is not None else self.lora_alpha
 
     def scale_for(self, module: str, r: int) -> float:
@@ -84,18 +140,16 @@ def read_config(directory: Path) -> AdapterConfig:
             "can be audited",
             hint="gradience-hub audits PEFT LoRA adapters (peft_type LORA)",
         )
-    try:
-        r = int(raw.get("r", 8))
-        alpha = float(raw.get("lora_alpha", 8))
-        rank_pattern = {str(k): int(v) for k, v in (raw.get("rank_pattern") or {}).items()}
-        alpha_pattern = {str(k): float(v) for k, v in (raw.get("alpha_pattern") or {}).items()}
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise AdapterError(
-            f"{path.name} has a bad r/lora_alpha/pattern value: {exc}",
-            hint="r and lora_alpha must be numbers",
-        ) from None
-    if r <= 0:
-        raise AdapterError(f"{path.name} has r={r}; r must be positive", hint="re-save the adapter")
+    r = _positive_int(raw.get("r", 8), "r", path.name)
+    alpha = _finite(raw.get("lora_alpha", 8), "lora_alpha", path.name)
+    rank_pattern = {
+        str(k): _positive_int(v, f"rank_pattern[{k!r}]", path.name)
+        for k, v in _mapping(raw.get("rank_pattern"), "rank_pattern", path.name).items()
+    }
+    alpha_pattern = {
+        str(k): _finite(v, f"alpha_pattern[{k!r}]", path.name)
+        for k, v in _mapping(raw.get("alpha_pattern"), "alpha_pattern", path.name).items()
+    }
     return AdapterConfig(
         raw=raw,
         r=r,
@@ -108,6 +162,41 @@ def read_config(directory: Path) -> AdapterConfig:
         target_modules=raw.get("target_modules"),
         base_model=raw.get("base_model_name_or_path"),
     )
+
+
+def _mapping(value: Any, key: str, filename: str) -> dict[Any, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise AdapterError(
+            f"{filename} has {key} = {str(value)[:40]!r}; it must be an object",
+            hint=f"{key} maps module names to values",
+        )
+    return value
+
+
+def _positive_int(value: Any, key: str, filename: str) -> int:
+    """A rank as PEFT needs it: a positive integer (``8.0`` is accepted, ``8.5``, ``1e400``,
+    ``true`` and ``"8"`` are not)."""
+    ok = isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value, ok = int(value), True
+    if not ok or value <= 0:
+        raise AdapterError(
+            f"{filename} has {key} = {str(value)[:40]}; it must be a positive integer",
+            hint="fix the value in adapter_config.json or save the adapter again",
+        )
+    return int(value)
+
+
+def _finite(value: Any, key: str, filename: str) -> float:
+    """A LoRA alpha: a finite number (JSON's NaN and Infinity, booleans and strings are not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise AdapterError(
+            f"{filename} has {key} = {str(value)[:40]}; it must be a finite number",
+            hint="fix the value in adapter_config.json or save the adapter again",
+        )
+    return float(value)
 
 
 # --------------------------------------------------------------------------- adapter dirs

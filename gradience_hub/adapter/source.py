@@ -42,10 +42,10 @@ def parse_source(source: str, revision: str | None = None) -> SourceSpec:
         )
     path = Path(source).expanduser()
     if path.exists():
-        if not path.is_dir():
+        if not path.is_dir() and path.suffix != ".safetensors":
             raise AdapterError(
-                f"{source} is a file, not an adapter directory",
-                hint="pass the directory that holds adapter_config.json",
+                f"{source} is a file, not an adapter directory or a .safetensors LoRA file",
+                hint="pass the directory that holds adapter_config.json, or a LoRA file",
             )
         return SourceSpec(raw=source, local_path=path.resolve(), revision=revision)
     repo, _, at_rev = source.partition("@")

@@ -6,6 +6,7 @@ memory is one module's factors, not the whole adapter.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,10 +18,13 @@ import numpy as np
 from gradience_hub.adapter.config import (
     PEFT_PREFIX,
     AdapterConfig,
+    list_adapters,
     read_config,
     select_adapter,
     weights_file,
 )
+from gradience_hub.adapter.lorafile import PEFT, FileLayout, detect, layout_for, lora_files
+from gradience_hub.adapter.moe import Expert, experts_of, parameter_names
 from gradience_hub.errors import AdapterError
 
 # Matches PEFT's LoRA tensor names: "<module>.lora_A.weight", "<module>.lora_embedding_B", ...
@@ -90,6 +94,9 @@ class LoraModule:
     scale: float
     dtype: str
     has_magnitude: bool = False
+    # the name peft's rank_pattern/alpha_pattern rule sees (the parameter, for an expert)
+    config_key: str | None = None
+    groups: int = 1  # a grouped conv's lora_B groups (B is then block-diagonal)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -98,8 +105,8 @@ class LoraModule:
 
     @property
     def params(self) -> int:
-        """LoRA parameters of this module: ``r * (d_in + d_out)``."""
-        return int(self.A.size + self.B.size)
+        """LoRA parameters of this module as stored: ``r * d_in + r * d_out / groups``."""
+        return int(self.A.size + self.B.size // self.groups)
 
     @property
     def module_type(self) -> str:
@@ -116,7 +123,12 @@ def module_type(name: str) -> str:
     """Classify a module name as ``attention``, ``mlp`` or ``other``."""
     parts = [p.lower() for p in name.split(".")]
     leaf = parts[-1] if parts else ""
-    if any(h in parts for h in ("mlp", "ffn", "feed_forward", "intermediate")):
+    # T5's feed-forward block is "DenseReluDense" (wi, wi_0, wi_1, wo): its "wo" is not
+    # the attention output that the same leaf name means elsewhere.
+    if any(
+        h in parts
+        for h in ("mlp", "ffn", "feed_forward", "intermediate", "densereludense", "experts")
+    ):
         return "mlp"
     if any(h == leaf or h in leaf for h in _MLP_HINTS if len(h) > 2) or leaf in _MLP_HINTS:
         return "mlp"
@@ -180,6 +192,17 @@ class _TensorReader:
                 hint="the file is truncated or corrupt; download or save the adapter again",
             ) from None
 
+    def metadata(self) -> dict[str, str]:
+        """The safetensors header's ``__metadata__`` (empty for .bin)."""
+        if self._st is None:
+            return {}
+        return dict(self._st.metadata() or {})
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        if self._bin is not None:
+            return tuple(self._bin[key].shape)
+        return tuple(self._st.get_slice(key).get_shape())
+
     def dtype(self, key: str) -> str:
         if self._bin is not None:
             return str(self._bin[key].dtype)
@@ -187,7 +210,72 @@ class _TensorReader:
         return str(sl.get_dtype()).lower()
 
 
-def _widen(X: np.ndarray) -> np.ndarray:
+class UnreadableModule(AdapterError):
+    """One module's factors have a layout this reader does not understand: the audit skips
+    that module with a warning naming it (the rest is still audited)."""
+
+
+def conv_factors(name: str, A: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """peft's conv LoRA (Conv1d/2d/3d) as the matrices of the update it applies, and groups.
+
+    ``lora_A`` is a conv ``(r, c_in, *kernel)`` and ``lora_B`` a pointwise conv
+    ``(c_out, r / groups, 1, ...)`` with the base layer's ``groups``: on flattened input patches
+    the update is ``B_full @ A`` with ``A`` as ``(r, c_in * prod(kernel))`` and ``B_full`` the
+    ``(c_out, r)`` block-diagonal matrix whose block ``j`` (``c_out / g`` rows, ``r / g``
+    columns) is ``lora_B``'s group ``j``: output group ``j`` reads only rank channels of group
+    ``j``. For ``groups = 1`` that is the usual ``B @ A`` of the flattened kernels.
+    """
+    if any(int(d) != 1 for d in B.shape[2:]):
+        raise UnreadableModule(
+            f"module {name}: conv lora_B has kernel {tuple(B.shape[2:])}, not 1 x ... x 1",
+            hint="peft's conv LoRA has a pointwise lora_B; this layout is not supported",
+        )
+    r = A.shape[0]
+    A2 = A.reshape(r, -1)
+    B2 = B.reshape(B.shape[0], -1)
+    per_group = B2.shape[1]
+    if per_group == r:
+        return A2, B2, 1
+    c_out = B2.shape[0]
+    if per_group == 0 or r % per_group or c_out % (r // per_group):
+        raise UnreadableModule(
+            f"module {name}: shapes do not chain: conv lora_B is {tuple(B.shape)} and lora_A is "
+            f"{tuple(A.shape)} (B's channels must be r / groups)",
+            hint="the weights file is corrupt or was edited; save the adapter again",
+        )
+    groups = r // per_group
+    rows = c_out // groups
+    B_full = np.zeros((c_out, r), dtype=B2.dtype)
+    for j in range(groups):
+        B_full[j * rows : (j + 1) * rows, j * per_group : (j + 1) * per_group] = B2[
+            j * rows : (j + 1) * rows
+        ]
+    return A2, B_full, groups
+
+
+def check_factor(name: str, label: str, X: np.ndarray) -> None:
+    """Refuse factors that are not floating point (int, bool: compress would write garbage) or
+    have no elements (a ``(4, 0)`` factor is no linear map PEFT can build)."""
+    # ml_dtypes' bf16/fp8 have numpy kind "V"; they are floats all the same
+    floating = X.dtype.kind == "f" or X.dtype.name in _LOW_PRECISION_FLOATS
+    if not floating:
+        raise AdapterError(
+            f"module {name}: {label} has dtype {X.dtype.name}; LoRA factors must be floating point",
+            hint="the weights file is not a LoRA adapter PEFT saved; save it again",
+        )
+    if X.size == 0:
+        raise AdapterError(
+            f"module {name}: {label} has shape {tuple(X.shape)} with no elements",
+            hint="the weights file is corrupt or was edited; save the adapter again",
+        )
+
+
+_LOW_PRECISION_FLOATS = frozenset(
+    {"bfloat16", "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz"}
+)
+
+
+def widen(X: np.ndarray) -> np.ndarray:
     """bf16/fp16/fp8 -> float32, exactly. bf16 is the top half of a float32, so a 16-bit shift
     of the raw bits is exact and ~20x faster than ml_dtypes' element-wise cast."""
     if X.dtype.name == "bfloat16":
@@ -211,18 +299,42 @@ def _load_bin(path: Path) -> dict[str, np.ndarray]:
         # weights_only=True refuses arbitrary pickled objects: a .bin from the Hub is untrusted.
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
+        # torch's refusal is a nine-line essay; its first line names the offending global.
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise AdapterError(
-            f"{path.name} could not be loaded with torch.load(weights_only=True): {exc}",
+            f"{path.name} could not be loaded with torch.load(weights_only=True): {first[:200]}",
             hint="the file is corrupt or contains objects other than tensors; use safetensors",
         ) from None
     if not isinstance(state, dict):
         raise AdapterError(f"{path.name} does not hold a state dict", hint="re-save the adapter")
     out: dict[str, np.ndarray] = {}
     for key, tensor in state.items():
-        if hasattr(tensor, "detach"):
-            t = tensor.detach().cpu()
-            out[key] = t.float().numpy() if t.dtype == torch.bfloat16 else t.numpy()
+        if isinstance(tensor, torch.Tensor):
+            out[str(key)] = _torch_to_numpy(tensor.detach().cpu())
     return out
+
+
+def _torch_to_numpy(t: Any) -> np.ndarray:
+    """A CPU tensor as numpy in the same dtype: bf16 and fp8, which numpy lacks, become their
+    ml_dtypes twins by reinterpreting the bits (exact), so a written-back adapter keeps them."""
+    import ml_dtypes
+    import torch
+
+    twins = {
+        torch.bfloat16: (torch.int16, ml_dtypes.bfloat16),
+        torch.float8_e4m3fn: (torch.int8, ml_dtypes.float8_e4m3fn),
+        torch.float8_e5m2: (torch.int8, ml_dtypes.float8_e5m2),
+    }
+    if t.dtype in twins:
+        as_int, twin = twins[t.dtype]
+        return t.contiguous().view(as_int).numpy().view(twin)
+    try:
+        return t.numpy()
+    except (TypeError, RuntimeError) as exc:
+        raise AdapterError(
+            f"tensor of dtype {t.dtype} cannot be read: {exc}",
+            hint="save the adapter as safetensors",
+        ) from None
 
 
 @dataclass
@@ -238,15 +350,34 @@ class Adapter:
     Iterate :meth:`modules` to stream one :class:`LoraModule` at a time.
     """
 
-    def __init__(self, directory: Path, config: AdapterConfig, weights: Path) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        config: AdapterConfig,
+        weights: Path,
+        layout: FileLayout | None = None,
+        reader: _TensorReader | None = None,
+    ) -> None:
         self.directory = directory
         self.config = config
         self.weights_path = weights
-        self._reader = _TensorReader(weights)
+        self.layout = layout
+        self._reader = reader or _TensorReader(weights)
         self.pairs: dict[str, _Pair] = {}
         self.magnitude_modules: set[str] = set()
         self.other_keys: list[str] = []
         for key in self._reader.names():
+            if layout is not None:
+                found = layout.match(key)
+                if found is None:
+                    self.other_keys.append(key)
+                    continue
+                pair = self.pairs.setdefault(found[0], _Pair())
+                if found[1] == "A":
+                    pair.a_key = key
+                else:
+                    pair.b_key = key
+                continue
             m = _LORA_KEY.match(key)
             if m and not key.endswith(".bias"):
                 name = strip_prefix(m.group("module"))
@@ -274,6 +405,53 @@ class Adapter:
                 f"{weights.name} holds no LoRA factors (no lora_A/lora_B tensors)",
                 hint="is this a LoRA adapter saved by PEFT?",
             )
+        # peft's target_parameters LoRA: one stacked pair per expert parameter (adapter.moe)
+        self.experts: dict[str, Expert] = {}
+        self._names: list[str] = []
+        wrapped = parameter_names(list(self.pairs), config.raw)
+        for stored, pair in self.pairs.items():
+            if stored not in wrapped:
+                self._names.append(stored)
+                continue
+            assert pair.a_key is not None and pair.b_key is not None
+            rows = self._reader.shape(pair.a_key)[0]
+            cols = self._reader.shape(pair.b_key)[-1]
+            parameter = wrapped[stored]
+            for expert in experts_of(stored, parameter, rows, cols, config.rank_for(parameter)):
+                self.experts[expert.name] = expert
+                self._names.append(expert.name)
+
+    @property
+    def format(self) -> str:
+        """``peft``, ``kohya`` or ``diffusers``: the layout the weights were read in."""
+        return self.layout.name if self.layout is not None else "peft"
+
+    def _file_scale(self, name: str, r: int) -> tuple[float, float]:
+        """(alpha, scale) of a kohya/diffusers module (adapter.lorafile's rules)."""
+        assert self.layout is not None
+        key = self.layout.alphas.get(name)
+        if key is not None:
+            alpha_arr = widen(self._reader.get(key))
+            if alpha_arr.size != 1 or not np.isfinite(alpha_arr).all():
+                raise AdapterError(
+                    f"module {name}: {key} must be one finite number, got shape {alpha_arr.shape}",
+                    hint="the LoRA file is corrupt; save it again",
+                )
+            alpha = float(alpha_arr.reshape(-1)[0])
+            return alpha, alpha / r
+        meta = self.layout.component_config(name)
+        if meta:
+            rule = AdapterConfig(
+                raw=meta,
+                r=r,
+                lora_alpha=float(meta.get("lora_alpha", r)),
+                use_rslora=bool(meta.get("use_rslora", False)),
+                rank_pattern=dict(meta.get("rank_pattern") or {}),
+                alpha_pattern=dict(meta.get("alpha_pattern") or {}),
+            )
+            inner = name.split(".", 1)[1] if "." in name else name
+            return rule.alpha_for(inner), rule.scale_for(inner, r)
+        return float(r), 1.0
 
     @property
     def is_dora(self) -> bool:
@@ -282,8 +460,14 @@ class Adapter:
 
     @property
     def module_names(self) -> list[str]:
-        """LoRA module names in file order (without the ``base_model.model.`` prefix)."""
-        return list(self.pairs)
+        """LoRA module names in file order (without the ``base_model.model.`` prefix); each
+        expert of a ``target_parameters`` pair is its own module, ``<module>.<param>[e]``."""
+        return list(self._names)
+
+    @property
+    def has_experts(self) -> bool:
+        """True when the adapter holds peft ``target_parameters`` (expert) LoRA."""
+        return bool(self.experts)
 
     def tensor(self, key: str) -> np.ndarray:
         """Any tensor of the weights file by its stored key."""
@@ -295,30 +479,40 @@ class Adapter:
 
     def module(self, name: str) -> LoraModule:
         """Read one module's factors, validate them and attach r, alpha and scale."""
-        pair = self.pairs[name]
+        expert = self.experts.get(name)
+        pair = self.pairs[expert.stored if expert else name]
         assert pair.a_key is not None and pair.b_key is not None
         A = self._reader.get(pair.a_key)
         B = self._reader.get(pair.b_key)
+        rule_name = name
+        groups = 1
+        if expert is not None:
+            # peft's ParamWrapper.get_delta_weight: A (E, r, d_in), B (d_out, r, E)
+            r_e = A.shape[0] // expert.n_experts
+            A = A[expert.index * r_e : (expert.index + 1) * r_e]
+            B = B[:, expert.index :: expert.n_experts]
+            rule_name = expert.parameter
         dtype = str(A.dtype)
-        A, B = _widen(A), _widen(B)
+        for label, X in (("lora_A", A), ("lora_B", B)):
+            check_factor(name, label, X)
+        A, B = widen(A), widen(B)
         if pair.embedding:
             # PEFT: lora_embedding_A is (r, vocab), lora_embedding_B is (dim, r) and the update
             # is (B @ A).T; transposition does not change singular values, keep (B, A).
             kind = "embedding"
-        elif A.ndim == 4 or B.ndim == 4:
+        elif A.ndim >= 3 and A.ndim == B.ndim and A.ndim <= 5:
             kind = "conv"
-            A = A.reshape(A.shape[0], -1)
-            B = B.reshape(B.shape[0], -1)
+            A, B, groups = conv_factors(name, A, B)
         else:
             kind = "linear"
         if A.ndim != 2 or B.ndim != 2:
-            raise AdapterError(
+            raise UnreadableModule(
                 f"module {name}: factors must be matrices, got A{A.shape} B{B.shape}",
                 hint="the weights file is not a LoRA adapter PEFT can load",
             )
         r = A.shape[0]
         if B.shape[1] != r:
-            raise AdapterError(
+            raise UnreadableModule(
                 f"module {name}: shapes do not chain: lora_B is {tuple(B.shape)} and lora_A is "
                 f"{tuple(A.shape)} (B's columns must equal A's rows)",
                 hint="the weights file is corrupt or was edited; save the adapter again",
@@ -329,26 +523,67 @@ class Adapter:
                     f"module {name}: {label} contains NaN or Inf values",
                     hint="training diverged; retrain or load an earlier checkpoint",
                 )
+        if self.layout is not None:
+            alpha, scale = self._file_scale(name, r)
+        else:
+            alpha, scale = self.config.alpha_for(rule_name), self.config.scale_for(rule_name, r)
+        if not math.isfinite(scale):
+            raise AdapterError(
+                f"module {name}: scale alpha/r = {scale} is not a finite number",
+                hint="fix lora_alpha in adapter_config.json",
+            )
         return LoraModule(
             name=name,
             kind=kind,
             A=A,
             B=B,
             r=r,
-            alpha=self.config.alpha_for(name),
-            scale=self.config.scale_for(name, r),
+            alpha=alpha,
+            scale=scale,
             dtype=dtype,
             has_magnitude=name in self.magnitude_modules,
+            config_key=rule_name,
+            groups=groups if kind == "conv" else 1,
         )
 
     def modules(self) -> Iterator[LoraModule]:
         """Stream modules one at a time (peak memory: one module's factors)."""
-        for name in self.pairs:
+        for name in self._names:
             yield self.module(name)
 
 
+def open_lora_file(path: Path) -> Adapter:
+    """Open a kohya-ss or diffusers LoRA file (no adapter_config.json; adapter.lorafile)."""
+    if path.suffix != ".safetensors":
+        raise AdapterError(
+            f"{path.name}: LoRA files are read as safetensors",
+            hint="pass a .safetensors LoRA file or a PEFT adapter directory",
+        )
+    reader = _TensorReader(path)
+    names = reader.names()
+    kind = detect(names)
+    if kind is None or kind == PEFT:
+        what = "PEFT LoRA tensors but no adapter_config.json" if kind else "no LoRA factors"
+        raise AdapterError(
+            f"{path.name} holds {what}",
+            hint="point SOURCE at a PEFT adapter directory, or a kohya/diffusers LoRA file",
+        )
+    layout = layout_for(path, names, kind, reader.metadata())
+    ranks = [reader.shape(k)[0] for k in names if (m := layout.match(k)) and m[1] == "A"]
+    r = max(set(ranks), key=ranks.count) if ranks else 1
+    config = AdapterConfig(raw={"peft_type": "LORA", "format": kind}, r=r, lora_alpha=float(r))
+    return Adapter(path.parent, config, path, layout=layout, reader=reader)
+
+
 def open_adapter(directory: Path, adapter_name: str | None = None) -> Adapter:
-    """Open the (selected) adapter in a local directory."""
+    """Open the (selected) adapter in a local directory; a directory without
+    adapter_config.json that holds a kohya/diffusers LoRA file opens that file."""
+    if directory.is_file():
+        return open_lora_file(directory)
+    if directory.is_dir() and not list_adapters(directory) and adapter_name is None:
+        files = lora_files(directory)
+        if files:
+            return open_lora_file(files[0])
     chosen = select_adapter(directory, adapter_name)
     config = read_config(chosen)
     return Adapter(chosen, config, weights_file(chosen))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,37 @@ from gradience_hub import __version__
 from gradience_hub.errors import RecordError
 
 SCHEMA = "gradience-hub/audit/v1"
+
+# gradience 0.11 names the energy-rank percentiles for the 0.90 threshold it always used.
+# Ours hold k at whatever threshold was asked (``energy_threshold``), so they are named for no
+# threshold; the 0.11 names are written as aliases only when the threshold is 0.90, where
+# they mean the same.
+V011_ENERGY_ALIASES = {
+    "energy_rank_p50": "energy_rank_90_p50",
+    "energy_rank_p90": "energy_rank_90_p90",
+}
+_V011_THRESHOLD = 0.9
+
+
+def energy_fields(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The energy-rank fields of an audit summary, normalised: ``energy_threshold`` (0.90 when
+    absent, as in gradience 0.11), ``energy_rank_p50``/``_p90``, and the 0.11 aliases
+    ``energy_rank_90_p50``/``_p90`` exactly when the threshold is 0.90.
+
+    Reads summaries of every vintage: ours (new names), gradience 0.11's (only the 0.11 names,
+    threshold 0.90), and audit.json written before the rename, whose 0.11-named fields held k
+    at its ``energy_threshold``.
+    """
+    threshold = summary.get("energy_threshold")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+        threshold = _V011_THRESHOLD
+    out: dict[str, Any] = {"energy_threshold": threshold}
+    for new, old in V011_ENERGY_ALIASES.items():
+        out[new] = summary.get(new, summary.get(old))
+    if threshold == _V011_THRESHOLD:
+        for new, old in V011_ENERGY_ALIASES.items():
+            out[old] = out[new]
+    return out
 
 
 @dataclass
@@ -52,13 +84,34 @@ class Summary:
     stable_rank_mean: float
     utilization_mean: float
     energy_threshold: float
-    energy_rank_90_p50: float
-    energy_rank_90_p90: float
+    energy_rank_p50: float
+    energy_rank_p90: float
     suggested_r_global_median: int
     suggested_r_global_90: int
     effective_rank_mean: float
     is_dora: bool = False
     base_model: str | None = None
+    skipped_modules: int = 0
+    adapter_format: str = "peft"  # peft | kohya | diffusers (adapter.lorafile)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form: the fields, with gradience 0.11's energy names right after ours when the
+        threshold is 0.90 (:func:`energy_fields`)."""
+        out: dict[str, Any] = {}
+        for key, value in asdict(self).items():
+            out[key] = value
+            if key == "energy_rank_p90":
+                out.update((k, v) for k, v in energy_fields(asdict(self)).items() if k not in out)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Summary:
+        """Read a summary of any vintage (see :func:`energy_fields`)."""
+        fields = {k: v for k, v in data.items() if k not in V011_ENERGY_ALIASES.values()}
+        fields.update(
+            (k, v) for k, v in energy_fields(data).items() if k not in V011_ENERGY_ALIASES.values()
+        )
+        return cls(**fields)
 
 
 @dataclass
@@ -80,7 +133,7 @@ class AuditReport:
             "schema": SCHEMA,
             "tool": dict(self.tool),
             "source": dict(self.source),
-            "summary": asdict(self.summary),
+            "summary": self.summary.to_dict(),
             "layers": [asdict(layer) for layer in self.layers],
             "suggestions": self.suggestions,
             "warnings": list(self.warnings),
@@ -88,7 +141,8 @@ class AuditReport:
 
     def to_json(self) -> str:
         """audit.json text (stable key order, 2-space indent, trailing newline)."""
-        return json.dumps(self.to_dict(), indent=2) + "\n"
+        # allow_nan=False: NaN and Infinity are not JSON; a non-finite figure is a bug, not output
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AuditReport:
@@ -102,7 +156,7 @@ class AuditReport:
         try:
             return cls(
                 source=data["source"],
-                summary=Summary(**data["summary"]),
+                summary=Summary.from_dict(data["summary"]),
                 layers=[LayerReport(**row) for row in data["layers"]],
                 suggestions=data["suggestions"],
                 warnings=list(data.get("warnings", [])),

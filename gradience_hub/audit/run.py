@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 from gradience_hub import spectral
-from gradience_hub.adapter import Adapter, SourceInfo, load
+from gradience_hub.adapter import Adapter, SourceInfo, UnreadableModule, load
 from gradience_hub.audit.report import AuditReport, LayerReport, Summary
-from gradience_hub.errors import UsageError
+from gradience_hub.errors import AdapterError, UsageError
 
 
-def _suggest(k: float, cap: int) -> int:
+def suggest_rank(k: float, cap: int) -> int:
     """A rank for an energy rank: rounded up to a power of two, at most ``cap``, at least 1."""
     return max(1, min(cap, spectral.next_power_of_two(k)))
 
@@ -29,11 +29,27 @@ def audit_adapter(adapter: Adapter, source: SourceInfo, energy: float = 0.9) -> 
     warnings: list[str] = []
     zero_modules: list[str] = []
     mismatched: list[str] = []
-    for module in adapter.modules():
-        stats = spectral.analyze(module.B, module.A, module.scale, energy)
+    skipped: list[str] = []
+    for name in adapter.module_names:
+        try:
+            module = adapter.module(name)
+        except UnreadableModule as exc:
+            skipped.append(exc.message)
+            continue
+        try:
+            stats = spectral.analyze(module.B, module.A, module.scale, energy)
+        except OverflowError as exc:
+            raise AdapterError(
+                f"module {module.name}: {exc}",
+                hint="the adapter's weights or lora_alpha are corrupt",
+            ) from None
         if stats.is_zero:
             zero_modules.append(module.name)
-        configured = config.rank_for(module.name)
+        configured = (
+            config.rank_for(module.config_key or module.name)
+            if adapter.format == "peft"
+            else module.r
+        )
         if configured != module.r:
             mismatched.append(f"{module.name} (weights r={module.r}, config r={configured})")
         layers.append(
@@ -55,8 +71,13 @@ def audit_adapter(adapter: Adapter, source: SourceInfo, energy: float = 0.9) -> 
                 sigma_max=stats.sigma_max,
                 fro_norm=stats.fro_norm,
                 singular_values=[float(s) for s in stats.singular_values],
-                suggested_r=_suggest(stats.energy_rank, module.r),
+                suggested_r=suggest_rank(stats.energy_rank, module.r),
             )
+        )
+    if not layers:
+        raise AdapterError(
+            skipped[0] if len(skipped) == 1 else f"no module could be read: {skipped[0]}",
+            hint="the weights file is corrupt or was edited; save the adapter again",
         )
     allocated = config.r
     k = np.array([layer.energy_rank for layer in layers], dtype=np.float64)
@@ -69,13 +90,15 @@ def audit_adapter(adapter: Adapter, source: SourceInfo, energy: float = 0.9) -> 
         stable_rank_mean=float(np.mean([x.stable_rank for x in layers])),
         utilization_mean=float(np.mean([x.utilization for x in layers])),
         energy_threshold=energy,
-        energy_rank_90_p50=p50,
-        energy_rank_90_p90=p90,
-        suggested_r_global_median=_suggest(p50, allocated),
-        suggested_r_global_90=_suggest(p90, allocated),
+        energy_rank_p50=p50,
+        energy_rank_p90=p90,
+        suggested_r_global_median=suggest_rank(p50, allocated),
+        suggested_r_global_90=suggest_rank(p90, allocated),
         effective_rank_mean=float(np.mean([x.effective_rank for x in layers])),
         is_dora=adapter.is_dora,
         base_model=config.base_model,
+        skipped_modules=len(skipped),
+        adapter_format=adapter.format,
     )
     if zero_modules and len(zero_modules) == len(layers):
         warnings.append(
@@ -92,6 +115,8 @@ def audit_adapter(adapter: Adapter, source: SourceInfo, energy: float = 0.9) -> 
             "DoRA adapter: audited on its directional update B·A; the learned magnitude vector "
             "is not part of the spectrum"
         )
+    for reason in skipped:
+        warnings.append(f"skipped, not audited: {reason}")
     if mismatched:
         more = f" and {len(mismatched) - 1} more" if len(mismatched) > 1 else ""
         warnings.append(f"rank mismatch with adapter_config.json: {mismatched[0]}{more}")

@@ -2,7 +2,7 @@
 a reload check: plan the ranks (:mod:`.plan`), write the adapter (:mod:`.write`), check it
 (:mod:`.verify`), describe it (:mod:`.result`)."""
 
-from gradience_hub.compress.plan import build_config, plan_ranks
+from gradience_hub.compress.plan import RankRule, build_config, plan_ranks
 from gradience_hub.compress.result import CompressionResult, ModuleCompression, format_result
 from gradience_hub.compress.verify import (
     VERIFIED_NONE,
@@ -21,6 +21,7 @@ __all__ = [
     "VERIFIED_SELF",
     "CompressionResult",
     "ModuleCompression",
+    "RankRule",
     "build_config",
     "compress",
     "compress_adapter",

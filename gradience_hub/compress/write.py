@@ -39,35 +39,19 @@ from gradience_hub.adapter import (
     CONFIG_NAME,
     SAFETENSORS_NAME,
     Adapter,
+    LoraModule,
     load,
+    widen,
 )
-from gradience_hub.audit import audit_adapter
-from gradience_hub.compress.plan import build_config, check_rank, config_number, plan_ranks
+from gradience_hub.compress.plan import RankRule, build_config, check_rank, config_number
 from gradience_hub.compress.result import CompressionResult, ModuleCompression
 from gradience_hub.compress.verify import (
     self_check,
     verify_with_peft,
 )
-from gradience_hub.errors import UsageError
+from gradience_hub.errors import AdapterError, UsageError
 
 # --------------------------------------------------------------------------- math
-
-
-def _measured_error(
-    B: np.ndarray, A: np.ndarray, B_k: np.ndarray, A_k: np.ndarray, norm: float
-) -> float:
-    """``||B A - B_k A_k||_F / norm`` without the dense product.
-
-    ``B A - B_k A_k = [B, B_k] @ [A; -A_k]``, a product of thin factors whose Frobenius norm is
-    that of the small core ``R_C R_D^T`` (QR of both stacks). The stacked factors are rank
-    deficient (B_k's columns lie in B's span), which :func:`spectral.r_factor` handles by
-    falling back to Householder QR.
-    """
-    if norm == 0.0:
-        return 0.0
-    C = np.hstack([np.asarray(B, np.float64), np.asarray(B_k, np.float64)])
-    D = np.vstack([np.asarray(A, np.float64), -np.asarray(A_k, np.float64)])
-    return float(np.linalg.norm(spectral.core_matrix(C, D, 1.0))) / norm
 
 
 def _cast(X: np.ndarray, dtype: Any) -> np.ndarray:
@@ -160,9 +144,18 @@ def _install(tmp: Path, output_dir: Path) -> None:
     replace_directory(tmp, output_dir)
 
 
+def _factored(module: LoraModule) -> spectral.FactoredSVD:
+    try:
+        return spectral.factored_svd(module.B, module.A, 1.0)
+    except OverflowError as exc:
+        raise AdapterError(
+            f"module {module.name}: {exc}", hint="the adapter's weights are corrupt"
+        ) from None
+
+
 def compress_adapter(
     adapter: Adapter,
-    ranks: Mapping[str, int],
+    ranks: Mapping[str, int] | RankRule,
     output_dir: str | Path,
     *,
     verify: bool | None = None,
@@ -170,10 +163,12 @@ def compress_adapter(
     force: bool = False,
     source: str | None = None,
 ) -> CompressionResult:
-    """Write ``adapter`` truncated to ``ranks`` (module name -> k) as a PEFT adapter.
+    """Write ``adapter`` truncated to ``ranks`` as a PEFT adapter, in one streamed pass.
 
-    Modules absent from ``ranks`` keep their rank. A module kept at its rank is copied bit for
-    bit; the others get balanced truncated factors in the original dtype. Non-LoRA tensors
+    ``ranks`` maps module name -> k (modules absent from it keep their rank), or is a
+    :class:`~gradience_hub.compress.plan.RankRule` that picks each module's k from the spectrum
+    computed for its truncation (no separate audit pass). A module kept at its rank is copied
+    bit for bit; the others get balanced truncated factors in the original dtype. Non-LoRA tensors
     (``modules_to_save`` heads, DoRA magnitudes, ``lora_B.bias``, trainable tokens) are copied
     unchanged. ``verify``: ``None`` checks with peft when torch and peft are importable, ``True``
     requires them, ``False`` skips the peft check (the numpy self-check always runs).
@@ -182,7 +177,17 @@ def compress_adapter(
     ``base_model_name_or_path`` is used when it resolves locally.
     """
     output_dir = Path(output_dir)
-    unknown = sorted(set(ranks) - set(adapter.module_names))
+    if adapter.format != "peft":
+        raise UsageError(
+            f"compressing {adapter.format} LoRA files is not supported yet; the audit reads them",
+            hint="audit the file with 'gradience-hub audit'",
+        )
+    if adapter.has_experts:
+        raise UsageError(
+            "compressing target_parameters (expert) LoRA is not supported yet; the audit reads it",
+            hint="audit the adapter per expert with 'gradience-hub audit'",
+        )
+    unknown = [] if isinstance(ranks, RankRule) else sorted(set(ranks) - set(adapter.module_names))
     if unknown:
         raise UsageError(
             f"no LoRA module named {unknown[0]} in the adapter"
@@ -199,26 +204,44 @@ def compress_adapter(
     for module in adapter.modules():
         pair = adapter.pairs[module.name]
         assert pair.a_key is not None and pair.b_key is not None
-        k = int(ranks.get(module.name, module.r))
-        check_rank(module.name, k, module.r)
+        f: spectral.FactoredSVD | None = None
+        if module.groups > 1:
+            raise UsageError(
+                f"module {module.name}: compressing a grouped conv LoRA (groups={module.groups}) "
+                "is not supported: its truncation is not a grouped conv",
+                hint="the audit reads it; compress adapters without grouped conv LoRA",
+            )
+        if isinstance(ranks, RankRule):
+            if ranks.needs_spectrum:
+                f = _factored(module)
+            k = ranks.target(module.name, module.r, f.S if f is not None else None)
+        else:
+            k = int(ranks.get(module.name, module.r))
+            check_rank(module.name, k, module.r)
         if k == module.r:
             # Nothing to truncate: the original factors are the exact answer, bit for bit.
-            S = spectral.lora_singular_values(module.B, module.A, 1.0)
+            S = f.S if f is not None else spectral.lora_singular_values(module.B, module.A, 1.0)
             norm = float(np.sqrt(np.sum(S**2)))
             A_out = adapter.tensor(pair.a_key)
             B_out = adapter.tensor(pair.b_key)
             rel = bound = stored = 0.0
         else:
             # Scale is kept; the factors carry the truncated *unscaled* B @ A (module doc).
-            B_k64, A_k64, S = spectral.truncated_factors(module.B, module.A, 1.0, k)
+            f = f or _factored(module)
+            S = f.S
             norm = float(np.sqrt(np.sum(S**2)))
+            B_k64, A_k64 = f.truncated(k)
             a_shape = adapter.tensor(pair.a_key).shape if module.kind == "conv" else None
             b_shape = adapter.tensor(pair.b_key).shape if module.kind == "conv" else None
             A_out = _cast(A_k64, _storage_dtype(adapter, pair.a_key))
             B_out = _cast(B_k64, _storage_dtype(adapter, pair.b_key))
-            rel = _measured_error(module.B, module.A, B_k64, A_k64, norm)
+            # Measured, not assumed: the float64 factors against B @ A (on the core; equals
+            # the Eckart-Young value only when the factors are optimal) and the stored ones
+            # after rounding to the adapter's dtype.
+            rel = f.core_error(k) / norm if norm else 0.0
             bound = spectral.truncation_error(S, k)
-            stored = _measured_error(module.B, module.A, B_out, A_out, norm)
+            stored = f.error(widen(B_out), widen(A_out)) / norm if norm else 0.0
+            del B_k64, A_k64, f
             if a_shape is not None and b_shape is not None:
                 # PEFT's conv LoRA: A is a (k, c_in, kh, kw) conv, B a 1x1 conv (c_out, k, 1, 1).
                 A_out = A_out.reshape((k, *a_shape[1:]))
@@ -252,7 +275,7 @@ def compress_adapter(
     if adapter.weights_path.suffix != ".safetensors":
         warnings.append(
             f"{adapter.weights_path.name} was converted to {SAFETENSORS_NAME} "
-            "(bf16 tensors of a .bin file are read as float32)"
+            "(every tensor keeps its dtype)"
         )
 
     config = build_config(adapter.config.raw, want)
@@ -261,9 +284,7 @@ def compress_adapter(
     try:
         from safetensors.numpy import save_file
 
-        (tmp / CONFIG_NAME).write_text(
-            json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8"
-        )
+        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         save_file(tensors, str(tmp / SAFETENSORS_NAME), metadata={"format": "pt"})
         del tensors
         expected = {m.name: (m.r_new, m.scale) for m in rows}
@@ -300,31 +321,17 @@ def compress(
     base_model: Any = None,
 ) -> CompressionResult:
     """Load SOURCE, audit it, plan ranks (one mode) and write the compressed adapter."""
-    modes = (rank is not None) + (energy is not None) + bool(per_layer)
-    if modes != 1:
-        raise UsageError(
-            "choose exactly one of --rank K, --energy T or --per-layer",
-            hint="e.g. gradience-hub compress SOURCE --output DIR --rank 4",
-        )
-    if energy is not None and not 0.0 < energy <= 1.0:
-        raise UsageError(f"--energy must be in (0, 1], got {energy}", hint="e.g. --energy 0.9")
+    rule = RankRule(rank=rank, energy=energy, per_layer=per_layer)  # refuses bad modes first
     adapter, info = load(source, revision, adapter_name)
     _check_output(Path(output), adapter, force)
-    report = audit_adapter(adapter, info, energy if energy is not None else 0.9)
-    ranks = plan_ranks(report, rank=rank, energy=energy, per_layer=per_layer)
     result = compress_adapter(
         adapter,
-        ranks,
+        rule,
         output,
         verify=verify,
         base_model=base_model,
         force=force,
         source=info.display,
     )
-    if rank is not None:
-        result.mode = f"uniform rank {rank}"
-    elif energy is not None:
-        result.mode = f"energy {energy:g} per module"
-    else:
-        result.mode = "per-layer (audit suggestions)"
+    result.mode = rule.mode
     return result

@@ -38,6 +38,7 @@ from urllib.parse import quote
 from markupsafe import Markup
 
 from gradience_hub import __version__
+from gradience_hub.audit import V011_ENERGY_ALIASES, energy_fields
 from gradience_hub.errors import ConfigError, RecordError, TemplateError, UsageError
 from gradience_hub.policy import AUDIT, FAIL, PASS, RECORD_STATUSES, RULE_WORST_SEED, Policy
 from gradience_hub.publish.filters import FILTERS, is_repo_id, md, safe_url
@@ -298,8 +299,8 @@ _SUMMARY_FIELDS = (
     "stable_rank_mean",
     "utilization_mean",
     "energy_threshold",
-    "energy_rank_90_p50",
-    "energy_rank_90_p90",
+    "energy_rank_p50",
+    "energy_rank_p90",
     "suggested_r_global_median",
     "suggested_r_global_90",
     "effective_rank_mean",
@@ -332,6 +333,9 @@ def _summary_view(audit: dict[str, Any] | None, bench: dict[str, Any] | None) ->
         return None
     view = {key: raw.get(key) for key in _SUMMARY_FIELDS}
     view.update({k: v for k, v in raw.items() if k not in view})
+    for key in V011_ENERGY_ALIASES.values():
+        view.pop(key, None)  # present again below exactly when they mean k at 0.90
+    view.update(energy_fields(raw))
     if _number(view["energy_threshold"]) is None:
         view["energy_threshold"] = 0.9
     return view
@@ -485,7 +489,8 @@ def template_context(
       ``repo_url`` and ``base_model_url`` (Hub links, only for valid repo ids).
     - ``summary``: the audit summary fields (audit.json's, else bench.json's ``audit``), e.g.
       ``allocated_rank``, ``lora_params``, ``n_layers``, ``utilization_mean``,
-      ``stable_rank_mean``, ``energy_threshold``, ``energy_rank_90_p50/_p90``,
+      ``stable_rank_mean``, ``energy_threshold``, ``energy_rank_p50/_p90`` (k at that
+      threshold; gradience 0.11's ``energy_rank_90_p50/_p90`` too when it is 0.90),
       ``suggested_r_global_median/_90``; or None. ``per_layer``: ``lora_params``,
       ``reduction``, ``rank_pattern`` of the per-layer suggestion, or None.
     - Bench (None / empty without one): ``task`` {name, metric, eval_examples}, ``protocol``

@@ -37,18 +37,32 @@ from gradience_hub.policy import (
 
 SCHEMA = "gradience-hub/bench/v1"
 
-# The audit summary fields a record carries (gradience 0.11 names).
+# The audit summary fields a record carries (gradience 0.11 names where they mean the same; the
+# energy ranks as gradience_hub.audit.energy_fields normalises them).
 AUDIT_FIELDS = (
     "allocated_rank",
     "lora_params",
     "n_layers",
     "stable_rank_mean",
     "utilization_mean",
+    "energy_threshold",
+    "energy_rank_p50",
+    "energy_rank_p90",
     "energy_rank_90_p50",
     "energy_rank_90_p90",
     "suggested_r_global_median",
     "suggested_r_global_90",
 )
+
+
+def audit_fields(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The :data:`AUDIT_FIELDS` of an audit summary, energy ranks normalised."""
+    from gradience_hub.audit import energy_fields
+
+    out = {k: summary[k] for k in AUDIT_FIELDS if k in summary}
+    if "energy_rank_p50" in summary or "energy_rank_90_p50" in summary:
+        out.update(energy_fields(summary))
+    return {k: out[k] for k in AUDIT_FIELDS if k in out}
 
 
 # --------------------------------------------------------------------------- the model
@@ -332,7 +346,7 @@ class BenchRecord:
             base=base_record(decision.base),
             status_reason=decision.reason,
             noise_floor=decision.noise_floor,
-            audit={k: audit[k] for k in AUDIT_FIELDS if k in audit} if audit else {},
+            audit=audit_fields(audit) if audit else {},
             warnings=[*decision.warnings, *warnings],
             environment=dict(environment) if environment is not None else environment_info(),
         )

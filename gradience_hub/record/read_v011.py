@@ -23,7 +23,6 @@ from gradience_hub.record.fields import (
     required,
 )
 from gradience_hub.record.model import (
-    AUDIT_FIELDS,
     AdapterInfo,
     BenchRecord,
     ProbeRecord,
@@ -32,6 +31,7 @@ from gradience_hub.record.model import (
     SeedScore,
     TaskInfo,
     VariantRecord,
+    audit_fields,
 )
 
 
@@ -232,7 +232,7 @@ def read_v011(data: dict[str, Any]) -> BenchRecord:
     if not known_seeds:
         extra["seeds_unknown"] = True
     model = data.get("model")
-    audit = {k: probe[k] for k in AUDIT_FIELDS if k in probe}
+    audit = audit_fields(probe)
     audit.setdefault("allocated_rank", probe_rank)
     if probe_params is not None:
         audit.setdefault("lora_params", probe_params)

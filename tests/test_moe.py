@@ -1,0 +1,110 @@
+"""peft target_parameters LoRA on a Mixtral-style MoE (issue 11 item 1): every expert is its own
+module, with r, scale and singular values as peft's own get_delta_weight defines them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gradience_hub.audit import run_audit
+from gradience_hub.cli import main
+from tests.factories import lora_config, planted_factors, write_adapter
+
+torch = pytest.importorskip("torch")
+peft = pytest.importorskip("peft")
+
+N_EXPERTS = 3
+
+# peft warns that pattern keys for target_parameters "did not match any targeted module", and
+# applies them all the same (the test checks r=2 where the pattern says so)
+pytestmark = pytest.mark.filterwarnings("ignore:The following (rank|alpha)_pattern keys")
+
+
+@pytest.fixture(scope="module")
+def moe(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A tiny Mixtral with LoRA on both expert parameters, B randomised, and peft's deltas."""
+    from peft import LoraConfig, get_peft_model
+    from peft.tuners.lora.layer import ParamWrapper
+    from transformers import MixtralConfig, MixtralForCausalLM
+
+    torch.manual_seed(0)
+    config = MixtralConfig(
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=24,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        num_local_experts=N_EXPERTS,
+        num_experts_per_tok=2,
+    )
+    lora = LoraConfig(
+        r=4,
+        lora_alpha=8,
+        target_modules=["q_proj"],
+        target_parameters=["experts.gate_up_proj", "experts.down_proj"],
+        rank_pattern={"layers.1.mlp.experts.down_proj": 2},
+        alpha_pattern={"layers.1.mlp.experts.down_proj": 6},
+    )
+    model = get_peft_model(MixtralForCausalLM(config), lora)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0.0, 0.1)
+    model.double()  # peft's delta in float64: the reference for a 1e-9 comparison
+    deltas: dict[str, tuple[int, float, np.ndarray]] = {}
+    for full, layer in model.named_modules():
+        if isinstance(layer, ParamWrapper):
+            module = full.removeprefix("base_model.model.")
+            while module.endswith(".base_layer"):
+                module = module.removesuffix(".base_layer")
+            dw = layer.get_delta_weight("default").detach().double().numpy()  # (E, ., .)
+            for e in range(N_EXPERTS):
+                key = f"{module}.{layer.parameter_name}[{e}]"
+                deltas[key] = (layer.r["default"], layer.scaling["default"], dw[e])
+    directory = tmp_path_factory.mktemp("moe")
+    model.save_pretrained(str(directory))
+    return directory, deltas
+
+
+def test_every_expert_matches_peft_delta(moe) -> None:  # type: ignore[no-untyped-def]
+    directory, deltas = moe
+    report = run_audit(str(directory))
+    rows = {row.name: row for row in report.layers}
+    assert set(deltas) <= set(rows)
+    assert len(deltas) == 2 * 2 * N_EXPERTS
+    for name, (r, scale, dw) in deltas.items():
+        row = rows[name]
+        assert (row.r, row.scale) == (r, pytest.approx(scale, rel=1e-15)), name
+        truth = np.linalg.svd(dw, compute_uv=False)[:r]
+        got = np.array(row.singular_values)
+        assert np.allclose(got, truth, rtol=1e-9, atol=1e-12 * truth[0]), name
+        assert row.module_type == "mlp"
+    assert rows["model.layers.1.mlp.experts.down_proj[2]"].r == 2
+    assert not any("rank mismatch" in w for w in report.warnings)
+
+
+def test_unknown_stacked_layout_is_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Stacked factors that are not r * experts rows: exit 2 naming the module, no numbers."""
+    B, A = planted_factors(8, 8, 5)
+    config = lora_config(r=2, target_modules=[], target_parameters=["experts.down_proj"])
+    write_adapter(tmp_path, {"model.layers.0.mlp.experts": (B, A)}, config)
+    with pytest.raises(SystemExit) as info:
+        main(["audit", str(tmp_path), "--json"])
+    out, err = capsys.readouterr()
+    assert (info.value.code, out) == (2, "")
+    assert err.startswith("Error: module model.layers.0.mlp.experts.down_proj: lora_A has 5 rows")
+
+
+def test_compress_of_expert_lora_is_refused(moe, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    directory, _ = moe
+    with pytest.raises(SystemExit) as info:
+        main(["compress", str(directory), "-o", str(tmp_path / "out"), "--rank", "1"])
+    assert info.value.code == 2
+    assert not (tmp_path / "out").exists()
+    assert json.loads((directory / "adapter_config.json").read_text())["target_parameters"]
