@@ -266,6 +266,133 @@ def bench_command(
         )
 
 
+# --------------------------------------------------------------------------- serve, webhook
+
+
+@cli.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=int, default=8080, show_default=True, help="Port (0: any free).")
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False),
+    default="gradience-serve-state",
+    show_default=True,
+    help="Where the job queue (SQLite) lives; keep it across restarts.",
+)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Config YAML.")
+@click.option("--workers", type=int, default=1, show_default=True, help="0: queue only.")
+@click.option("--max-queue", type=int, default=1000, show_default=True, help="Then 503.")
+@click.option("--max-attempts", type=int, default=5, show_default=True, help="Per job, on 429/5xx.")
+@click.option("--insecure-no-secret", is_flag=True, help="Accept webhooks without a secret.")
+@click.option("--once", is_flag=True, help="Run the one event in WEBHOOK_PAYLOAD and exit.")
+def serve_command(
+    host: str,
+    port: int,
+    state_dir: str,
+    config_path: str | None,
+    workers: int,
+    max_queue: int,
+    max_attempts: int,
+    insecure_no_secret: bool,
+    once: bool,
+) -> int:
+    """Keep adapter cards current: a Hub webhook service that annotates every push.
+
+    Secrets from the environment: WEBHOOK_SECRET (the webhook's secret) and HF_TOKEN (the bot
+    account that opens the PRs). See the README, "Automatic card updates".
+    """
+    from gradience_hub.serve import ServeOptions, load_config
+    from gradience_hub.serve.log import EventLog
+    from gradience_hub.serve.server import environment_secret, run_once, serve, stdout_json
+
+    config = load_config(config_path)
+    log = EventLog(secrets=(os.environ.get("HF_TOKEN"), os.environ.get("WEBHOOK_SECRET")))
+    secret = None if once else environment_secret(insecure_no_secret, log)
+    options = ServeOptions(
+        state_dir=Path(state_dir),
+        host=host,
+        port=port,
+        workers=workers,
+        max_queue=max_queue,
+        secret=secret,
+        max_attempts=max_attempts,
+    )
+    if once:
+        code, out = run_once(os.environ.get("WEBHOOK_PAYLOAD"), config, options, log)
+        stdout_json(out)
+        return code
+    if not os.environ.get("HF_TOKEN"):
+        log("serve.no_token", level="warning", message="HF_TOKEN is not set: jobs cannot publish")
+    serve(options, config, log)
+    return 0
+
+
+@cli.group("webhook")
+def webhook_group() -> None:
+    """Register the service with the Hub: create, list or delete webhooks (needs HF_TOKEN)."""
+
+
+@webhook_group.command("create")
+@click.option(
+    "--watch",
+    "watch",
+    multiple=True,
+    required=True,
+    metavar="org:NAME|user:NAME|model:ORG/NAME",
+    help="What to watch (repeatable).",
+)
+@click.option("--url", required=True, help="The service's public URL ending in /webhook.")
+def webhook_create(watch: tuple[str, ...], url: str) -> None:
+    """Create a webhook for repo events, with the secret from WEBHOOK_SECRET."""
+    from gradience_hub import hub
+    from gradience_hub.serve.server import environment_secret
+
+    watched = []
+    for item in watch:
+        kind, _, name = item.partition(":")
+        if kind not in ("org", "user", "model") or not name:
+            raise click.BadParameter(f"{item!r}: use org:NAME, user:NAME or model:ORG/NAME")
+        watched.append((kind, name))
+    if not url.startswith(("https://", "http://")):
+        raise click.BadParameter(f"{url!r} is not an http(s) URL", param_hint="--url")
+    created = hub.create_webhook(url, watched, environment_secret(insecure=False))
+    click.echo(f"Created webhook {created.id} -> {created.url}")
+
+
+@webhook_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (secrets are never shown).")
+def webhook_list(as_json: bool) -> None:
+    """List the token owner's webhooks."""
+    import dataclasses
+    import json
+
+    from gradience_hub import hub
+
+    hooks = hub.list_webhooks()
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(h) for h in hooks], indent=2))
+        return
+    import unicodedata
+
+    def plain(text: object) -> str:  # the Hub's strings, printed without control characters
+        return "".join(c for c in str(text) if unicodedata.category(c) not in ("Cc", "Cf"))
+
+    for h in hooks:
+        watched = ",".join(f"{t}:{n}" for t, n in h.watched)
+        state = "disabled" if h.disabled else "enabled"
+        click.echo(plain(f"{h.id}  {h.url}  {watched}  {'/'.join(h.domains)}  {state}"))
+
+
+@webhook_group.command("delete")
+@click.argument("webhook_id")
+def webhook_delete(webhook_id: str) -> None:
+    """Delete a webhook by id."""
+    from gradience_hub import hub
+
+    hub.delete_webhook(webhook_id)
+    click.echo(f"Deleted webhook {webhook_id}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the CLI and map errors to exit codes and short messages."""
     debug = os.environ.get("GRADIENCE_DEBUG", "") not in ("", "0")
