@@ -301,30 +301,19 @@ def serve_command(
     Secrets from the environment: WEBHOOK_SECRET (the webhook's secret) and HF_TOKEN (the bot
     account that opens the PRs). See the README, "Automatic card updates".
     """
-    from gradience_hub.serve import ServeOptions, load_config
-    from gradience_hub.serve.log import EventLog
-    from gradience_hub.serve.server import environment_secret, run_once, serve, stdout_json
+    from gradience_hub.serve.server import run_command
 
-    config = load_config(config_path)
-    log = EventLog(secrets=(os.environ.get("HF_TOKEN"), os.environ.get("WEBHOOK_SECRET")))
-    secret = None if once else environment_secret(insecure_no_secret, log)
-    options = ServeOptions(
+    return run_command(
+        config_path,
+        once=once,
+        insecure=insecure_no_secret,
         state_dir=Path(state_dir),
         host=host,
         port=port,
         workers=workers,
         max_queue=max_queue,
-        secret=secret,
         max_attempts=max_attempts,
     )
-    if once:
-        code, out = run_once(os.environ.get("WEBHOOK_PAYLOAD"), config, options, log)
-        stdout_json(out)
-        return code
-    if not os.environ.get("HF_TOKEN"):
-        log("serve.no_token", level="warning", message="HF_TOKEN is not set: jobs cannot publish")
-    serve(options, config, log)
-    return 0
 
 
 @cli.group("webhook")
@@ -345,17 +334,11 @@ def webhook_group() -> None:
 def webhook_create(watch: tuple[str, ...], url: str) -> None:
     """Create a webhook for repo events, with the secret from WEBHOOK_SECRET."""
     from gradience_hub import hub
-    from gradience_hub.serve.server import environment_secret
+    from gradience_hub.serve.server import environment_secret, parse_watch
 
-    watched = []
-    for item in watch:
-        kind, _, name = item.partition(":")
-        if kind not in ("org", "user", "model") or not name:
-            raise click.BadParameter(f"{item!r}: use org:NAME, user:NAME or model:ORG/NAME")
-        watched.append((kind, name))
     if not url.startswith(("https://", "http://")):
         raise click.BadParameter(f"{url!r} is not an http(s) URL", param_hint="--url")
-    created = hub.create_webhook(url, watched, environment_secret(insecure=False))
+    created = hub.create_webhook(url, parse_watch(watch), environment_secret(insecure=False))
     click.echo(f"Created webhook {created.id} -> {created.url}")
 
 

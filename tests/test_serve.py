@@ -608,12 +608,28 @@ def test_queued_and_running_jobs_survive_kill_9_and_run_once_each(
 
 def test_insecure_mode_warns_and_accepts_without_a_secret(hub: HubServer, tmp_path: Path) -> None:
     env = {"WEBHOOK_SECRET": ""}
-    svc = Service(hub, tmp_path / "state", "--insecure-no-secret", "--workers", "0", **env)
+    svc = Service(
+        hub,
+        tmp_path / "state",
+        "--insecure-no-secret",
+        "--workers",
+        "0",
+        "--max-queue",
+        "2",
+        **env,
+    )
     try:
         warning = svc.event("serve.insecure")
         assert warning and warning["level"] == "warning" and "ANYONE" in warning["message"]
-        status, answer = svc.post(push_payload("alice/adapter", "c" * 40), secret=None)
-        assert status == 202 and answer["status"] == "queued"
+        for repo in ("alice/adapter", "alice/other"):
+            status, answer = svc.post(push_payload(repo, "c" * 40), secret=None)
+            assert status == 202 and answer["status"] == "queued"
+        # the queue is full: 503, but a newer push of a queued repo replaces its job
+        status, answer = svc.post(push_payload("alice/third", "c" * 40), secret=None)
+        assert status == 503 and "full" in answer["error"]
+        status, answer = svc.post(push_payload("alice/other", "d" * 40), secret=None)
+        assert status == 202
+        assert svc.get_json("/healthz")["queue_depth"] == 2
     finally:
         svc.stop()
 
@@ -856,3 +872,24 @@ def test_status_page_escapes_every_repo_string() -> None:
     page = status_page([job], {"queued": 0})
     assert "<img" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
     assert "<b>boom" not in page and "javascript:" not in page
+
+
+def test_the_space_folder_is_a_docker_space_running_serve() -> None:
+    import re
+    import shlex
+
+    import yaml
+
+    readme = (ROOT / "space" / "README.md").read_text()
+    front = yaml.safe_load(readme.split("---\n")[1])
+    assert front["sdk"] == "docker" and isinstance(front["app_port"], int)
+    dockerfile = (ROOT / "space" / "Dockerfile").read_text()
+    install = next(line for line in dockerfile.splitlines() if line.startswith("RUN pip install"))
+    assert "gradience-hub[serve]" in install and "torch" not in install.split("&&")[0]
+    cmd = json.loads(re.search(r"^CMD (\[.*\])$", dockerfile, re.M).group(1))  # type: ignore[union-attr]
+    argv = shlex.split(cmd[-1].removeprefix("exec "))
+    assert argv[:2] == ["gradience-hub", "serve"]
+    assert argv[argv.index("--port") + 1] == str(front["app_port"])
+    assert argv[argv.index("--host") + 1] == "0.0.0.0"
+    config = load_config(ROOT / "space" / argv[argv.index("--config") + 1])
+    assert config.watch.ref == "refs/heads/main" and config.rule_for("any/adapter") is not None

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gradience_hub.errors import ConfigError, MissingExtraError, UsageError
-from gradience_hub.serve.config import ServeConfig, ServeOptions
+from gradience_hub.serve.config import ServeConfig, ServeOptions, load_config
 from gradience_hub.serve.events import PayloadError, decide
 from gradience_hub.serve.log import EventLog
 from gradience_hub.serve.queue import Job, JobQueue
@@ -201,3 +201,37 @@ def environment_secret(insecure: bool, log: EventLog | None = None) -> str | Non
             "jobs that publish with HF_TOKEN. Use it on a private network only.",
         )
     return None
+
+
+def parse_watch(items: tuple[str, ...] | list[str]) -> list[tuple[str, str]]:
+    """``--watch org:NAME|user:NAME|model:ORG/NAME`` values as (type, name) pairs."""
+    watched = []
+    for item in items:
+        kind, _, name = item.partition(":")
+        if kind not in ("org", "user", "model") or not name:
+            raise UsageError(
+                f"--watch {item!r}: use org:NAME, user:NAME or model:ORG/NAME",
+                hint="e.g. --watch org:my-org --watch model:my-org/my-adapter",
+            )
+        watched.append((kind, name))
+    return watched
+
+
+def run_command(config_path: str | None, *, once: bool, insecure: bool, **options: Any) -> int:
+    """``gradience-hub serve``: read the config and the secrets, then serve (or run --once).
+
+    Returns the exit code. The secrets come from the environment only: WEBHOOK_SECRET is
+    checked here, HF_TOKEN is read by huggingface_hub itself on every request.
+    """
+    config = load_config(config_path)
+    log = EventLog(secrets=(os.environ.get("HF_TOKEN"), os.environ.get("WEBHOOK_SECRET")))
+    secret = None if once else environment_secret(insecure, log)
+    settings = ServeOptions(secret=secret, **options)
+    if once:
+        code, out = run_once(os.environ.get("WEBHOOK_PAYLOAD"), config, settings, log)
+        stdout_json(out)
+        return code
+    if not os.environ.get("HF_TOKEN"):
+        log("serve.no_token", level="warning", message="HF_TOKEN is not set: jobs cannot publish")
+    serve(settings, config, log)
+    return 0
