@@ -402,8 +402,22 @@ def test_bad_bodies_get_400_with_the_reason_and_big_ones_413(service: Service) -
     assert status == 400 and "newSha" in answer["error"]
     status, answer = service.post(push_payload("../../etc/passwd", "a" * 40))
     assert status == 400 and "repo id" in answer["error"]
-    status, answer = service.post(None, raw=b" " * (1024 * 1024 + 1))
-    assert status == 413
+    # over 1 MB: 413 from the headers alone, before the body is read (a raw socket, because a
+    # client still writing the body may see the connection close under it)
+    import socket
+    from urllib.parse import urlsplit
+
+    where = urlsplit(service.url)
+    with socket.create_connection((where.hostname, where.port), timeout=30) as sock:
+        sock.sendall(
+            b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"X-Webhook-Secret: {SECRET}\r\nContent-Length: {1024 * 1024 + 1}\r\n\r\n".encode()
+            + b"{" * 1000
+        )
+        answer_bytes = sock.recv(65536)
+    assert answer_bytes.startswith(b"HTTP/1.1 413 ")
+    status, answer = service.post(None, raw=b" " * (1024 * 1024 - 2) + b"{}")
+    assert status == 400  # exactly 1 MB is read (and is no payload)
     status, answer = service.post(None, raw=b"[]")
     assert status == 400
 
@@ -893,3 +907,41 @@ def test_the_space_folder_is_a_docker_space_running_serve() -> None:
     assert argv[argv.index("--host") + 1] == "0.0.0.0"
     config = load_config(ROOT / "space" / argv[argv.index("--config") + 1])
     assert config.watch.ref == "refs/heads/main" and config.rule_for("any/adapter") is not None
+
+
+def test_stand_in_webhooks_speak_the_client_api_and_send_v3_payloads(
+    hub: HubServer, service: Service, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from huggingface_hub import HfApi, WebhookPayload, WebhookWatchedItem
+
+    configure_client(monkeypatch, hub, tmp_path / "hf", token="hf_alice_write_token")
+    api = HfApi()
+    hook = api.create_webhook(
+        url=service.url + "/webhook",
+        watched=[WebhookWatchedItem(type="model", name="hooks/adapter")],
+        secret=SECRET,
+    )
+    assert hook.domains == ["repo", "discussion"] and not hook.disabled
+    assert api.get_webhook(hook.id).url == service.url + "/webhook"
+    assert api.disable_webhook(hook.id).disabled
+    hub.create_repo("hooks/adapter", {"README.md": "# x\n"})
+    hub.push("hooks/adapter", {"a.txt": "1"})
+    hub.webhooks.wait_idle()
+    assert hub.webhooks.delivered("hooks/adapter") == []  # disabled: nothing sent
+    assert not api.enable_webhook(hook.id).disabled
+    sha = hub.push("hooks/adapter", {"a.txt": "2"})
+    hub.open_pr("hooks/adapter", {"b.txt": "x"}, author="alice")  # seeding sends nothing
+    hub.webhooks.wait_idle()
+    (push,) = hub.webhooks.delivered("hooks/adapter")
+    parsed = WebhookPayload.model_validate(push.payload)  # the client's own model of v3
+    assert parsed.event.scope == "repo.content" and parsed.webhook.version == 3
+    assert parsed.updatedRefs and parsed.updatedRefs[0].newSha == sha
+    assert push.payload["repo"]["headSha"] == sha and parsed.repo.head_sha is None  # no alias
+    assert push.status == 200 and "no rule" in json.loads(push.body)["reason"]
+    updated = api.update_webhook(
+        hook.id, watched=[WebhookWatchedItem(type="org", name="hooks")], domains=["repo"]
+    )
+    assert [(w.type, w.name) for w in updated.watched] == [("org", "hooks")]
+    assert hook.id in [h.id for h in api.list_webhooks()]
+    api.delete_webhook(hook.id)
+    assert hook.id not in [h.id for h in api.list_webhooks()]

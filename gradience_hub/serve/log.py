@@ -9,6 +9,7 @@ replaced by ``***`` wherever they would appear, as a second guard: no code path 
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import threading
 from datetime import datetime, timezone
@@ -41,3 +42,29 @@ class EventLog:
         with self._lock:
             stream.write(line + "\n")
             stream.flush()
+
+
+class ForwardHandler(logging.Handler):
+    """Sends standard-library log records (uvicorn's) through an EventLog as JSON lines."""
+
+    def __init__(self, log: EventLog) -> None:
+        super().__init__()
+        self._log = log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+            if record.exc_info:
+                message += "\n" + logging.Formatter().formatException(record.exc_info)
+            self._log(record.name, level=record.levelname.lower(), message=message)
+        except Exception:
+            self.handleError(record)
+
+
+def forward_library_logs(log: EventLog, names: tuple[str, ...] = ("uvicorn",)) -> None:
+    """Route the named loggers (warnings and up) to ``log``, so every line is JSON."""
+    for name in names:
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [ForwardHandler(log)]
+        logger.setLevel(logging.WARNING)
+        logger.propagate = False

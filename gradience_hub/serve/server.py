@@ -19,7 +19,7 @@ from typing import Any
 from gradience_hub.errors import ConfigError, MissingExtraError, UsageError
 from gradience_hub.serve.config import ServeConfig, ServeOptions, load_config
 from gradience_hub.serve.events import PayloadError, decide
-from gradience_hub.serve.log import EventLog
+from gradience_hub.serve.log import EventLog, forward_library_logs
 from gradience_hub.serve.queue import Job, JobQueue
 
 
@@ -101,6 +101,7 @@ def serve(options: ServeOptions, config: ServeConfig, log: EventLog) -> None:
             recovered=recovered,
             watch=config.watch.ref,
         )
+        forward_library_logs(log)
         server = uvicorn.Server(
             uvicorn.Config(
                 app,

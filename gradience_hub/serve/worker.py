@@ -20,7 +20,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -46,6 +46,8 @@ class Outcome:
     commit_url: str | None = None
     delay: float = 0.0
     exit_code: int = 0
+    seconds: float | None = None  # the attempt's wall time
+    annotate_seconds: float | None = None  # of which annotate itself
 
 
 def is_adapter_listing(paths: list[str]) -> bool:
@@ -134,6 +136,7 @@ def run_job(job: Job, config: ServeConfig, log: Log) -> Outcome:
             if rule.bench_json
             else None
         )
+        started = time.perf_counter()
         result = annotate(
             job.repo,
             # a Hub PR branches from the pushed sha; a direct commit goes on the branch head
@@ -150,18 +153,25 @@ def run_job(job: Job, config: ServeConfig, log: Log) -> Outcome:
         detail = f"Hub PR updated ({result.status})"
     else:
         detail = f"committed to {job.ref} ({result.status})"
-    return Outcome("done", detail, pr_url=result.pr_url, commit_url=result.commit_url)
+    return Outcome(
+        "done",
+        detail,
+        pr_url=result.pr_url,
+        commit_url=result.commit_url,
+        annotate_seconds=time.perf_counter() - started,
+    )
 
 
 def attempt(job: Job, config: ServeConfig, options: ServeOptions, log: Log) -> Outcome:
     """Run one attempt and classify its failure; never raises."""
+    started = time.perf_counter()
     try:
-        return run_job(job, config, log)
+        outcome = run_job(job, config, log)
     except Exception as exc:
         outcome = classify_failure(exc, job.attempts, options)
         if outcome.exit_code == 70:
             log("job.internal_error", level="error", job=job.id, trace=traceback.format_exc())
-        return outcome
+    return replace(outcome, seconds=time.perf_counter() - started)
 
 
 def record(queue: JobQueue, job: Job, outcome: Outcome, log: Log) -> None:
@@ -193,7 +203,26 @@ def record(queue: JobQueue, job: Job, outcome: Outcome, log: Log) -> None:
         detail=outcome.detail,
         pr_url=outcome.pr_url,
         commit_url=outcome.commit_url,
+        seconds=_rounded(outcome.seconds),
+        annotate_seconds=_rounded(outcome.annotate_seconds),
     )
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def warm_up(log: Log) -> None:
+    """Import what a job needs (annotate, the Hub client, matplotlib) before the first event,
+    so that the first push is not seconds slower than the next ones."""
+    try:
+        import matplotlib.figure  # noqa: F401
+        from matplotlib.backends import backend_agg  # noqa: F401
+
+        from gradience_hub import hub  # noqa: F401
+        from gradience_hub.publish import annotate, render  # noqa: F401
+    except Exception as exc:  # a missing piece shows up as the job's own error later
+        log("worker.warm_up", level="warning", error=f"{type(exc).__name__}: {exc}")
 
 
 class WorkerPool:
@@ -239,6 +268,7 @@ class WorkerPool:
                 self._wake.wait(timeout)
 
     def _loop(self) -> None:
+        warm_up(self.log)
         while not self._stopping:
             try:
                 job = self.queue.claim()
