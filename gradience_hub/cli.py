@@ -280,9 +280,15 @@ def bench_command(
     help="Where the job queue (SQLite) lives; keep it across restarts.",
 )
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Config YAML.")
-@click.option("--workers", type=int, default=1, show_default=True, help="0: queue only.")
-@click.option("--max-queue", type=int, default=1000, show_default=True, help="Then 503.")
-@click.option("--max-attempts", type=int, default=5, show_default=True, help="Per job, on 429/5xx.")
+@click.option(
+    "--workers", type=int, default=1, show_default=True, help="Job threads (0: queue, run none)."
+)
+@click.option(
+    "--max-queue", type=int, default=1000, show_default=True, help="Waiting jobs; then 503."
+)
+@click.option(
+    "--max-attempts", type=int, default=5, show_default=True, help="Tries per job on 429/5xx."
+)
 @click.option("--insecure-no-secret", is_flag=True, help="Accept webhooks without a secret.")
 @click.option("--once", is_flag=True, help="Run the one event in WEBHOOK_PAYLOAD and exit.")
 def serve_command(

@@ -945,3 +945,18 @@ def test_stand_in_webhooks_speak_the_client_api_and_send_v3_payloads(
     assert hook.id in [h.id for h in api.list_webhooks()]
     api.delete_webhook(hook.id)
     assert hook.id not in [h.id for h in api.list_webhooks()]
+
+
+def test_serve_without_the_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from gradience_hub.errors import MissingExtraError
+    from gradience_hub.serve.server import require_serve_extra
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "uvicorn" else real(name, *a)
+    )
+    with pytest.raises(MissingExtraError) as info:
+        require_serve_extra()
+    assert info.value.exit_code == 2 and "gradience-hub[serve]" in (info.value.hint or "")
