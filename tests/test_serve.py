@@ -938,6 +938,26 @@ def test_stand_in_webhooks_speak_the_client_api_and_send_v3_payloads(
     assert parsed.updatedRefs and parsed.updatedRefs[0].newSha == sha
     assert push.payload["repo"]["headSha"] == sha and parsed.repo.head_sha is None  # no alias
     assert push.status == 200 and "no rule" in json.loads(push.body)["reason"]
+    # a PR opened through the client: its ref update, and a discussion event for the PR
+    from huggingface_hub import CommitOperationAdd
+
+    api.create_commit(
+        "hooks/adapter",
+        [CommitOperationAdd(path_in_repo="c.txt", path_or_fileobj=b"c")],
+        commit_message="Add c",
+        create_pr=True,
+    )
+    hub.webhooks.wait_idle()
+    ref_update, opened = (
+        WebhookPayload.model_validate(d.payload)
+        for d in hub.webhooks.delivered("hooks/adapter")[1:]
+    )
+    num = hub.prs("hooks/adapter")[0].num
+    assert ref_update.updatedRefs and ref_update.updatedRefs[0].ref == f"refs/pr/{num}"
+    assert opened.event.scope == "discussion" and opened.event.action == "create"
+    assert opened.discussion and opened.discussion.isPullRequest and opened.discussion.num == num
+    replies = [json.loads(d.body) for d in hub.webhooks.delivered("hooks/adapter")[1:]]
+    assert [r["status"] for r in replies] == ["ignored", "ignored"]
     updated = api.update_webhook(
         hook.id, watched=[WebhookWatchedItem(type="org", name="hooks")], domains=["repo"]
     )
