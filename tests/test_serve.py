@@ -4,12 +4,13 @@ Hub's webhooks), plus the pure parts (event rules, config, queue) in process.
 
 One service process is shared by the module (its config routes repo namespaces to rules: `direct/*`
 commits to the branch, `bench/*` publishes a bench.json from the repo, `alice/*`, `burst/*`,
-`kill/*` open Hub PRs, anything else matches no rule); the tests that kill or reconfigure a
-service start their own.
+`kill/*`, `late/*` open Hub PRs, anything else matches no rule); the tests that kill or
+reconfigure a service start their own.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import subprocess
@@ -48,6 +49,7 @@ repos:
   - match: "alice/*"
   - match: "burst/*"
   - match: "kill/*"
+  - match: "late/*"
 """
 
 
@@ -84,6 +86,7 @@ def push_payload(
     sha: str,
     ref: str = "refs/heads/main",
     *,
+    old: str | None = "1" * 40,
     scope: str = "repo.content",
     action: str = "update",
     repo_type: str = "model",
@@ -100,7 +103,7 @@ def push_payload(
             "url": {"web": f"https://hf.example/{repo}", "api": f"https://hf.example/api/{repo}"},
             "owner": {"id": "628b753283ef59b5be89e937"},
         },
-        "updatedRefs": [{"ref": ref, "oldSha": "1" * 40, "newSha": sha}],
+        "updatedRefs": [{"ref": ref, "oldSha": old, "newSha": sha}],
         "webhook": {"id": "65d6e2ab0bc0ec17b2cbd5a4", "version": 3},
     }
 
@@ -332,6 +335,23 @@ def test_replay_of_a_handled_event_makes_no_request_to_the_hub(
     assert len(hub.prs("alice/replayed")) == 1
 
 
+def test_a_push_delivered_after_its_successor_never_runs(
+    hub: HubServer, service: Service, module_tmp: Path
+) -> None:
+    first = make_adapter_repo(hub, "late/adapter", module_tmp, seed=7)
+    second = hub.push("late/adapter", {"notes.txt": "v2"})
+    third = hub.push("late/adapter", {"notes.txt": "v3"})
+    status, newest = service.post(push_payload("late/adapter", third, old=second))
+    assert status == 202
+    status, late = service.post(push_payload("late/adapter", second, old=first))
+    assert status == 200 and late["status"] == "ignored"
+    assert late["reason"].startswith(f"superseded by {third[:7]} (job {newest['job_id']})")
+    (job,) = service.wait_final([newest["job_id"]])
+    assert job["status"] == "done" and job["old_sha"] == second
+    (pr,) = hub.prs("late/adapter")
+    assert hub.commits("late/adapter", pr.ref)[1].oid == third
+
+
 def test_missing_or_wrong_secret_is_refused_and_nothing_is_written(
     hub: HubServer, service: Service, module_tmp: Path
 ) -> None:
@@ -497,14 +517,18 @@ def test_a_burst_of_200_events_for_20_repos_ends_with_one_pr_each(
     hub: HubServer, service: Service, module_tmp: Path
 ) -> None:
     shas: dict[str, list[str]] = {}
+    first: dict[str, str] = {}
     for i in range(20):
         repo = f"burst/adapter-{i:02d}"
-        make_adapter_repo(hub, repo, module_tmp, seed=i)
+        first[repo] = make_adapter_repo(hub, repo, module_tmp, seed=i)
         shas[repo] = [hub.push(repo, {"notes.txt": f"v{k}"}) for k in range(10)]
     events = [(repo, sha) for repo, pushed in shas.items() for sha in pushed]
 
     def deliver(repo: str) -> list[tuple[int, Any]]:  # the Hub delivers a repo's pushes in order
-        return [service.post(push_payload(repo, sha)) for sha in shas[repo]]
+        chain = [first[repo], *shas[repo]]
+        return [
+            service.post(push_payload(repo, new, old=old)) for old, new in itertools.pairwise(chain)
+        ]
 
     start = time.monotonic()
     with ThreadPoolExecutor(8) as pool:
@@ -825,6 +849,13 @@ def test_queue_dedups_supersedes_and_bounds(tmp_path: Path) -> None:
     queue.enqueue("o/b", "3" * 40, "refs/heads/main", max_queue=2)
     with pytest.raises(QueueFull):
         queue.enqueue("o/c", "4" * 40, "refs/heads/main", max_queue=2)
+    # a push delivered after its successor (which names it as oldSha) never runs
+    late_next = queue.enqueue("o/late", "8" * 40, "refs/heads/main", old_sha="7" * 40)
+    late = queue.enqueue("o/late", "7" * 40, "refs/heads/main", old_sha="9" * 40)
+    assert late.created and late.job.status == "skipped" and late.superseded == ()
+    assert late.job.detail.startswith(f"superseded by 8888888 (job {late_next.job.id})")
+    assert queue.get(late_next.job.id).status == "queued"  # type: ignore[union-attr]
+    queue.finish(late_next.job.id, "done", "test")
     # a push that supersedes a queued job of its repo does not grow the queue
     assert queue.enqueue("o/b", "5" * 40, "refs/heads/main", max_queue=2).created
     # one running job per repo, whatever the number of workers
@@ -846,9 +877,9 @@ def test_queue_dedups_supersedes_and_bounds(tmp_path: Path) -> None:
     assert queue.recover() == 1 and queue.counts() == {
         "queued": 2,
         "running": 0,
-        "done": 0,
+        "done": 1,
         "failed": 0,
-        "skipped": 3,
+        "skipped": 4,
     }
 
 
@@ -867,21 +898,22 @@ def test_status_page_escapes_every_repo_string() -> None:
 
     hostile = "evil/<img src=x onerror=alert(1)>"
     job = Job(
-        1,
-        hostile,
-        "f" * 40,
-        "refs/heads/main",
-        "failed",
-        1,
-        0.0,
-        0.0,
-        None,
-        None,
-        None,
-        None,
-        "javascript:alert(1)",
-        None,
-        "<b>boom</b>",
+        id=1,
+        repo=hostile,
+        sha="f" * 40,
+        ref="refs/heads/main",
+        old_sha=None,
+        status="failed",
+        attempts=1,
+        created_at=0.0,
+        updated_at=0.0,
+        started_at=None,
+        finished_at=None,
+        not_before=None,
+        webhook_id=None,
+        pr_url="javascript:alert(1)",
+        commit_url=None,
+        detail="<b>boom</b>",
     )
     page = status_page([job], {"queued": 0})
     assert "<img" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page

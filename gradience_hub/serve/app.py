@@ -161,6 +161,7 @@ def create_app(service: Service) -> FastAPI:
                 decision.sha,
                 decision.ref,
                 webhook_id=decision.webhook_id,
+                old_sha=decision.old_sha,
                 max_queue=options.max_queue,
             )
         except QueueFull as exc:
@@ -175,6 +176,9 @@ def create_app(service: Service) -> FastAPI:
             reason = f"duplicate: {job.repo}@{job.sha[:7]} is job {job.id} ({job.status})"
             log("webhook.duplicate", repo=job.repo, sha=job.sha, job=job.id)
             return JSONResponse({"status": "ignored", "reason": reason, "job_id": job.id})
+        if job.status == "skipped":  # a late delivery of a push that was already followed
+            log("webhook.late", repo=job.repo, sha=job.sha, job=job.id, reason=job.detail)
+            return JSONResponse({"status": "ignored", "reason": job.detail, "job_id": job.id})
         service.pool.wake()
         log(
             "webhook.queued",

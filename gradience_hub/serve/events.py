@@ -38,6 +38,7 @@ class Decision:
     sha: str | None = None
     ref: str | None = None
     webhook_id: str | None = None
+    old_sha: str | None = None  # the ref's previous commit (orders late deliveries)
 
     @property
     def queued(self) -> bool:
@@ -101,7 +102,9 @@ def decide(payload: Any, config: ServeConfig) -> Decision:
             raise PayloadError(f"updatedRefs[{i}].newSha is not a commit sha")
         if config.rule_for(repo) is None:
             return _ignore("the repo matches no rule of the config", repo, webhook_id)
-        return Decision("queue", "push to the watched branch", repo, sha, watched, webhook_id)
+        old = item.get("oldSha")
+        old = old if isinstance(old, str) and SHA.match(old) and old != NULL_SHA else None
+        return Decision("queue", "push to the watched branch", repo, sha, watched, webhook_id, old)
     names = [str(r.get("ref")) for r in refs]
     if names and all(n.startswith("refs/pr/") for n in names):
         return _ignore(f"{', '.join(names)}: a pull request update", repo, webhook_id)

@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     repo TEXT NOT NULL,
     sha TEXT NOT NULL,
     ref TEXT NOT NULL,
+    old_sha TEXT,
     status TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL,
@@ -65,6 +66,7 @@ class Job:
     repo: str
     sha: str
     ref: str
+    old_sha: str | None
     status: str
     attempts: int
     created_at: float
@@ -143,13 +145,16 @@ class JobQueue:
         ref: str,
         *,
         webhook_id: str | None = None,
+        old_sha: str | None = None,
         max_queue: int = 1000,
         now: float | None = None,
     ) -> Enqueued:
         """Queue (repo, sha) unless it was seen before; supersede the repo's older queued jobs.
 
         Raises QueueFull when ``max_queue`` jobs are active (a push that supersedes a queued
-        job of its repo does not grow the queue and is still accepted).
+        job of its repo does not grow the queue and is still accepted). A push delivered after
+        the one that followed it (a job whose ``old_sha`` is this sha exists) is recorded as
+        skipped at once: it must not supersede its successor.
         """
         now = time.time() if now is None else now
         with self._tx() as db:
@@ -158,6 +163,23 @@ class JobQueue:
             ).fetchone()
             if row is not None:
                 return Enqueued(Job(**dict(row)), created=False)
+            successor = db.execute(
+                "SELECT id, sha FROM jobs WHERE repo = ? AND old_sha = ? ORDER BY id LIMIT 1",
+                (repo, sha),
+            ).fetchone()
+            if successor is not None:
+                detail = (
+                    f"superseded by {successor['sha'][:7]} (job {successor['id']}), "
+                    "which was delivered before this push"
+                )
+                cursor = db.execute(
+                    "INSERT INTO jobs (repo, sha, ref, old_sha, status, created_at, updated_at, "
+                    "finished_at, webhook_id, detail) "
+                    "VALUES (?, ?, ?, ?, 'skipped', ?, ?, ?, ?, ?)",
+                    (repo, sha, ref, old_sha, now, now, now, webhook_id, detail),
+                )
+                late = db.execute("SELECT * FROM jobs WHERE id = ?", (cursor.lastrowid,))
+                return Enqueued(Job(**dict(late.fetchone())), created=True)
             active = db.execute(
                 "SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')"
             ).fetchone()[0]
@@ -170,9 +192,9 @@ class JobQueue:
             if active - len(older) >= max_queue:
                 raise QueueFull(f"{active} jobs are queued or running (--max-queue {max_queue})")
             cursor = db.execute(
-                "INSERT INTO jobs (repo, sha, ref, status, created_at, updated_at, webhook_id) "
-                "VALUES (?, ?, ?, 'queued', ?, ?, ?)",
-                (repo, sha, ref, now, now, webhook_id),
+                "INSERT INTO jobs (repo, sha, ref, old_sha, status, created_at, updated_at, "
+                "webhook_id) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)",
+                (repo, sha, ref, old_sha, now, now, webhook_id),
             )
             job_id = int(cursor.lastrowid or 0)
             if older:

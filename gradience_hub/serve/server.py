@@ -148,21 +148,22 @@ def run_once(
     assert decision.repo and decision.sha and decision.ref
     now = time.time()
     job = Job(
-        0,
-        decision.repo,
-        decision.sha,
-        decision.ref,
-        "running",
-        1,
-        now,
-        now,
-        now,
-        None,
-        None,
-        decision.webhook_id,
-        None,
-        None,
-        None,
+        id=0,
+        repo=decision.repo,
+        sha=decision.sha,
+        ref=decision.ref,
+        old_sha=decision.old_sha,
+        status="running",
+        attempts=1,
+        created_at=now,
+        updated_at=now,
+        started_at=now,
+        finished_at=None,
+        not_before=None,
+        webhook_id=decision.webhook_id,
+        pr_url=None,
+        commit_url=None,
+        detail=None,
     )
     log("job.started", repo=job.repo, sha=job.sha)
     outcome = run_inline(job, config, options, log)
