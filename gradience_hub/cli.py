@@ -312,6 +312,122 @@ def _output_secrets() -> Secrets:
     return secrets
 
 
+# --------------------------------------------------------------------------- serve, webhook
+
+
+@cli.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=int, default=8080, show_default=True, help="Port (0: any free).")
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False),
+    default="gradience-serve-state",
+    show_default=True,
+    help="Where the job queue (SQLite) lives; keep it across restarts.",
+)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Config YAML.")
+@click.option(
+    "--workers", type=int, default=1, show_default=True, help="Job threads (0: queue, run none)."
+)
+@click.option(
+    "--max-queue", type=int, default=1000, show_default=True, help="Waiting jobs; then 503."
+)
+@click.option(
+    "--max-attempts", type=int, default=5, show_default=True, help="Tries per job on 429/5xx."
+)
+@click.option("--insecure-no-secret", is_flag=True, help="Accept webhooks without a secret.")
+@click.option("--once", is_flag=True, help="Run the one event in WEBHOOK_PAYLOAD and exit.")
+def serve_command(
+    host: str,
+    port: int,
+    state_dir: str,
+    config_path: str | None,
+    workers: int,
+    max_queue: int,
+    max_attempts: int,
+    insecure_no_secret: bool,
+    once: bool,
+) -> int:
+    """Keep adapter cards current: a Hub webhook service that annotates every push.
+
+    Secrets from the environment: WEBHOOK_SECRET (the webhook's secret) and HF_TOKEN (the bot
+    account that opens the PRs). See the README, "Automatic card updates".
+    """
+    from gradience_hub.serve.server import run_command
+
+    return run_command(
+        config_path,
+        once=once,
+        insecure=insecure_no_secret,
+        state_dir=Path(state_dir),
+        host=host,
+        port=port,
+        workers=workers,
+        max_queue=max_queue,
+        max_attempts=max_attempts,
+    )
+
+
+@cli.group("webhook")
+def webhook_group() -> None:
+    """Register the service with the Hub: create, list or delete webhooks (needs HF_TOKEN)."""
+
+
+@webhook_group.command("create")
+@click.option(
+    "--watch",
+    "watch",
+    multiple=True,
+    required=True,
+    metavar="org:NAME|user:NAME|model:ORG/NAME",
+    help="What to watch (repeatable).",
+)
+@click.option("--url", required=True, help="The service's public URL ending in /webhook.")
+def webhook_create(watch: tuple[str, ...], url: str) -> None:
+    """Create a webhook for repo events, with the secret from WEBHOOK_SECRET."""
+    from gradience_hub import hub
+    from gradience_hub.serve.server import environment_secret, parse_watch
+
+    if not url.startswith(("https://", "http://")):
+        raise click.BadParameter(f"{url!r} is not an http(s) URL", param_hint="--url")
+    created = hub.create_webhook(url, parse_watch(watch), environment_secret(insecure=False))
+    click.echo(f"Created webhook {created.id} -> {created.url}")
+
+
+@webhook_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (secrets are never shown).")
+def webhook_list(as_json: bool) -> None:
+    """List the token owner's webhooks."""
+    import dataclasses
+    import json
+
+    from gradience_hub import hub
+
+    hooks = hub.list_webhooks()
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(h) for h in hooks], indent=2))
+        return
+    import unicodedata
+
+    def plain(text: object) -> str:  # the Hub's strings, printed without control characters
+        return "".join(c for c in str(text) if unicodedata.category(c) not in ("Cc", "Cf"))
+
+    for h in hooks:
+        watched = ",".join(f"{t}:{n}" for t, n in h.watched)
+        state = "disabled" if h.disabled else "enabled"
+        click.echo(plain(f"{h.id}  {h.url}  {watched}  {'/'.join(h.domains)}  {state}"))
+
+
+@webhook_group.command("delete")
+@click.argument("webhook_id")
+def webhook_delete(webhook_id: str) -> None:
+    """Delete a webhook by id."""
+    from gradience_hub import hub
+
+    hub.delete_webhook(webhook_id)
+    click.echo(f"Deleted webhook {webhook_id}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the CLI and map errors to exit codes and short messages.
 

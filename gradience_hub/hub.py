@@ -472,3 +472,83 @@ def repo_url(repo_id: str) -> str:
     from huggingface_hub import constants
 
     return f"{constants.ENDPOINT.rstrip('/')}/{repo_id}"
+
+
+# --------------------------------------------------------------------------- webhooks (serve)
+
+
+def repo_files(repo_id: str, revision: str) -> list[str]:
+    """Every file path of the repo at ``revision`` (the listing, no download)."""
+    with hub_errors(repo_id, revision):
+        info = _api().model_info(repo_id, revision=revision)
+    return [s.rfilename for s in (info.siblings or [])]
+
+
+def retry_after(exc: BaseException) -> float | None:
+    """The Hub's ``Retry-After`` (seconds) behind a HubError, when it sent one.
+
+    :func:`hub_errors` raises ``from None``, which hides the client's exception from
+    tracebacks but keeps it as ``__context__``: walk that chain for a :class:`Transient` or
+    an HTTP error whose response carries the header.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, Transient) and current.retry_after is not None:
+            return current.retry_after
+        headers = getattr(getattr(current, "response", None), "headers", None) or {}
+        with contextlib.suppress(TypeError, ValueError, AttributeError):
+            return float(headers.get("Retry-After", ""))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """A Hub webhook as ``webhook list`` shows it (never its secret)."""
+
+    id: str
+    url: str | None
+    watched: tuple[tuple[str, str], ...]  # (type, name): ("org", "my-org"), ("model", "o/n")
+    domains: tuple[str, ...]
+    disabled: bool
+    has_secret: bool
+
+
+def _webhook(info: Any) -> Webhook:
+    return Webhook(
+        id=str(info.id),
+        url=info.url,
+        watched=tuple((w.type, w.name) for w in info.watched),
+        domains=tuple(info.domains or ()),
+        disabled=bool(info.disabled),
+        has_secret=bool(info.secret),
+    )
+
+
+def create_webhook(
+    url: str,
+    watched: list[tuple[str, str]],
+    secret: str | None,
+    domains: tuple[str, ...] = ("repo",),
+) -> Webhook:
+    """Register a webhook (``HfApi.create_webhook``) that POSTs the Hub's events to ``url``."""
+    from huggingface_hub import WebhookWatchedItem
+
+    items = [WebhookWatchedItem(type=t, name=n) for t, n in watched]  # type: ignore[arg-type]
+    with hub_errors("webhooks"):
+        info = _api().create_webhook(url=url, watched=items, domains=list(domains), secret=secret)
+    return _webhook(info)
+
+
+def list_webhooks() -> list[Webhook]:
+    """The token owner's webhooks."""
+    with hub_errors("webhooks"):
+        return [_webhook(info) for info in _api().list_webhooks()]
+
+
+def delete_webhook(webhook_id: str) -> None:
+    """Delete one of the token owner's webhooks."""
+    with hub_errors(f"webhook {webhook_id}"):
+        _api().delete_webhook(webhook_id)

@@ -414,6 +414,9 @@ class HubServer:
         self._thread: threading.Thread | None = None
         self._connections: set[socket.socket] = set()
         self._hf_home: str | None = None
+        from tests.hubserver_webhooks import HubWebhooks  # webhook routes and deliveries
+
+        self.webhooks = HubWebhooks(self)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -464,6 +467,7 @@ class HubServer:
         httpd.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        self.webhooks.stop()
         if self._hf_home is not None:
             shutil.rmtree(self._hf_home, ignore_errors=True)
             self._hf_home = None
@@ -566,7 +570,9 @@ class HubServer:
             pr = _PR_REF.fullmatch(branch)
             if pr:
                 disc = self._pr(repo, int(pr.group(1)))
-                return self._commit_to_pr(repo, disc, adds, deletes, message, "", author)
+                oid = self._commit_to_pr(repo, disc, adds, deletes, message, "", author)
+                self.webhooks.commit_made(repo, oid)
+                return oid
             name = branch.removeprefix("refs/heads/")
             if name not in repo.branches:
                 raise KeyError(f"no branch {name!r} in {repo_id}")
@@ -574,6 +580,7 @@ class HubServer:
             snapshot = self._apply(parent.files, adds, deletes)
             commit = self._new_commit(repo, [parent.oid], snapshot, message, "", author)
             repo.branches[name] = commit.oid
+            self.webhooks.commit_made(repo, commit.oid)
             return commit.oid
 
     def create_branch(self, repo_id: str, branch: str, revision: str = "main") -> str:
@@ -1463,6 +1470,8 @@ def _route(hub: HubServer, method: str, raw_path: str, ctx: _Ctx) -> _Response:
             return _create_repo(hub, ctx)
         if rest[:1] == ["models"] and len(rest) >= 2:
             return _model_api(hub, method, rest[1:], ctx)
+        if rest[:2] == ["settings", "webhooks"]:  # tests/hubserver_webhooks.py
+            return _json_response(hub.webhooks.route(method, rest[2:], ctx))
         if rest[:1] in (["datasets"], ["spaces"], ["kernels"]):
             raise _repo_not_found()  # this server only hosts model repos
         raise HubError(404, f"Not found: {method} {raw_path}")
@@ -1857,6 +1866,7 @@ def _commit(hub: HubServer, repo_id: str, rev: str, ctx: _Ctx) -> _Response:
             repo.branches[target] = oid
         pr_url = None
     ctx.mutated = True
+    hub.webhooks.commit_made(repo, oid)
     out = {
         "success": True,
         "commitOid": oid,
@@ -2037,6 +2047,7 @@ def _merge(hub: HubServer, repo: _Repo, disc: Discussion, ctx: _Ctx) -> _Respons
     repo.branches[disc.base_branch] = commit.oid  # type: ignore[index]
     disc.merge_commit = commit.oid
     disc.status = "merged"
+    hub.webhooks.commit_made(repo, commit.oid)
     hub._event(disc, "status-change", user.name, {"status": "merged"})
     comment = (ctx.json() or {}).get("comment") if ctx.body else None
     if comment:

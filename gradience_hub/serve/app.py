@@ -1,0 +1,227 @@
+"""The ASGI app (FastAPI): ``POST /webhook``, ``GET /healthz``, ``GET /runs``, ``GET /``.
+
+``POST /webhook`` answers, in this order: 401 without ``X-Webhook-Secret``, 403 when it is
+wrong (compared in constant time; nothing is read or queued), 413 for a body over 1 MB, 400
+for malformed JSON or a payload without the fields it needs, 503 when the queue is full, 202
+``{"status": "queued", "job_id"}`` for a new job, 200 ``{"status": "ignored", "reason"}``
+for everything else (other events, other branches, duplicates of a (repo, sha) already seen).
+
+FastAPI is imported here only; :mod:`gradience_hub.serve` itself stays light.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import html
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from gradience_hub import __version__
+from gradience_hub.serve.config import ServeConfig, ServeOptions
+from gradience_hub.serve.events import PayloadError, decide
+from gradience_hub.serve.log import EventLog
+from gradience_hub.serve.queue import Job, JobQueue, QueueFull
+from gradience_hub.serve.worker import WorkerPool
+
+MAX_PAGE = 200
+
+
+@dataclass
+class Service:
+    """Everything the routes share: the queue, the config, the options, workers and log."""
+
+    queue: JobQueue
+    config: ServeConfig
+    options: ServeOptions
+    pool: WorkerPool
+    log: EventLog
+
+
+def _error(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status)
+
+
+def check_secret(expected: str | None, given: str | None) -> JSONResponse | None:
+    """None when the request may pass; else the 401/403 answer."""
+    if expected is None:  # --insecure-no-secret
+        return None
+    if given is None:
+        return _error(401, "the X-Webhook-Secret header is missing")
+    if not hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8")):
+        return _error(403, "the X-Webhook-Secret header is wrong")
+    return None
+
+
+async def _read_body(request: Request, limit: int) -> bytes | None:
+    """The body, or None once it passes ``limit`` bytes (read no further)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return ""
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _link(url: str | None, text: str) -> str:
+    if not url or not url.startswith(("https://", "http://")):
+        return ""
+    return f'<a href="{html.escape(url, quote=True)}">{html.escape(text)}</a>'
+
+
+def status_page(jobs: list[Job], counts: dict[str, int]) -> str:
+    """The small HTML status page: queue depth and the recent jobs, every string escaped."""
+    rows = []
+    for job in jobs:
+        rows.append(
+            "<tr>"
+            f"<td>{job.id}</td><td>{html.escape(job.repo)}</td>"
+            f"<td><code>{html.escape(job.sha[:7])}</code></td>"
+            f'<td class="{html.escape(job.status)}">{html.escape(job.status)}</td>'
+            f"<td>{job.attempts}</td><td>{_when(job.updated_at)}</td>"
+            f"<td>{_link(job.pr_url, 'PR') or _link(job.commit_url, 'commit')}</td>"
+            f"<td>{html.escape(job.detail or '')}</td>"
+            "</tr>"
+        )
+    summary = ", ".join(f"{html.escape(k)}: {v}" for k, v in counts.items())
+    body = "\n".join(rows) or '<tr><td colspan="8">no jobs yet</td></tr>'
+    return (
+        '<!doctype html>\n<html><head><meta charset="utf-8">'
+        "<title>gradience-hub serve</title>"
+        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:.2em .6em;"
+        "text-align:left}.failed{color:#b00}.done{color:#070}</style></head><body>"
+        f"<h1>gradience-hub serve</h1><p>Version {html.escape(__version__)}. {summary}</p>"
+        "<table><tr><th>job</th><th>repo</th><th>sha</th><th>status</th><th>attempts</th>"
+        f"<th>updated</th><th>link</th><th>detail</th></tr>\n{body}\n</table>"
+        '<p><a href="/runs">/runs</a> (JSON) · <a href="/healthz">/healthz</a></p>'
+        "</body></html>\n"
+    )
+
+
+def create_app(service: Service) -> FastAPI:
+    """The FastAPI app over ``service``; the lifespan starts and stops the workers."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        service.pool.start()
+        yield
+        # the workers finish their current job in a thread: do not block the event loop
+        await run_in_threadpool(service.pool.stop)
+
+    app = FastAPI(
+        title="gradience-hub serve",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    log, queue, options = service.log, service.queue, service.options
+
+    @app.post("/webhook")
+    async def webhook(request: Request) -> JSONResponse:
+        denied = check_secret(options.secret, request.headers.get("x-webhook-secret"))
+        if denied is not None:
+            log("webhook.denied", level="warning", status=denied.status_code)
+            return denied
+        body = await _read_body(request, options.max_body)
+        if body is None:
+            return _error(413, f"the body is larger than {options.max_body} bytes")
+        try:
+            decision = decide(json.loads(body), service.config)
+        except ValueError as exc:  # JSONDecodeError and PayloadError
+            reason = str(exc) if isinstance(exc, PayloadError) else f"malformed JSON: {exc}"
+            log("webhook.bad_request", level="warning", reason=reason)
+            return _error(400, reason)
+        if not decision.queued:
+            log("webhook.ignored", repo=decision.repo, reason=decision.reason)
+            return JSONResponse({"status": "ignored", "reason": decision.reason})
+        assert decision.repo and decision.sha and decision.ref
+        try:
+            done = await run_in_threadpool(
+                queue.enqueue,
+                decision.repo,
+                decision.sha,
+                decision.ref,
+                webhook_id=decision.webhook_id,
+                old_sha=decision.old_sha,
+                max_queue=options.max_queue,
+            )
+        except QueueFull as exc:
+            log("webhook.queue_full", level="warning", repo=decision.repo, reason=str(exc))
+            return JSONResponse(
+                {"error": f"the queue is full: {exc}"},
+                status_code=503,
+                headers={"Retry-After": "60"},
+            )
+        job = done.job
+        if not done.created:
+            reason = f"duplicate: {job.repo}@{job.sha[:7]} is job {job.id} ({job.status})"
+            log("webhook.duplicate", repo=job.repo, sha=job.sha, job=job.id)
+            return JSONResponse({"status": "ignored", "reason": reason, "job_id": job.id})
+        if job.status == "skipped":  # a late delivery of a push that was already followed
+            log("webhook.late", repo=job.repo, sha=job.sha, job=job.id, reason=job.detail)
+            return JSONResponse({"status": "ignored", "reason": job.detail, "job_id": job.id})
+        service.pool.wake()
+        log(
+            "webhook.queued",
+            repo=job.repo,
+            sha=job.sha,
+            job=job.id,
+            superseded=list(done.superseded) or None,
+        )
+        return JSONResponse(
+            {"status": "queued", "job_id": job.id, "repo": job.repo, "sha": job.sha},
+            status_code=202,
+        )
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, Any]:
+        counts = queue.counts()
+        return {
+            "status": "ok",
+            "version": __version__,
+            "queue_depth": counts["queued"] + counts["running"],
+            "counts": counts,
+            "workers": options.workers,
+        }
+
+    @app.get("/runs")
+    def runs(limit: int = 50, offset: int = 0) -> JSONResponse:
+        if not 1 <= limit <= MAX_PAGE or offset < 0:
+            return _error(400, f"limit must be 1..{MAX_PAGE} and offset >= 0")
+        jobs, total = queue.page(limit, offset)
+        following = offset + limit if offset + limit < total else None
+        return JSONResponse(
+            {
+                "runs": [j.to_dict() for j in jobs],
+                "total": total,
+                "limit": limit,
+                "offset": offset,
+                "next": None if following is None else f"/runs?limit={limit}&offset={following}",
+            }
+        )
+
+    @app.get("/", response_class=HTMLResponse)
+    def index() -> HTMLResponse:
+        jobs, _ = queue.page(50, 0)
+        return HTMLResponse(status_page(jobs, queue.counts()))
+
+    return app
