@@ -465,6 +465,21 @@ class PolicyConfig:
         self.min_pass_rate = _float(self.min_pass_rate, "policy.min_pass_rate", 0.0, 1.0, True)
 
 
+EXECUTORS = ("local", "ray", "hf-jobs")
+
+
+@dataclass
+class ResourcesConfig:
+    """What one cell asks of a cluster executor (Ray: a task's ``num_gpus`` / ``num_cpus``)."""
+
+    gpus_per_cell: float = 0.0
+    cpus_per_cell: float = 1.0
+
+    def __post_init__(self) -> None:
+        self.gpus_per_cell = _float(self.gpus_per_cell, "resources.gpus_per_cell", 0.0)
+        self.cpus_per_cell = _float(self.cpus_per_cell, "resources.cpus_per_cell", 0.0)
+
+
 @dataclass
 class BenchConfig:
     """A whole bench config. ``path`` is the file it came from (relative dataset paths are
@@ -478,10 +493,15 @@ class BenchConfig:
     seeds: list[int] = field(default_factory=lambda: list(DEFAULT_SEEDS))
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     protocol: str | None = None
+    # Where the cells run (the --executor flag wins) and what each asks of a cluster.
+    executor: str | None = None
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     path: Path | None = None
 
     def __post_init__(self) -> None:
         self.seeds = parse_seeds(self.seeds, "seeds")
+        if self.executor is not None:
+            self.executor = _str(self.executor, "executor", EXECUTORS)
         if self.protocol is not None:
             self.protocol = _str(self.protocol, "protocol", PROTOCOLS)
         expected = TASK_MODEL_TYPE[self.task.name]
@@ -531,8 +551,9 @@ _SECTIONS: dict[str, type] = {
     "train": TrainConfig,
     "compression": CompressionConfig,
     "policy": PolicyConfig,
+    "resources": ResourcesConfig,
 }
-_TOP_LEVEL = (*_SECTIONS, "seeds", "protocol")
+_TOP_LEVEL = (*_SECTIONS, "seeds", "protocol", "executor")
 
 
 def config_from_dict(data: Any, path: Path | None = None) -> BenchConfig:
@@ -561,9 +582,9 @@ def config_from_dict(data: Any, path: Path | None = None) -> BenchConfig:
     for name, cls in _SECTIONS.items():
         if data.get(name) is not None:
             kwargs[name] = _build(cls, data[name], name)
-        elif name in data and name in ("compression", "policy"):
+        elif name in data and name in ("compression", "policy", "resources"):
             raise _fail(name, "a mapping", None)
-    for name in ("seeds", "protocol"):
+    for name in ("seeds", "protocol", "executor"):
         if name in data:
             kwargs[name] = data[name]
     return BenchConfig(**kwargs, path=path)

@@ -87,7 +87,7 @@ def _fingerprint(config: BenchConfig, protocol: str, device: str, source_digest:
     """What the cells depend on. Seeds are cells of their own and the policy only judges
     them, so neither is part of it: a resume may add seeds or change max_drop."""
     data = config.to_dict()
-    for volatile in ("seeds", "policy", "protocol"):
+    for volatile in ("seeds", "policy", "protocol", "executor", "resources"):
         data.pop(volatile, None)
     doc = {"config": data, "protocol": protocol, "device": device, "source": source_digest}
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
@@ -334,11 +334,12 @@ def run_bench(
     if progress is None:
         progress = sys.stderr.isatty()
     say: Echo = echo or (lambda _line: None)
-    dev = resolve_device(device)
+    executor = executor or LocalExecutor()
+    remote = getattr(executor, "device", None)  # a remote executor's cells use its workers'
+    dev = (device or remote) if remote else resolve_device(device)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    executor = executor or LocalExecutor()
     if protocol == "posthoc":
         assert source is not None
         run = _posthoc(source, config, out, dev, resume, executor, say, progress)
