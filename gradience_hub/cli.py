@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 from pathlib import Path
 
 import click
 
 from gradience_hub import __version__
-from gradience_hub.errors import EXIT_BAD_INPUT, GradienceError
+from gradience_hub.errors import EXIT_INTERNAL, ISSUES_URL, GradienceError
 
 # Hub ids, local directories or org/name@revision: validated by the library, not click.
 SOURCE = click.argument("source", metavar="SOURCE")
@@ -329,7 +330,7 @@ def main(argv: list[str] | None = None) -> None:
         rv = cli.main(args=argv, prog_name="gradience-hub", standalone_mode=False)
     except GradienceError as exc:
         if debug:
-            raise
+            traceback.print_exc()
         for line in exc.user_lines():
             click.echo(line, err=True)
         sys.exit(exc.exit_code)
@@ -342,9 +343,13 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:
+        # A bug, not bad input: exit 70 (EX_SOFTWARE) so scripts and the Action can tell them apart.
         if debug:
-            raise
+            traceback.print_exc()
         click.echo(f"Error: internal error: {type(exc).__name__}: {exc}", err=True)
-        click.echo("Hint: rerun with GRADIENCE_DEBUG=1 for the traceback and report it", err=True)
-        sys.exit(EXIT_BAD_INPUT)
+        hint = "please report it at " + ISSUES_URL
+        if not debug:
+            hint += " (rerun with GRADIENCE_DEBUG=1 for the traceback)"
+        click.echo(f"Hint: {hint}", err=True)
+        sys.exit(EXIT_INTERNAL)
     sys.exit(rv if isinstance(rv, int) else 0)

@@ -5,7 +5,8 @@ subclass that carries its process exit code and, optionally, a hint that names t
 The CLI turns them into one or two lines in one place (``cli.main``); library callers can
 catch them by class.
 
-Exit codes (docs/architecture.md): 0 success or PASS, 1 policy FAIL, 2 bad input, 3 Hub/GitHub/network.
+Exit codes (docs/architecture.md): 0 success or PASS, 1 policy FAIL, 2 bad input,
+3 Hub/GitHub/network, 70 an internal error (a bug in gradience-hub; ``EX_SOFTWARE`` of sysexits.h).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ EXIT_OK = 0
 EXIT_FAIL = 1
 EXIT_BAD_INPUT = 2
 EXIT_REMOTE = 3
+EXIT_INTERNAL = 70  # EX_SOFTWARE: 2 would wrongly tell the user their input was bad
+ISSUES_URL = "https://github.com/gradience/gradience-hub/issues"
 
 
 class GradienceError(Exception):

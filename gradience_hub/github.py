@@ -32,7 +32,7 @@ from gradience_hub import __version__
 from gradience_hub.errors import GitHubError, UsageError
 
 MARKER = "<!-- gradience-hub:comment -->"
-"""Hidden HTML comment that makes a PR comment ours to update (docs/architecture.md, "Sticky comments")."""
+"""Hidden HTML comment that makes a PR comment ours to update (docs/architecture.md)."""
 
 DEFAULT_API_URL = "https://api.github.com"
 """REST base URL of github.com; GitHub Enterprise Server uses ``https://HOST/api/v3``."""

@@ -1,8 +1,13 @@
 """Integrations with training loops: a transformers ``TrainerCallback`` that keeps the audit on
 the model card while you train, so ``trainer.push_to_hub()`` publishes it.
 
-    from gradience_hub.integrations import GradienceHubCallback
-    trainer = Trainer(model=peft_model, args=args, ..., callbacks=[GradienceHubCallback()])
+    from gradience_hub.integrations import GradienceHubCallback, GradienceTrainer
+    trainer = GradienceTrainer(model=peft_model, args=args, ..., callbacks=[GradienceHubCallback()])
+
+The callback alone (on any ``Trainer``) writes the card at every checkpoint and at the end of
+training; :class:`GradienceTrainer` (or :class:`GradienceCardMixin` on your own trainer class)
+also keeps it through ``trainer.save_model()`` and ``trainer.push_to_hub()``. Nothing patches the
+model or the trainer.
 
 At each checkpoint save and at the end of training it audits the adapter in the output
 directory (or the newest checkpoint when the output directory holds none yet) and writes the
@@ -12,9 +17,7 @@ card section into ``output_dir/README.md`` plus ``output_dir/gradience/*`` — t
 
 from __future__ import annotations
 
-import functools
 import logging
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +26,9 @@ from gradience_hub.errors import GradienceError, MissingExtraError
 logger = logging.getLogger(__name__)
 
 try:
-    from transformers import TrainerCallback
+    from transformers import Trainer, TrainerCallback
 except ImportError as _exc:  # pragma: no cover - exercised only without the bench extra
     raise MissingExtraError("transformers") from _exc
-
-_WRAPPED = "_gradience_wrapped"
 
 
 def _has_adapter(directory: Path) -> bool:
@@ -47,10 +48,11 @@ class GradienceHubCallback(TrainerCallback):
     """Audit the LoRA adapter at each save and at train end; splice the card section into
     ``output_dir/README.md``.
 
-    ``Trainer.push_to_hub`` rewrites README.md from its training summary before uploading, and
-    then asks the PEFT model to update the card (``create_or_update_model_card``); the callback
-    wraps that method on the model it is given, so the section is spliced back in after the
-    rewrite and ends up on the Hub. Audit failures are logged, never raised: a card must not
+    Trainer events cover checkpoints and the end of training. ``Trainer.save_model`` and
+    ``Trainer.push_to_hub`` fire no event after they write the card (push_to_hub rewrites README.md
+    from its training summary, then uploads at once), and the callback never patches the user's
+    model or trainer: to keep the section through those two, use :class:`GradienceCardMixin`
+    (or :class:`GradienceTrainer`). Audit failures are logged, never raised: a card must not
     stop a training run.
     """
 
@@ -80,49 +82,7 @@ class GradienceHubCallback(TrainerCallback):
         self.last_report = result.audit
         return True
 
-    def _wrap_card_update(self, model: Any) -> None:
-        """Re-splice the section after every card write of ``model``.
-
-        PEFT's ``save_pretrained`` updates the card BEFORE it writes the weights, so an audit
-        there would read the previous weights: inside ``save_pretrained`` the audit waits until
-        the save has finished. ``Trainer.create_model_card`` (push_to_hub) rewrites the card
-        after the save and then calls ``create_or_update_model_card``, which audits at once.
-        """
-        card_update = getattr(model, "create_or_update_model_card", None)
-        save = getattr(model, "save_pretrained", None)
-        if card_update is None or save is None or getattr(card_update, _WRAPPED, False):
-            return
-        saving = threading.local()
-
-        @functools.wraps(card_update)
-        def create_or_update_model_card(output_dir: str, *args: Any, **kwargs: Any) -> Any:
-            value = card_update(output_dir, *args, **kwargs)
-            if not getattr(saving, "active", False):
-                self.annotate_dir(output_dir)
-            return value
-
-        @functools.wraps(save)
-        def save_pretrained(save_directory: str, *args: Any, **kwargs: Any) -> Any:
-            saving.active = True
-            try:
-                value = save(save_directory, *args, **kwargs)
-            finally:
-                saving.active = False
-            self.annotate_dir(save_directory)
-            return value
-
-        setattr(create_or_update_model_card, _WRAPPED, True)
-        model.create_or_update_model_card = create_or_update_model_card
-        model.save_pretrained = save_pretrained
-
     # -- TrainerCallback events ---------------------------------------------------------------
-
-    def on_train_begin(
-        self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any
-    ) -> None:
-        """Hook the PEFT model's card update (used by save_pretrained and push_to_hub)."""
-        if model is not None:
-            self._wrap_card_update(model)
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         """After a checkpoint save: audit it and update the output dir's card."""
@@ -133,3 +93,45 @@ class GradienceHubCallback(TrainerCallback):
         """At the end of training: audit the final adapter (or the newest checkpoint)."""
         if getattr(state, "is_world_process_zero", True):
             self.annotate_dir(args.output_dir)
+
+
+class GradienceCardMixin:
+    """Mix into a ``Trainer`` subclass so ``save_model`` and ``push_to_hub`` keep the card section.
+
+        class MyTrainer(GradienceCardMixin, Trainer): ...   # or SFTTrainer, Seq2SeqTrainer, ...
+
+    ``save_model`` audits after the weights are written (PEFT writes its card before the
+    weights, so auditing inside ``save_pretrained`` would read the previous ones), and
+    ``create_model_card`` (which ``push_to_hub`` calls right before uploading) splices the section
+    back into the card it has just rewritten. The settings of a :class:`GradienceHubCallback`
+    among the trainer's callbacks are used; without one, the defaults.
+    """
+
+    def gradience_callback(self) -> GradienceHubCallback:
+        """The trainer's :class:`GradienceHubCallback`, or a default one."""
+        handler = getattr(self, "callback_handler", None)
+        for callback in getattr(handler, "callbacks", []):
+            if isinstance(callback, GradienceHubCallback):
+                return callback
+        return GradienceHubCallback()
+
+    def save_model(self, output_dir: str | None = None, *args: Any, **kwargs: Any) -> None:
+        """``Trainer.save_model``, then the card section for the adapter just written."""
+        super().save_model(output_dir, *args, **kwargs)  # type: ignore[misc]
+        if self._gradience_should_write():
+            self.gradience_callback().annotate_dir(output_dir or self.args.output_dir)  # type: ignore[attr-defined]
+
+    def create_model_card(self, *args: Any, **kwargs: Any) -> None:
+        """``Trainer.create_model_card``, then the section spliced back into the new card."""
+        super().create_model_card(*args, **kwargs)  # type: ignore[misc]
+        if self._gradience_should_write():
+            self.gradience_callback().annotate_dir(self.args.output_dir)  # type: ignore[attr-defined]
+
+    def _gradience_should_write(self) -> bool:
+        # Only the main process writes files, as Trainer itself does.
+        is_main = getattr(self, "is_world_process_zero", None)
+        return bool(is_main()) if callable(is_main) else True
+
+
+class GradienceTrainer(GradienceCardMixin, Trainer):
+    """``transformers.Trainer`` whose saved and pushed cards keep the gradience section."""

@@ -210,8 +210,8 @@ def evaluate_variant(
     deltas = [s.delta for s in per_seed.values()]
     worst = min(deltas)
     pass_rate = sum(policy.seed_passes(d) for d in deltas) / len(deltas)
-    # Both rules, as docs/architecture.md states them. With one threshold for both, a passing worst seed
-    # implies pass_rate == 1, so min_pass_rate < 1 cannot rescue a failing seed: it only
+    # Both rules, as docs/architecture.md states them. With one threshold for both, a passing
+    # worst seed implies pass_rate == 1, so min_pass_rate < 1 cannot rescue a failing seed: it only
     # matters if seeds are ever judged by a tighter per-seed tolerance (gradience 0.11 did).
     verdict = (
         PASS

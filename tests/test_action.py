@@ -280,7 +280,7 @@ def test_bad_inputs_name_the_input(inputs: dict[str, str], name: str) -> None:
 
 
 def fail_record(source: str = HUB_REPO) -> dict[str, Any]:
-    """A bench.json whose only variant loses 6 points on its worst seed (docs/architecture.md, bench.json)."""
+    """A bench.json whose only variant loses 6 points on its worst seed."""
     per_seed = {"42": {"score": 0.85, "delta": -0.03}, "123": {"score": 0.82, "delta": -0.06}}
     return {
         "schema": "gradience-hub/bench/v1",

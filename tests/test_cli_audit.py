@@ -151,6 +151,28 @@ def test_subprocess_no_traceback_and_debug(tmp_path: Path) -> None:
         cmd, capture_output=True, text=True, check=False, env={**env, "GRADIENCE_DEBUG": "1"}
     )
     assert "Traceback" in proc.stderr
+    assert proc.returncode == 2  # the debug switch shows the traceback, not another exit code
+
+
+@pytest.mark.parametrize("debug", ["", "1"])
+def test_internal_error_exits_70(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], debug: str
+) -> None:
+    """A bug is exit 70 (EX_SOFTWARE) with a request to report it, never 2 (bad input)."""
+    import gradience_hub.audit
+
+    def bug(*args: object, **kwargs: object) -> None:
+        raise ZeroDivisionError("planted bug")
+
+    monkeypatch.setattr(gradience_hub.audit, "run_audit", bug)
+    monkeypatch.setenv("GRADIENCE_DEBUG", debug)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["audit", str(tmp_path)])
+    assert exit_info.value.code == 70
+    err = capsys.readouterr().err
+    assert "internal error: ZeroDivisionError: planted bug" in err
+    assert "please report it" in err
+    assert ("Traceback" in err) == bool(debug)
 
 
 def test_audit_does_not_import_torch_or_hub(tmp_path: Path) -> None:

@@ -9,7 +9,13 @@ from pathlib import Path
 from gradience_hub.publish.render import END, START
 
 
-def _trainer(tmp_path: Path, callback, push: bool = False, hub_model_id: str | None = None):  # type: ignore[no-untyped-def]
+def _trainer(
+    tmp_path: Path,
+    callback,
+    push: bool = False,
+    hub_model_id: str | None = None,
+    trainer_class=None,
+):  # type: ignore[no-untyped-def]
     import torch
     from datasets import Dataset
     from peft import LoraConfig, get_peft_model
@@ -44,14 +50,17 @@ def _trainer(tmp_path: Path, callback, push: bool = False, hub_model_id: str | N
         hub_model_id=hub_model_id,
         disable_tqdm=True,
     )
-    return Trainer(model=model, args=args, train_dataset=data, callbacks=[callback])
+    cls = trainer_class or Trainer
+    trainer = cls(model=model, args=args, train_dataset=data, callbacks=[callback])
+    methods = {name: getattr(trainer.model, name) for name in ("save_pretrained",)}
+    return trainer, methods
 
 
 def test_callback_writes_the_section_at_save_and_train_end(tmp_path: Path) -> None:
-    from gradience_hub.integrations import GradienceHubCallback
+    from gradience_hub.integrations import GradienceHubCallback, GradienceTrainer
 
     callback = GradienceHubCallback()
-    trainer = _trainer(tmp_path, callback)
+    trainer, methods = _trainer(tmp_path, callback, trainer_class=GradienceTrainer)
     trainer.train()
     out = tmp_path / "out"
     # the output dir holds no adapter yet: the newest checkpoint was audited into its card
@@ -76,18 +85,43 @@ def test_callback_writes_the_section_at_save_and_train_end(tmp_path: Path) -> No
     assert published["source"]["path"] == "."
     assert published["summary"] == truth["summary"]
     assert published["summary"] != audit["summary"]
+    # nothing was patched onto the user's model
+    assert "save_pretrained" not in vars(trainer.model)
+    assert "create_or_update_model_card" not in vars(trainer.model)
+    assert trainer.model.save_pretrained == methods["save_pretrained"]
+
+
+def test_plain_trainer_with_callback_patches_nothing(tmp_path: Path) -> None:
+    """The callback on a plain Trainer writes checkpoint cards and leaves the model alone."""
+    from gradience_hub.integrations import GradienceHubCallback
+
+    trainer, _ = _trainer(tmp_path, GradienceHubCallback())
+
+    def patched(model) -> set[str]:  # type: ignore[no-untyped-def]
+        return {name for name, value in vars(model).items() if callable(value)}
+
+    before = patched(trainer.model)
+    trainer.train()
+    assert (tmp_path / "out" / "README.md").read_text().count(START) == 1
+    assert patched(trainer.model) == before
 
 
 def test_push_to_hub_publishes_the_section(hub_client_env, tmp_path: Path, monkeypatch) -> None:
     import transformers.utils.hub as transformers_hub
 
-    from gradience_hub.integrations import GradienceHubCallback
+    from gradience_hub.integrations import GradienceHubCallback, GradienceTrainer
 
     # transformers keeps one HfApi per process, built with the endpoint of its first use (the
     # real Hub, when an earlier test in this worker touched it): build ours on the test server
     monkeypatch.setattr(transformers_hub, "_hf_api", None)
 
-    trainer = _trainer(tmp_path, GradienceHubCallback(), push=True, hub_model_id="alice/tiny-lora")
+    trainer, _ = _trainer(
+        tmp_path,
+        GradienceHubCallback(),
+        push=True,
+        hub_model_id="alice/tiny-lora",
+        trainer_class=GradienceTrainer,
+    )
     trainer.train()
     trainer.push_to_hub()
     readme = hub_client_env.read("alice/tiny-lora", "README.md")

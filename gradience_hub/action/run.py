@@ -8,8 +8,8 @@ library for each repo, and answers through the Actions channels: ``GITHUB_OUTPUT
 ``GITHUB_STEP_SUMMARY`` (the summary template, one section per repo), workflow commands on stdout
 (``::add-mask::``, ``::error::``, ``::warning::``) and ONE sticky comment on the pull request.
 
-Exit codes are the CLI's (docs/architecture.md): 0 success, PASS, or FAIL with ``fail-on: never``; 1 a
-repo's verdict is FAIL; 2 bad input; 3 Hub, GitHub or network failure. The HF token is masked
+Exit codes are the CLI's: 0 success, PASS, or FAIL with ``fail-on: never``; 1 a repo's verdict
+is FAIL; 2 bad input; 3 Hub, GitHub or network failure. The HF token is masked
 before anything else runs and scrubbed from everything this process writes.
 
 This module holds the orchestration: each repo's run of the mode (:func:`run_repo`), its

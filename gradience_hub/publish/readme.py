@@ -87,7 +87,7 @@ def _complete_yaml(yaml_text: str, base_model: str | None, tags: Sequence[str], 
     expected = dict(data)
     new = yaml_text
     # Only missing KEYS are added: an existing tags list is the author's, and editing it
-    # would change bytes outside the markers (the card rule: bytes outside the markers never change).
+    # would change bytes outside the markers, which the card rule forbids.
     additions: list[str] = []
     if "library_name" not in data:
         additions.append("library_name: peft")
