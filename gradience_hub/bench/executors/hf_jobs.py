@@ -117,8 +117,8 @@ class HFJobsExecutor:
         namespace: str | None = None,
         timeout: str | int | None = None,
         job_per: str = "cell",
-        poll_interval: float = 5.0,
-        max_poll_interval: float = 60.0,
+        poll_interval: float = 2.0,
+        max_poll_interval: float = 30.0,
     ) -> None:
         if job_per not in ("cell", "seed"):
             raise UsageError(f"--job-per must be cell or seed, got {job_per!r}")

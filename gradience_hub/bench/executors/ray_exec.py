@@ -83,7 +83,8 @@ class RayExecutor:
         self.max_retries = max_retries
         # The device the cells run on is the workers', not the driver's.
         self.device: str | None = "cuda" if gpus_per_cell > 0 else "cpu"
-        self.submitted: list[str] = []  # cell keys, in submission order (for the logs)
+        self.submitted: list[str] = []  # cell keys, in submission order
+        self.cancelled: list[str] = []  # cell keys whose tasks were cancelled (Ctrl-C)
 
     def map(
         self, cells: Sequence[Cell], runner: Callable[[Cell], CellResult]
@@ -114,8 +115,12 @@ class RayExecutor:
                 pending[remote.remote(runner, cell, list(sources), *blobs)] = cell
                 self.submitted.append(cell.key)
             while pending:
-                [done], _ = ray.wait(list(pending), num_returns=1)
-                cell = pending.pop(done)
+                # A timeout hands control back to Python every second, so Ctrl-C lands here.
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+                if not ready:
+                    continue
+                cell = pending.pop(ready[0])
+                done = ready[0]
                 try:
                     result, trained = ray.get(done)
                 except Exception as exc:  # the cell's own error, or its worker kept dying
@@ -126,8 +131,9 @@ class RayExecutor:
                 portable.adopt(runner, cell, result, trained)
                 yield result
         finally:
-            for ref in pending:  # Ctrl-C, or the consumer stopped: free the cluster
+            for ref, cell in pending.items():  # Ctrl-C, or the consumer stopped: free the cluster
                 ray.cancel(ref, force=True)
+                self.cancelled.append(cell.key)
         if failures:
             raise CellError(failures, exit_code=exit_code)
 
