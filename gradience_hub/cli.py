@@ -249,7 +249,8 @@ def action_command() -> int:
 @click.option(
     "--job-per",
     type=click.Choice(["cell", "seed"]),
-    help="hf-jobs: one job per cell (default) or per seed and stage (one model load).",
+    help="hf-jobs: one job per cell or per seed and stage (default: seed for posthoc, one "
+    "model load; cell for retrain).",
 )
 def bench_command(
     source: str | None,

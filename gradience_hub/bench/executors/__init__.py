@@ -42,7 +42,7 @@ def make_executor(name: str | None, config: BenchConfig, **options: Any) -> Exec
             image=given.get("image"),
             namespace=given.get("namespace"),
             timeout=given.get("job_timeout"),
-            job_per=given.get("job_per", "cell"),
+            job_per=given.get("job_per"),
         )
     raise UsageError(
         f"--executor must be one of {', '.join(EXECUTORS)}, got {chosen!r}",

@@ -32,13 +32,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gradience_hub import __version__
 from gradience_hub.bench.cells import CELLS_DIR, PROBE, Cell, CellResult, CellRunner
 from gradience_hub.bench.executors import portable
 from gradience_hub.errors import EXIT_REMOTE, CellError, HubError, UsageError
 
-DEFAULT_IMAGE = "ghcr.io/gradience/audit-action:bench"
-"""The bench variant of the Action's image (``Dockerfile`` with ``--build-arg VARIANT=bench``),
-pushed by ``.github/workflows/release.yml``; it holds ``gradience-hub[bench]``."""
+DEFAULT_IMAGE = f"ghcr.io/gradience/audit-action:v{__version__}-bench-cuda"
+"""The CUDA bench variant of the Action's image at this very version (``Dockerfile`` with
+``VARIANT=bench TORCH=cu128``, pushed by ``.github/workflows/release.yml``): the Job runs the
+same gradience-hub as the driver."""
 DEFAULT_FLAVOR = "a10g-small"
 DEFAULT_TIMEOUT = "2h"
 RESULT_MARK = "GRADIENCE_CELL_RESULT "
@@ -116,11 +118,11 @@ class HFJobsExecutor:
         image: str | None = None,
         namespace: str | None = None,
         timeout: str | int | None = None,
-        job_per: str = "cell",
+        job_per: str | None = None,
         poll_interval: float = 2.0,
         max_poll_interval: float = 30.0,
     ) -> None:
-        if job_per not in ("cell", "seed"):
+        if job_per not in (None, "cell", "seed"):
             raise UsageError(f"--job-per must be cell or seed, got {job_per!r}")
         self.flavor = flavor
         self.image = image or DEFAULT_IMAGE
@@ -154,8 +156,12 @@ class HFJobsExecutor:
         os.replace(tmp, path)
         return state
 
-    def _groups(self, cells: Sequence[Cell]) -> list[_Group]:
-        if self.job_per == "cell":
+    def _groups(self, cells: Sequence[Cell], protocol: str) -> list[_Group]:
+        """One Job per cell, or per seed (and stage). The default is per seed for posthoc
+        (one base-model load evaluates all of a seed's adapters) and per cell for retrain
+        (every adapter trains on its own GPU at once)."""
+        per = self.job_per or ("seed" if protocol == "posthoc" else "cell")
+        if per == "cell":
             return [_Group(cell.key, [cell]) for cell in cells]
         by_seed: dict[int, list[Cell]] = {}
         for cell in cells:
@@ -196,7 +202,7 @@ class HFJobsExecutor:
         running: dict[str, _Running] = {}
         failures: dict[str, str] = {}
         try:
-            for group in self._groups(cells):
+            for group in self._groups(cells, runner.protocol):
                 job = earlier.get(group.label)
                 if job is None:
                     job = hub.run_job(
