@@ -274,15 +274,16 @@ def bench_command(
     optional and only recorded: the probes are trained from the config. Exit 0 on PASS, 1 on
     FAIL, 2 on bad input.
     """
+    from gradience_hub.bench.config import load_config
+    from gradience_hub.bench.executors import make_executor
     from gradience_hub.bench.train import require_bench_extra
     from gradience_hub.errors import PolicyFailed
 
-    require_bench_extra()  # before any heavy import: name the missing extra, exit 2
-    from gradience_hub.bench.config import load_config
-    from gradience_hub.bench.executors import make_executor
+    config = load_config(config_path)
+    if (executor or config.executor) != "hf-jobs":  # the Jobs hold the extra, not the driver
+        require_bench_extra()  # before any heavy import: name the missing extra, exit 2
     from gradience_hub.bench.protocol import run_bench
 
-    config = load_config(config_path)
     engine = make_executor(
         executor,
         config,

@@ -406,10 +406,21 @@ def test_the_action_benches_through_hf_jobs(
 
 
 def test_resume_collects_the_run_s_finished_jobs_instead_of_rerunning(
-    adapter: Path, local: dict[str, Any], hub_env: HubServer, tmp_path: Path
+    adapter: Path,
+    local: dict[str, Any],
+    hub_env: HubServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The driver is interrupted while its (slowly polled) job completes; --resume finds the
     # job by the run's labels and reads its results: no second job.
+    # And the driver runs as on the slim image (no bench extra): it never loads the task or a
+    # model; the Jobs report the eval pool's size.
+    from gradience_hub.bench import protocol, tasks, train
+
+    monkeypatch.setattr(protocol, "driver_loads_task", lambda executor: False)
+    for module, name in ((tasks, "load_task"), (train, "model_skeleton")):
+        monkeypatch.setattr(module, name, lambda *a, **k: pytest.fail("the driver loaded it"))
     state = jobs_of(hub_env)
     out = tmp_path / "out"
     before = set(state.jobs)
@@ -438,6 +449,7 @@ def test_resume_collects_the_run_s_finished_jobs_instead_of_rerunning(
     assert [job.id for job in second.jobs] == [job_id]
     assert saved_cells(out) == {"probe__1", "full__1", "zero__1"}
     assert record.probe.per_seed[1] == local["probe"]["per_seed"]["1"]
+    assert record.protocol.extra["eval_pool"] == local["protocol"]["eval_pool"] > 0
     for variant in record.variants:
         [theirs] = [v for v in local["variants"] if v["name"] == variant.name]
         assert variant.per_seed[1].score == theirs["per_seed"]["1"]["score"]

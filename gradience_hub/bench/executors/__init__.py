@@ -15,7 +15,20 @@ from gradience_hub.bench.cells import Executor, LocalExecutor
 from gradience_hub.bench.config import EXECUTORS, BenchConfig
 from gradience_hub.errors import UsageError
 
-__all__ = ["EXECUTORS", "make_executor"]
+__all__ = ["EXECUTORS", "driver_loads_task", "make_executor"]
+
+
+def driver_loads_task(executor: Any) -> bool:
+    """Whether the protocol loads the task (and a model skeleton) on this machine: always,
+    unless the executor's workers load it themselves (``remote_task``, the Jobs) and this
+    install lacks the bench extra (the slim image dispatching Jobs)."""
+    import importlib.util
+
+    from gradience_hub.bench.train import BENCH_PACKAGES
+
+    if not getattr(executor, "remote_task", False):
+        return True
+    return all(importlib.util.find_spec(name) is not None for name in BENCH_PACKAGES)
 
 
 def make_executor(name: str | None, config: BenchConfig, **options: Any) -> Executor:

@@ -75,5 +75,6 @@ def run_cells(
                     f"gradience-hub bench: trained adapter of cell {cell.key}",
                 )
                 adapter = {"revision": sha, "path": path}
-            echo(result_line(cell.key, result, adapter))
+            task = {"pool_size": len(runner.task.eval_pool), "warnings": runner.task.warnings}
+            echo(result_line(cell.key, result, adapter, task))
     return len(cells)

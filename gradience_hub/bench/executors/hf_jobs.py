@@ -65,9 +65,21 @@ def parse_duration(value: str | int) -> int:
     return int(float(match[1]) * _UNITS[match[2] or "s"])
 
 
-def result_line(key: str, result: CellResult, adapter: dict[str, str] | None) -> str:
-    """The one log line that carries a finished cell back to the driver."""
-    doc = {"schema": RESULT_SCHEMA, "cell": key, "result": result.to_dict(), "adapter": adapter}
+def result_line(
+    key: str,
+    result: CellResult,
+    adapter: dict[str, str] | None,
+    task: dict[str, Any] | None = None,
+) -> str:
+    """The one log line that carries a finished cell back to the driver; ``task`` is what the
+    driver would have learnt by loading the task itself (``pool_size``, ``warnings``)."""
+    doc = {
+        "schema": RESULT_SCHEMA,
+        "cell": key,
+        "result": result.to_dict(),
+        "adapter": adapter,
+        "task": task,
+    }
     return RESULT_MARK + json.dumps(doc, separators=(",", ":"))
 
 
@@ -134,6 +146,12 @@ class HFJobsExecutor:
         # The cells run on the Job's hardware: CPU flavors are cpu-*, every other has a GPU.
         self.device: str | None = "cpu" if flavor.startswith("cpu") else "cuda"
         self.jobs: list[Any] = []  # every hub.JobRef this run submitted or adopted
+        # The Jobs load the task and the model, so the driver needs neither the bench extra
+        # nor the dataset: the protocol skips its own task load, and the Jobs report the
+        # eval pool's size and the task's warnings with their results.
+        self.remote_task = True
+        self.pool_size: int | None = None
+        self.task_warnings: list[str] = []
 
     # -- the run's state -------------------------------------------------------------------
 
@@ -299,11 +317,21 @@ class HFJobsExecutor:
             try:
                 result = CellResult.from_dict(doc["result"])
                 trained = self._trained(hub, scratch, doc.get("adapter"))
+                self._task_facts(doc.get("task"))
             except (KeyError, TypeError, ValueError) as exc:
                 failures[cell.key] = f"unreadable result from job {job.url}: {exc}"
                 continue
             portable.adopt(runner, cell, result, trained)
             yield result
+
+    def _task_facts(self, task: Any) -> None:
+        if not isinstance(task, dict):
+            return
+        if isinstance(task.get("pool_size"), int):
+            self.pool_size = task["pool_size"]
+        for warning in task.get("warnings") or []:
+            if isinstance(warning, str) and warning not in self.task_warnings:
+                self.task_warnings.append(_clean(warning))
 
     @staticmethod
     def _why(job: Any, lines: list[str]) -> str:
