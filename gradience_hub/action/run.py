@@ -46,6 +46,7 @@ from gradience_hub.errors import (
     EXIT_FAIL,
     EXIT_OK,
     GradienceError,
+    MissingExtraError,
 )
 
 REPORT_DIR = "gradience-report"
@@ -157,7 +158,16 @@ def run_repo(source: str, index: int, settings: Settings, report_dir: Path) -> R
             if settings.revision and not Path(source).exists() and "@" not in source:
                 spec = f"{source}@{settings.revision}"
             executor = _bench_executor(settings)
-            rec = run_bench(spec, settings.bench_config, report_dir / "bench", executor=executor)
+            try:
+                rec = run_bench(
+                    spec, settings.bench_config, report_dir / "bench", executor=executor
+                )
+            except MissingExtraError as exc:  # the slim image running the local executor
+                exc.hint = (
+                    "use the bench image (uses: docker://ghcr.io/gradience/audit-action:v1-bench) "
+                    "or bench-executor: hf-jobs, which runs the cells on the Hub"
+                )
+                raise
             result.jobs = [(job.id, job.url) for job in getattr(executor, "jobs", None) or []]
             if settings.max_drop is not None:
                 rec = record.with_policy(rec, max_drop=settings.max_drop)

@@ -28,6 +28,8 @@ A complete config (close to ``examples/embedded-sentiment.yaml``)::
     seeds: [42, 123, 456]
     policy: {max_drop: 0.025, min_pass_rate: 1.0}
     protocol: posthoc   # optional; default posthoc with a SOURCE, retrain without
+    executor: local     # optional: local | ray | hf-jobs (the --executor flag wins)
+    resources: {gpus_per_cell: 1, cpus_per_cell: 2}   # what a Ray task asks for
 
 ``lora`` and ``train`` are only needed to train (the ``retrain`` protocol and the demo); the
 ``posthoc`` protocol evaluates an adapter that already exists. PyYAML reads ``1e-3`` (no dot)
