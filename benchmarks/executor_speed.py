@@ -3,10 +3,11 @@ per-cell overhead (submit to result) in seconds.
 
     PYTHONPATH=. python benchmarks/executor_speed.py [--adapter DIR] [--ray-cpus 2]
 
-1. The grid of examples/embedded-sentiment.yaml (3 seeds x (probe + 3 variants) = 12 cells,
-   300 eval examples each) with the local executor, then with Ray (a local Ray of
-   ``--ray-cpus`` CPUs, one CPU per cell): wall time of each and the bench.json verdicts.
-2. A one-seed grid (probe + one variant) through each executor (local, Ray, Hugging Face Jobs
+1. The posthoc grid of examples/embedded-sentiment.yaml (3 seeds, 3 variants: one cell per
+   model, base, probe and variants, each scoring the union of the seeds' samples) with the
+   local executor, then with Ray (a local Ray of ``--ray-cpus`` CPUs, one CPU per cell): wall
+   time of each and the bench.json verdicts.
+2. A one-seed grid (base, probe, one variant) through each executor (local, Ray, HF Jobs
    against the Hub stand-in of tests/, whose Jobs are local subprocesses): for every cell the
    time from submission to its result minus the cell's own evaluation time, i.e. what the
    executor adds (worker start, imports, model load, shipping files, polling).
@@ -69,8 +70,14 @@ def train(out: Path, steps: int) -> Path:
     return out
 
 
-def overhead(log: list[tuple[float, CellResult]], parallel: int) -> str:
-    """Per cell: arrival - own eval time (cells that waited for a worker excluded)."""
+def overhead(log: list[tuple[float, CellResult]], parallel: int, grouped: bool) -> str:
+    """Per cell: arrival - the cell's own time (loading its model and scoring), over the cells
+    that started at once; a grouped Job runs its cells one after another, so its overhead per
+    cell is (its wall time - the cells' own time) / cells."""
+    if grouped:
+        wall = max(at for at, _ in log)
+        own = sum(result.eval_seconds for _, result in log)
+        return f"{(wall - own) / len(log):.1f}s per cell ({len(log)} cells in one Job, {wall:.1f}s)"
     first = sorted(log, key=lambda item: item[0])[:parallel]
     values = [at - result.eval_seconds for at, result in first]
     return f"{statistics.mean(values):.1f}s (cells: " + ", ".join(f"{v:.1f}" for v in values) + ")"
@@ -93,7 +100,7 @@ def main() -> None:
     ray.init(num_cpus=args.ray_cpus, include_dashboard=False, log_to_driver=False)
 
     if not args.skip_grid:
-        print("Embedded posthoc grid (3 seeds x (probe + 3 variants), 300 examples per cell):")
+        print("Embedded posthoc grid (examples/embedded-sentiment.yaml: 3 seeds, 3 variants):")
         walls = {}
         for name, executor in (
             ("local", None),
@@ -112,42 +119,38 @@ def main() -> None:
             doc.pop("created_at"), doc.pop("environment", None)
         print(f"  same bench.json: {a == b}")
 
-    print("Per-cell overhead, submit to result minus the cell's own evaluation:")
+    print("Per-cell overhead, submit to result minus the cell's own time:")
+    # base, probe and one variant, on one seed's sample
     small = {"seeds": [1], "compression": {"variants": [{"name": "r4", "rank": 4}]}}
-    runs: list[tuple[str, Any, int]] = [
-        ("local", None, 1),
-        ("ray", RayExecutor(cpus_per_cell=1), args.ray_cpus),
+    runs: list[tuple[str, Any, int, bool]] = [
+        ("local", None, 1, False),
+        (f"ray ({args.ray_cpus} CPUs)", RayExecutor(cpus_per_cell=1), args.ray_cpus, False),
     ]
-    from tests.hubserver import HubServer
+    import pytest
+
+    from tests.hubserver import HubServer, configure_client
     from tests.hubserver_jobs import jobs_of
 
     hub = HubServer()
     hub.add_user("bench", "hf_bench_token")
     hub.start()
     jobs_of(hub).base_env["PYTHONPATH"] = str(ROOT)
-    import os
-
-    os.environ.update(
-        {k: v for k, v in hub.subprocess_env().items() if k.startswith(("HF_", "NO_PROXY"))}
-    )
+    patch = pytest.MonkeyPatch()
+    configure_client(patch, hub, tmp / "hf_home")  # huggingface_hub is imported already
     for per in ("cell", "seed"):
         jobs = HFJobsExecutor(flavor="cpu-basic", job_per=per, poll_interval=0.5)
-        runs.append((f"hf-jobs per {per} (stand-in)", jobs, 2 if per == "cell" else 1))
+        runs.append((f"hf-jobs, a Job per {per} (stand-in)", jobs, 3, per == "seed"))
     try:
-        for name, executor, parallel in runs:
+        for i, (name, executor, parallel, grouped) in enumerate(runs):
             log: list[tuple[float, CellResult]] = []
             engine = timed(executor or _local(), log)
-            run_bench(
-                str(adapter),
-                grid_config(**copy.deepcopy(small)),
-                tmp / f"overhead-{name.split()[0]}-{len(log)}-{time.time():.0f}",
-                executor=engine,
-                device="cpu",
-            )
-            print(f"  {name:<28} {overhead(log, parallel)}")
+            config = grid_config(**copy.deepcopy(small))
+            run_bench(str(adapter), config, tmp / f"overhead-{i}", executor=engine, device="cpu")
+            print(f"  {name:<36} {overhead(log, parallel, grouped)}")
     finally:
         jobs_of(hub).shutdown()
         hub.stop()
+        patch.undo()
         ray.shutdown()
 
 

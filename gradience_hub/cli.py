@@ -297,12 +297,13 @@ def bench_command(
     record = run_bench(
         source, config, output, protocol, seeds, resume, device, executor=engine, echo=click.echo
     )
-    if record.status != "PASS":
-        raise PolicyFailed(
-            f"the bench verdict is FAIL: no variant kept its worst-seed drop within "
-            f"{record.policy.max_drop * 100:.1f} points",
-            hint=f"keep the uncompressed adapter or bench larger ranks; see {output}/bench.md",
-        )
+    from gradience_hub.policy import INCONCLUSIVE, PASS
+
+    if record.status != PASS:
+        hint = f"keep the uncompressed adapter or bench larger ranks; see {output}/bench.md"
+        if record.status == INCONCLUSIVE:
+            hint = f"no compression can be validated on this task; see {output}/bench.md"
+        raise PolicyFailed(f"the bench verdict is {record.status}: {record.status_reason}", hint)
 
 
 @cli.command("bench-cell")
@@ -310,7 +311,9 @@ def bench_command(
     "--inputs", required=True, help="The run's scratch repo id (or a local inputs directory)."
 )
 @click.option("--revision", help="The inputs commit of a Hub --inputs repo.")
-@click.option("--cell", "cells", multiple=True, required=True, help="VARIANT__SEED (repeatable).")
+@click.option(
+    "--cell", "cells", multiple=True, required=True, help="VARIANT or VARIANT__SEED (repeatable)."
+)
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), help="Default: cuda if available.")
 def bench_cell_command(
     inputs: str, revision: str | None, cells: tuple[str, ...], device: str | None

@@ -54,7 +54,7 @@ CONFIG: dict[str, Any] = {
     "compression": {"variants": [{"name": "full", "rank": 8}, {"name": "zero", "rank": 0}]},
     "seeds": [1, 2],
 }
-ALL_CELLS = {f"{v}__{s}" for v in ("probe", "full", "zero") for s in (1, 2)}
+ALL_CELLS = {"base", "probe", "full", "zero"}  # posthoc: one seed-free cell per model
 
 
 def config(**changes: Any) -> Any:
@@ -74,7 +74,7 @@ def comparable(out: Path) -> dict[str, Any]:
 
 
 def saved_cells(out: Path) -> set[str]:
-    return {p.stem for p in (out / "cells").glob("*__*.json")}
+    return {p.stem for p in (out / "cells").glob("*.json") if p.name != "run.json"}
 
 
 @pytest.fixture(scope="module")
@@ -137,13 +137,13 @@ def test_executor_choice_flag_wins_over_the_config() -> None:
 
 
 def test_result_lines_round_trip_and_bad_lines_are_skipped() -> None:
-    result = CellResult("full", 1, 0.75, [1, 0, 1, 1], [3, 5, 8, 9], 96, {"m": 4}, "full", 0.5)
-    line = result_line("full__1", result, None)
+    result = CellResult("full", None, [3, 5, 8, 9], [1, 0, 1, 1], 96, {"m": 4}, "full", 0.5)
+    line = result_line("full", result, None, {"pool_size": 797, "warnings": []})
     assert line.startswith(RESULT_MARK) and "\n" not in line
     logs = ["loading", line, RESULT_MARK + "{not json", RESULT_MARK + '{"schema": "other"}']
     found = parse_results(logs)
-    assert list(found) == ["full__1"]
-    assert CellResult.from_dict(found["full__1"]["result"]) == result
+    assert list(found) == ["full"] and found["full"]["task"]["pool_size"] == 797
+    assert CellResult.from_dict(found["full"]["result"]) == result
     assert [parse_duration(x) for x in ("2h", "90m", "45s", 30, "1.5h")] == [
         7200,
         5400,
@@ -152,8 +152,9 @@ def test_result_lines_round_trip_and_bad_lines_are_skipped() -> None:
         5400,
     ]
     with pytest.raises(UsageError, match="VARIANT__SEED"):
-        parse_cell("probe-42")
+        parse_cell("probe__x")
     assert parse_cell("uniform_p90__123") == Cell("uniform_p90", 123)
+    assert parse_cell("base") == Cell("base", None)
 
 
 # --------------------------------------------------------------------------- Ray
@@ -217,16 +218,16 @@ def test_ray_cell_that_raises_is_named_and_not_retried(
 ) -> None:
     marks = tmp_path / "marks"
     marks.mkdir()
-    executor = FaultyRay("raise", "zero__1", marks, max_retries=3)
+    executor = FaultyRay("raise", "zero", marks, max_retries=3)
     with pytest.raises(CellError) as info:
         run_bench(str(adapter), config(seeds=[1]), tmp_path / "out", executor=executor)
     err = info.value
-    assert err.exit_code == 2 and list(err.failures) == ["zero__1"]
-    assert "ValueError: planted failure in the eval" in err.failures["zero__1"]
-    assert "cell zero__1" in err.user_lines()[0]
+    assert err.exit_code == 2 and list(err.failures) == ["zero"]
+    assert "ValueError: planted failure in the eval" in err.failures["zero"]
+    assert "cell zero: ValueError" in err.user_lines()[0]
     assert len(list(marks.iterdir())) == 1  # an exception is not retried
     # The cells that finished are saved for --resume; no record is written.
-    assert saved_cells(tmp_path / "out") == {"probe__1", "full__1"}
+    assert saved_cells(tmp_path / "out") == {"base", "probe", "full"}
     assert not (tmp_path / "out" / "bench.json").exists()
 
 
@@ -251,7 +252,7 @@ def test_ray_interrupt_then_resume_with_a_killed_worker_equals_local(
     watcher.join()
     gc.collect()  # should the interrupt land between two results, close the executor's loop
     before = saved_cells(out)
-    assert 2 <= len(before) < 6 and not (out / "bench.json").exists()
+    assert 2 <= len(before) < 4 and not (out / "bench.json").exists()
     assert first.cancelled and set(first.cancelled).isdisjoint(before)
     # --resume submits only the missing cells; one of their workers dies and is retried.
     missing = sorted(ALL_CELLS - before)
@@ -310,7 +311,7 @@ def test_a_job_that_exits_non_zero_is_a_failed_cell_with_its_url(
     [body] = _job_posts(hub_env)[-1:]
     [job] = [j for j in jobs_of(hub_env).jobs.values() if j.spec == body]
     url = f"{hub_env.url}/jobs/alice/{job.id}"
-    assert err.startswith("Error: 3 cells failed (cell probe__1: job ERROR (Job failed with exit")
+    assert err.startswith("Error: 4 cells failed (cell base: job ERROR (Job failed with exit")
     assert f"{url}; its log ends: Error: --device cuda was asked but no CUDA GPU" in err
     assert body["flavor"] == "a10g-small" and body["timeoutSeconds"] == 1800
     assert body["command"][-2:] == ["--device", "cuda"]
@@ -327,7 +328,7 @@ def test_interrupt_cancels_the_outstanding_jobs(
 
     def interrupt_when_submitted() -> None:
         deadline = time.monotonic() + 120
-        while len(set(state.jobs) - before) < 3 and time.monotonic() < deadline:
+        while len(set(state.jobs) - before) < 4 and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(0.3)
         _thread.interrupt_main()
@@ -341,7 +342,7 @@ def test_interrupt_cancels_the_outstanding_jobs(
     finally:
         state.release()
     new = [state.jobs[i] for i in set(state.jobs) - before]
-    assert len(new) == 3
+    assert len(new) == 4  # one job per cell
     state.wait_all()
     assert {job.stage for job in new} == {"CANCELED"}
     assert all(job.process is None for job in new)  # none ever started
@@ -385,10 +386,10 @@ def test_the_action_benches_through_hf_jobs(
     assert run.returncode == (0 if passed else 1), run.stdout + run.stderr
     assert run.outputs["status"] == ("PASS" if passed else "FAIL")
     run.assert_no_secret(TOKEN)
-    # One job per seed (posthoc); the token only ever as a secret.
+    # One job for the posthoc stage (one base-model load); the token only ever as a secret.
     posts = _job_posts(hub_env)
-    run_id = json.loads((out / "cells" / "hf-jobs.json").read_text())["run_id"]
-    assert len(posts) == 2
+    run_id = json.loads((out / "cells" / "hf-jobs.state").read_text())["run_id"]
+    assert len(posts) == 1
     for body in posts:
         assert body["secrets"] == {"HF_TOKEN": TOKEN}
         assert TOKEN not in json.dumps(body["environment"]) + json.dumps(body["command"])
@@ -396,9 +397,9 @@ def test_the_action_benches_through_hf_jobs(
         assert body["command"][:2] == ["gradience-hub", "bench-cell"]
         assert body["dockerImage"].startswith("ghcr.io/gradience/audit-action:v")
     jobs = [j for j in jobs_of(hub_env).jobs.values() if j.labels.get("gradience-run") == run_id]
-    for job in jobs:  # each returned its seed's three cells through its log
+    for job in jobs:  # it returned the four cells through its log
         assert job.stage == "COMPLETED" and TOKEN not in job.text
-        assert sum(x.startswith(RESULT_MARK) for x in job.text.splitlines()) == 3
+        assert sum(x.startswith(RESULT_MARK) for x in job.text.splitlines()) == 4
     # The step summary links the Jobs.
     assert "Bench cells ran as Hugging Face Jobs" in run.summary
     for job in jobs:
@@ -447,7 +448,7 @@ def test_resume_collects_the_run_s_finished_jobs_instead_of_rerunning(
     record = run_bench(str(adapter), config(seeds=[1]), out, resume=True, executor=second)
     assert len(_job_posts(hub_env)) == posts  # nothing submitted again
     assert [job.id for job in second.jobs] == [job_id]
-    assert saved_cells(out) == {"probe__1", "full__1", "zero__1"}
+    assert saved_cells(out) == ALL_CELLS
     assert record.probe.per_seed[1] == local["probe"]["per_seed"]["1"]
     assert record.protocol.extra["eval_pool"] == local["protocol"]["eval_pool"] > 0
     for variant in record.variants:

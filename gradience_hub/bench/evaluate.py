@@ -1,83 +1,86 @@
-"""Evaluation of LoRA adapters: batched, under ``torch.no_grad``, with a tqdm bar.
+"""Scoring a loaded model on a task: per-example correctness keyed by example id.
 
-Returns per-example correctness (not only the score): the policy's paired test compares the
-uncompressed adapter and a variant example by example on the same seed's sample.
-Classification predicts the argmax label; generation decodes greedily and compares final
-numbers (:func:`gradience_hub.bench.tasks.exact_match`).
+This is the evaluation seam. An evaluator is a function ``(model, task, ids, config, device,
+progress=, desc=) -> {example id: correct}``: given a loaded model (the base alone or with an
+adapter active, see :mod:`gradience_hub.bench.models`) and the task, it scores the eval-pool
+examples ``ids`` and returns one boolean per id. The cells store these, the policy pairs them
+example by example (adapter vs variant, adapter vs base) and each seed's sample is read from
+them. :func:`evaluator_for` picks the evaluator of a config; :func:`evaluate` is the native one
+(batched, under ``torch.inference_mode``, with a tqdm bar): classification predicts the argmax
+label, generation decodes greedily and compares final numbers
+(:func:`gradience_hub.bench.tasks.exact_match`). Another engine (lm-eval for causal LMs) plugs
+in by returning the same mapping.
 """
 
 from __future__ import annotations
 
-import time
-import warnings
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from gradience_hub.bench.config import BenchConfig
 from gradience_hub.bench.tasks import TaskData, exact_match
-from gradience_hub.bench.train import load_base, prompt_ids
+from gradience_hub.bench.train import LoadedModel, prompt_ids
 
-# Weights that the checkpoint lacks (a new classification head) are initialised under this
-# seed when an adapter is loaded for evaluation; the adapter's saved head then replaces them.
-_EVAL_INIT_SEED = 0
+ExampleCorrectness = dict[int, bool]
 
 
-@dataclass
-class EvalResult:
-    """Per-example correctness on one seed's sample."""
+class Evaluator(Protocol):
+    """Scores ``ids`` of ``task.eval_pool`` with ``model``: ``{id: correct}`` for every id."""
 
-    correct: list[int]
-    seconds: float
-
-    @property
-    def score(self) -> float:
-        """Accuracy / exact match."""
-        return sum(self.correct) / len(self.correct) if self.correct else 0.0
-
-
-def load_adapter_model(
-    config: BenchConfig, task: TaskData, adapter_dir: Path, device: str
-) -> tuple[Any, Any]:
-    """The base model with the adapter at ``adapter_dir`` loaded (eval mode)."""
-    from peft import PeftModel
-    from transformers import set_seed
-
-    set_seed(_EVAL_INIT_SEED)
-    base = load_base(config, task, device)
-    with warnings.catch_warnings():
-        # transformers deprecation notices raised from inside peft, not ours to act on
-        warnings.simplefilter("ignore", FutureWarning)
-        model = PeftModel.from_pretrained(base.model, str(adapter_dir))
-    model.eval()
-    return model, base.tokenizer
+    def __call__(
+        self,
+        model: LoadedModel,
+        task: TaskData,
+        ids: Sequence[int],
+        config: BenchConfig,
+        device: str,
+        *,
+        progress: bool = False,
+        desc: str = "eval",
+    ) -> ExampleCorrectness: ...
 
 
-def evaluate_adapter(
-    config: BenchConfig,
+def evaluate(
+    model: LoadedModel,
     task: TaskData,
-    adapter_dir: Path,
-    indices: list[int],
-    device: str = "cpu",
-    progress: bool = True,
+    ids: Sequence[int],
+    config: BenchConfig,
+    device: str,
+    *,
+    progress: bool = False,
     desc: str = "eval",
-) -> EvalResult:
-    """Evaluate the adapter on the pool examples at ``indices``."""
-    start = time.perf_counter()
-    model, tokenizer = load_adapter_model(config, task, adapter_dir, device)
-    examples = task.eval_examples(indices)
+) -> ExampleCorrectness:
+    """The native evaluator: score the pool examples ``ids`` (each once)."""
+    ids = list(dict.fromkeys(int(i) for i in ids))
+    examples = task.eval_examples(ids)
     batch_size = config.train.eval_batch_size if config.train else 64
     max_length = config.train.max_length if config.train else 512
     if task.kind == "classification":
         correct = _eval_classification(
-            model, tokenizer, examples, batch_size, max_length, device, progress, desc
+            model.model, model.tokenizer, examples, batch_size, max_length, device, progress, desc
         )
     else:
-        max_new = config.task.max_new_tokens
         correct = _eval_generation(
-            model, tokenizer, examples, min(batch_size, 16), max_new, device, progress, desc
+            model.model,
+            model.tokenizer,
+            examples,
+            min(batch_size, 16),
+            config.task.max_new_tokens,
+            device,
+            progress,
+            desc,
         )
-    return EvalResult(correct=correct, seconds=time.perf_counter() - start)
+    return dict(zip(ids, (bool(c) for c in correct), strict=True))
+
+
+# Evaluation engines by name; a config picks one with evaluator_for.
+EVALUATORS: dict[str, Callable[..., ExampleCorrectness]] = {"native": evaluate}
+
+
+def evaluator_for(config: BenchConfig) -> Evaluator:
+    """The evaluator of ``config`` (the native one unless the config names another engine)."""
+    name = getattr(config.task, "engine", None) or "native"
+    return EVALUATORS[name]
 
 
 def _batches(n: int, size: int) -> list[range]:
@@ -98,7 +101,7 @@ def _eval_classification(
     from tqdm.auto import tqdm
 
     correct: list[int] = []
-    with torch.no_grad():
+    with torch.inference_mode():
         for batch in tqdm(
             _batches(len(examples), batch_size), desc=desc, disable=not progress, leave=False
         ):
@@ -126,7 +129,7 @@ def _eval_generation(
 
     correct: list[int] = []
     pad = tokenizer.pad_token_id
-    with torch.no_grad():
+    with torch.inference_mode():
         for batch in tqdm(
             _batches(len(examples), batch_size), desc=desc, disable=not progress, leave=False
         ):

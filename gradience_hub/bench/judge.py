@@ -1,8 +1,10 @@
 """From finished cells to a verdict: every variant judged by the policy, one BenchRecord.
 
 Per variant and seed the delta is taken against the uncompressed adapter *of the same seed*
-on the same examples, so the paired test (McNemar, pooled over seeds) sees example-level
-agreement; :mod:`gradience_hub.policy` decides, :mod:`gradience_hub.record` records.
+on the same examples (the seed's sample, read from the cells' per-example correctness), so
+the paired intervals and the exact test see example-level agreement; the base model is
+judged the same way against the adapter. :mod:`gradience_hub.policy` decides,
+:mod:`gradience_hub.record` records.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gradience_hub.bench.cells import PROBE, Cell, CellResult
+from gradience_hub.bench.cells import BASE, PROBE, Cell, CellResult
 from gradience_hub.bench.config import BenchConfig
+from gradience_hub.bench.tasks import score
 from gradience_hub.bench.variants import VariantPlan
+from gradience_hub.policy import Pairs
 
 
 @dataclass
@@ -41,9 +45,39 @@ def summary_dict(report: Any) -> dict[str, Any]:
     return asdict(report.summary)
 
 
+def _cell(run: RunResults, variant: str, seed: int) -> CellResult:
+    """The cell holding ``variant``'s scores for ``seed``: per seed in retrain, else the
+    seed-free cell (the base model always has one)."""
+    per_seed = run.results.get(Cell(variant, seed).key)
+    return per_seed if per_seed is not None else run.results[Cell(variant).key]
+
+
+def paired_counts(
+    run: RunResults, reference: str, other: str, samples: dict[int, list[int]]
+) -> tuple[dict[int, Pairs], Pairs]:
+    """Per seed, the discordant counts of ``reference`` vs ``other`` on the seed's sample;
+    pooled, every distinct (reference cell, other cell, example) once: in posthoc the cells
+    do not depend on the seed, so an example in two seeds' samples is one pair, not two."""
+    per_seed: dict[int, Pairs] = {}
+    seen: dict[tuple[str, str, int], tuple[bool, bool]] = {}
+    for seed, ids in samples.items():
+        ref, oth = _cell(run, reference, seed), _cell(run, other, seed)
+        x, y = ref.sample(ids), oth.sample(ids)
+        per_seed[seed] = Pairs.from_correct(x, y)
+        for i, a, b in zip(ids, x, y, strict=True):
+            seen[(ref.key, oth.key, i)] = (a, b)
+    pooled = Pairs.from_correct([a for a, _ in seen.values()], [b for _, b in seen.values()])
+    return per_seed, pooled
+
+
+def _scores(run: RunResults, variant: str, samples: dict[int, list[int]]) -> dict[int, float]:
+    return {seed: score(_cell(run, variant, seed).sample(ids)) for seed, ids in samples.items()}
+
+
 def build_record(run: RunResults) -> Any:
     """Judge every variant with the policy and assemble the BenchRecord."""
-    from gradience_hub.policy import Policy, decide, evaluate_variant
+    from gradience_hub.bench.tasks import eval_indices
+    from gradience_hub.policy import decide, judge_base, judge_variant
     from gradience_hub.record import (
         AdapterInfo,
         BenchRecord,
@@ -55,25 +89,29 @@ def build_record(run: RunResults) -> Any:
 
     config = run.config
     seeds = config.seeds
-    policy = Policy(config.policy.max_drop, config.policy.min_pass_rate)
-    probe = {seed: run.results[Cell(PROBE, seed).key] for seed in seeds}
-    reference = {seed: r.score for seed, r in probe.items()}
-    reference_correct = {seed: [bool(c) for c in r.correct] for seed, r in probe.items()}
+    policy = config.policy
+    samples = {s: eval_indices(run.pool_size, config.task.eval_samples, s) for s in seeds}
+    reference = _scores(run, PROBE, samples)
+    base_scores = _scores(run, BASE, samples)
+    _, base_pooled = paired_counts(run, BASE, PROBE, samples)
+    base = judge_base(base_scores, reference, base_pooled)
     outcomes = []
     ranks: dict[str, Any] = {}
     per_seed_ranks: dict[str, dict[str, Any]] = {}
     for spec in config.compression.variants:
-        cells = {seed: run.results[Cell(spec.name, seed).key] for seed in seeds}
-        plan = run.plans[Cell(spec.name, seeds[0]).key]
-        params = round(sum(c.params for c in cells.values()) / len(cells))
+        cells = [_cell(run, spec.name, seed) for seed in seeds]
+        plan = run.plans.get(Cell(spec.name).key) or run.plans[Cell(spec.name, seeds[0]).key]
+        params = round(sum(c.params for c in cells) / len(cells))
+        seed_pairs, pooled = paired_counts(run, PROBE, spec.name, samples)
         outcomes.append(
-            evaluate_variant(
+            judge_variant(
                 spec.name,
                 reference,
-                {seed: c.score for seed, c in cells.items()},
+                _scores(run, spec.name, samples),
                 policy,
-                reference_correct=reference_correct,
-                variant_correct={seed: [bool(x) for x in c.correct] for seed, c in cells.items()},
+                seed_pairs=seed_pairs,
+                pooled=pooled,
+                base=base_scores,
                 params=params,
                 param_reduction=1.0 - params / run.probe_params if run.probe_params else None,
             )
@@ -84,13 +122,14 @@ def build_record(run: RunResults) -> Any:
             per_seed_ranks[spec.name] = {
                 str(seed): run.plans[Cell(spec.name, seed).key].rank_fields() for seed in seeds
             }
-    n_eval = len(probe[seeds[0]].correct)
-    reference_mean = sum(reference.values()) / len(reference)
-    decision = decide(outcomes, policy, reference_mean=reference_mean, eval_examples=n_eval)
+    n_eval = len(samples[seeds[0]])
+    decision = decide(outcomes, policy, base)
+    scored = sorted({i for ids in samples.values() for i in ids})
     extra: dict[str, Any] = {
         "eval_pool": run.pool_size,
         "eval_samples_per_seed": n_eval,
-        "eval_sampling": "each seed draws its own sample (numpy default_rng(seed))",
+        "eval_sampling": "each seed draws its own sample (numpy default_rng(seed)) from the "
+        f"pool; {len(scored)} distinct examples scored once per model",
         "device": run.device,
     }
     if config.compression.allowed_ranks:

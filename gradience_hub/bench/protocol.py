@@ -2,16 +2,22 @@
 
 ``posthoc`` (the default when SOURCE is a trained adapter)
     Audit SOURCE, write each compressed variant (from the audit's suggestions or explicit
-    ranks) under ``OUTPUT/<variant>/``, then evaluate the adapter ("probe") and every variant on
-    each seed's own eval sample. One stage: every cell is independent.
+    ranks) under ``OUTPUT/<variant>/``, then score the base-model control (the base model
+    without the LoRA update; an adapter's trained task head is kept, written as the zero-update
+    copy ``OUTPUT/base/``), the adapter ("probe") and every variant. None of them depends on
+    the seed, so each is one cell that scores the union of the seeds' samples once (the base
+    model loaded once per process, adapters swapped with peft); each seed's numbers are read
+    from that pool.
 
 ``retrain`` (the seed article's protocol; SOURCE is optional and its weights are not used)
     Stage 1, per seed: train the probe at ``lora.r``, save it under
-    ``OUTPUT/retrain/probe__<seed>/``, audit it and evaluate it. Stage 2, per variant and seed:
-    train from scratch at the ranks planned from *that seed's* probe audit (uniform ``r`` or a
-    per-layer ``rank_pattern``), evaluate. Variants keep the probe's ``alpha / r``.
+    ``OUTPUT/retrain/probe__<seed>/``, audit it and score it on the seed's sample. Stage 2: the
+    base-model control (once on the union of the samples, or per seed as that probe's
+    zero-update copy when it carries a head), and per variant and seed: train
+    from scratch at the ranks planned from *that seed's* probe audit (uniform ``r`` or a
+    per-layer ``rank_pattern``), score. Variants keep the probe's ``alpha / r``.
 
-Every finished cell is written to ``OUTPUT/cells/<variant>__<seed>.json`` at once, so a killed
+Every finished cell is written to ``OUTPUT/cells/<key>.json`` at once, so a killed
 run continues with ``resume=True`` from the saved cells; ``OUTPUT/cells/run.json`` holds a
 fingerprint of everything the cells depend on (config without seeds and policy, SOURCE's
 weights, protocol, device) and a resume with a different fingerprint is refused. Seeds make
@@ -26,6 +32,7 @@ Output layout::
 
     OUTPUT/bench.json  bench.md  audit.json
     OUTPUT/<variant>/                 compressed adapters (posthoc)
+    OUTPUT/base/                      the zero-update control, when the adapter has a head
     OUTPUT/retrain/<variant>__<seed>/ trained adapters, probes with their audit.json (retrain)
     OUTPUT/cells/                     finished cells and run.json (for --resume)
 """
@@ -41,6 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gradience_hub.bench.cells import (
+    BASE,
     PROBE,
     RETRAIN_DIR,
     Cell,
@@ -55,13 +63,21 @@ from gradience_hub.bench.cells import (
 from gradience_hub.bench.config import BenchConfig, load_config, parse_seeds
 from gradience_hub.bench.executors import driver_loads_task
 from gradience_hub.bench.judge import RunResults, build_record, summary_dict
-from gradience_hub.bench.variants import VariantPlan, check_fits, plan_variant, write_variant
+from gradience_hub.bench.variants import (
+    VariantPlan,
+    check_fits,
+    needs_head,
+    plan_variant,
+    write_variant,
+    write_zeroed,
+)
 from gradience_hub.errors import ConfigError, UsageError
 
 if TYPE_CHECKING:
     from gradience_hub.record import BenchRecord
 
 __all__ = [
+    "BASE",
     "PROBE",
     "Cell",
     "CellResult",
@@ -142,6 +158,9 @@ def _posthoc(
         check_fits(report, adapter, skeleton, config.model.name_or_path)
     plans: dict[str, VariantPlan] = {}
     adapter_dirs: dict[str, Path] = {}
+    base_dirs: dict[str, Path] = {}
+    if needs_head(adapter):
+        base_dirs[Cell(BASE).key] = write_zeroed(adapter, out / BASE)
     for i, spec in enumerate(config.compression.variants):
         plan = plan_variant(
             spec, report, config.compression.allowed_ranks, f"compression.variants[{i}]"
@@ -154,8 +173,7 @@ def _posthoc(
             f"Compressed {plan.label}: {plan.param_reduction * 100:.1f}% fewer LoRA params, "
             f"relative error {error:.3f} -> {out / spec.name}"
         )
-        for seed in config.seeds:
-            plans[Cell(spec.name, seed).key] = plan
+        plans[Cell(spec.name).key] = plan
     runner = CellRunner(
         protocol="posthoc",
         config=config,
@@ -164,15 +182,13 @@ def _posthoc(
         probe_dir=adapter.directory,
         plans=plans,
         adapter_dirs=adapter_dirs,
+        base_dirs=base_dirs,
         probe_params=report.summary.lora_params,
         progress=progress,
         _task=task,
     )
-    cells = [
-        Cell(name, seed)
-        for seed in config.seeds
-        for name in (PROBE, *(s.name for s in config.compression.variants))
-    ]
+    # One cell per model: the base model, the adapter, each variant (seed-free in posthoc).
+    cells = [Cell(name) for name in (BASE, PROBE, *(s.name for s in config.compression.variants))]
     results: dict[str, CellResult] = {}
     run_grid(cells, runner, executor, store, results, echo, len(cells))
     pool_size, warnings = _task_facts(task, executor, warnings)
@@ -246,9 +262,16 @@ def _retrain(
     plans: dict[str, VariantPlan] = {}
     first_summary: dict[str, Any] = {}
     probe_params = 0
+    base_cells: list[Cell] = []
     for seed in config.seeds:
         probe_dir = out / RETRAIN_DIR / Cell(PROBE, seed).key
-        report = audit_adapter(open_adapter(probe_dir), SourceInfo("local", str(probe_dir)))
+        probe = open_adapter(probe_dir)
+        if needs_head(probe):
+            # the base-model control keeps this seed's trained head: a per-seed cell
+            key = Cell(BASE, seed).key
+            runner.base_dirs[key] = write_zeroed(probe, out / RETRAIN_DIR / key)
+            base_cells.append(Cell(BASE, seed))
+        report = audit_adapter(probe, SourceInfo("local", str(probe_dir)))
         (probe_dir / "audit.json").write_text(report.to_json(), encoding="utf-8")
         if not first_summary:
             first_summary = summary_dict(report)
@@ -262,8 +285,11 @@ def _retrain(
             )
     runner.plans = plans
     runner.probe_params = probe_params
-    # Stage 2: every variant at every seed, trained from scratch.
-    cells = [Cell(s.name, seed) for seed in config.seeds for s in config.compression.variants]
+    # Stage 2: the base-model control (one seed-free cell, or one per seed that keeps that
+    # seed's head) and every variant at every seed, trained from scratch.
+    cells = base_cells or [Cell(BASE)]
+    cells += [Cell(s.name, seed) for seed in config.seeds for s in config.compression.variants]
+    total += len(base_cells) or 1
     run_grid(cells, runner, executor, store, results, echo, total)
     for spec in config.compression.variants:
         per_seed = {seed: plans[Cell(spec.name, seed).key] for seed in config.seeds}
@@ -378,6 +404,8 @@ def run_bench(
     if rec is not None:
         verdict += f" (recommended: {rec.variant}, {(rec.param_reduction or 0) * 100:.1f}% fewer "
         verdict += "LoRA parameters)"
+    elif record.status_reason:
+        verdict += f": {record.status_reason}"
     say(verdict)
     for warning in record.warnings:
         say(f"Warning: {warning}")

@@ -150,7 +150,7 @@ def write_variant(
     model, e.g. a meta-device skeleton) is what compress's peft reload check loads the
     variant onto."""
     if plan.is_zero:
-        _write_zeroed(adapter, output_dir)
+        write_zeroed(adapter, output_dir)
         return 1.0
     from gradience_hub.compress import compress_adapter
 
@@ -167,8 +167,10 @@ def write_variant(
     return float(result.rel_error)
 
 
-def _write_zeroed(adapter: Adapter, output_dir: Path) -> Path:
-    """The adapter with every ``lora_B`` set to zero: the update vanishes, the rest stays."""
+def write_zeroed(adapter: Adapter, output_dir: Path) -> Path:
+    """The adapter with every ``lora_B`` set to zero: the update vanishes, the rest (a trained
+    task head) stays. This is the rank-0 variant, and the base-model control of an adapter that
+    carries a head (see :func:`needs_head`)."""
     import numpy as np
     from safetensors.numpy import save_file
 
@@ -187,3 +189,10 @@ def _write_zeroed(adapter: Adapter, output_dir: Path) -> Path:
         json.dumps(adapter.config.raw, indent=2, sort_keys=True) + "\n", encoding="utf-8"
     )
     return output_dir
+
+
+def needs_head(adapter: Adapter) -> bool:
+    """True when the adapter carries tensors besides its LoRA factors (a ``modules_to_save``
+    task head, e.g. a classifier the base model lacks). Its base-model control keeps them: the
+    base model with a random head only scores chance, which any adapter beats."""
+    return bool(adapter.other_keys)

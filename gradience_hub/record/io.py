@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from gradience_hub.errors import RecordError
+from gradience_hub.record.judge import rejudge
 from gradience_hub.record.model import SCHEMA, BenchRecord
 from gradience_hub.record.read_v011 import read_v011
 from gradience_hub.record.read_v1 import read_v1
@@ -35,12 +36,14 @@ READERS: tuple[
 )
 
 
-def record_from_dict(data: Any) -> BenchRecord:
-    """Read a bench.json document: ours, or gradience 0.11's canonical one."""
+def record_from_dict(data: Any, *, strict: bool = False) -> BenchRecord:
+    """Read a bench.json document (ours, or gradience 0.11's canonical one) and re-judge it
+    (:func:`~gradience_hub.record.judge.rejudge`): stored verdicts that disagree with the
+    numbers are shown as recomputed with a warning, or refused with ``strict``."""
     if isinstance(data, dict):
         for _name, recognises, read in READERS:
             if recognises(data):
-                return read(data)
+                return rejudge(read(data), strict=strict)
     schema = data.get("schema") if isinstance(data, dict) else None
     raise RecordError(
         f"not a bench.json (schema {schema!r}, no bench_version)",
@@ -61,14 +64,16 @@ def save_bench(record: BenchRecord, path: str | Path) -> Path:
     return path
 
 
-def load_bench(path: str | os.PathLike[str]) -> BenchRecord:
-    """Read a bench.json file (ours or gradience 0.11's) into a :class:`BenchRecord`."""
+def load_bench(path: str | os.PathLike[str], *, strict: bool = False) -> BenchRecord:
+    """Read a bench.json file (ours or gradience 0.11's) into a re-judged
+    :class:`BenchRecord` (see :func:`record_from_dict`)."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise RecordError(f"bench file not found: {path}", hint="check the --bench path") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise RecordError(
-            f"{path} is not valid JSON: {exc}", hint="regenerate it with gradience-hub bench"
+            f"{path} is not valid JSON: {str(exc)[:200]}",
+            hint="regenerate it with gradience-hub bench",
         ) from None
-    return BenchRecord.from_dict(data)
+    return record_from_dict(data, strict=strict)

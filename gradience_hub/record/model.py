@@ -9,14 +9,13 @@ depends on (a missing one raises :class:`RecordError` naming it) and lenient abo
 
 Build a record from the policy's answer with :meth:`BenchRecord.from_decision`.
 
-This module holds the model, its writing (:meth:`BenchRecord.to_dict`) and re-judging
-(:func:`with_policy`); reading is :mod:`gradience_hub.record.io`.
+This module holds the model and its writing (:meth:`BenchRecord.to_dict`); reading is
+:mod:`gradience_hub.record.io`, re-judging :mod:`gradience_hub.record.judge`.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import platform
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +24,16 @@ from typing import Any
 
 from gradience_hub import __version__
 from gradience_hub.errors import RecordError
-from gradience_hub.policy import FAIL, PASS, Decision, Policy, noise_floor_warning
+from gradience_hub.policy import (
+    INTERVAL_METHOD,
+    LEVEL,
+    PASS,
+    TEST_MCNEMAR,
+    Decision,
+    Interval,
+    Pairs,
+    Policy,
+)
 
 SCHEMA = "gradience-hub/bench/v1"
 
@@ -111,16 +119,55 @@ class ProbeRecord:
 
 @dataclass(frozen=True)
 class SeedScore:
-    """One seed of a variant: its score and its delta against the probe of that seed."""
+    """One seed of a variant: its score, its delta against the probe of that seed, the paired
+    interval of that delta and the retained gain (when known)."""
 
     score: float
     delta: float
+    delta_ci: Interval | None = None
+    retained_gain: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """bench.json ``variants[].per_seed.<seed>``."""
+        out: dict[str, Any] = {"score": self.score, "delta": self.delta}
+        if self.delta_ci is not None:
+            out["delta_ci"] = self.delta_ci.to_dict()
+        if self.retained_gain is not None:
+            out["retained_gain"] = self.retained_gain
+        return out
+
+
+@dataclass
+class BaseRecord:
+    """The base model without the adapter, scored on the same examples (bench.json
+    ``base``): ``gain`` is the adapter's mean gain over it, ``pairs`` the pooled discordant
+    pairs (base as reference) behind ``p_value``."""
+
+    per_seed: dict[int, float]
+    mean: float
+    gain: float
+    pairs: Pairs | None = None
+    p_value: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """bench.json ``base``."""
+        gain: dict[str, Any] = {"mean": self.gain, "p_value": self.p_value}
+        if self.pairs is not None:
+            gain.update(
+                test=TEST_MCNEMAR, n=self.pairs.n, worse=self.pairs.worse, better=self.pairs.better
+            )
+        return {
+            "per_seed": {str(k): v for k, v in self.per_seed.items()},
+            "mean": self.mean,
+            "gain": gain,
+        }
 
 
 @dataclass
 class VariantRecord:
     """One compressed variant (bench.json ``variants[]``). ``rank`` for uniform variants,
-    ``rank_pattern`` (module -> r) for per-layer ones."""
+    ``rank_pattern`` (module -> r) for per-layer ones; ``verdicts`` holds both rules' verdicts
+    (None where a rule cannot be applied), ``verdict`` the deciding rule's."""
 
     name: str
     params: int | None
@@ -134,6 +181,9 @@ class VariantRecord:
     rank: int | None = None
     rank_pattern: dict[str, int] | None = None
     p_value_test: str | None = None
+    delta_ci: Interval | None = None
+    retained_gain_worst: float | None = None
+    verdicts: dict[str, str | None] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -147,17 +197,23 @@ class VariantRecord:
             out["rank_pattern"] = dict(self.rank_pattern)
         else:
             out["rank"] = self.rank
+        gains = {str(k): v.retained_gain for k, v in self.per_seed.items()}
         out.update(
             params=self.params,
             param_reduction=self.param_reduction,
-            per_seed={
-                str(k): {"score": v.score, "delta": v.delta} for k, v in self.per_seed.items()
-            },
+            per_seed={str(k): v.to_dict() for k, v in self.per_seed.items()},
             mean=self.mean,
             worst_delta=self.worst_delta,
             pass_rate=self.pass_rate,
+            delta_ci=self.delta_ci.to_dict() if self.delta_ci is not None else None,
+            retained_gain=(
+                {"per_seed": gains, "worst": self.retained_gain_worst}
+                if any(g is not None for g in gains.values())
+                else None
+            ),
             p_value=self.p_value,
             p_value_test=self.p_value_test,
+            verdicts=dict(self.verdicts),
             verdict=self.verdict,
         )
         return out
@@ -211,7 +267,9 @@ class BenchRecord:
     variants: list[VariantRecord]
     status: str
     recommendation: Recommendation | None
-    metric_se: float | None = None
+    base: BaseRecord | None = None
+    status_reason: str | None = None
+    noise_floor: float | None = None
     audit: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     environment: dict[str, Any] = field(default_factory=dict)
@@ -224,6 +282,11 @@ class BenchRecord:
     def passed(self) -> bool:
         """True when the record's status is PASS."""
         return self.status == PASS
+
+    def noise_floor_variant(self) -> str | None:
+        """The variant whose pooled interval is the widest (the noise floor's)."""
+        widths = [(v.delta_ci.half_width, v.name) for v in self.variants if v.delta_ci]
+        return max(widths)[1] if widths else None
 
     def variant(self, name: str) -> VariantRecord:
         """A variant by name (KeyError when absent)."""
@@ -243,7 +306,7 @@ class BenchRecord:
         task: TaskInfo,
         protocol: ProtocolInfo,
         probe: ProbeRecord,
-        ranks: Mapping[str, int | Mapping[str, int]] | None = None,
+        ranks: Mapping[str, int | Mapping[str, int] | None] | None = None,
         audit: Mapping[str, Any] | None = None,
         warnings: Sequence[str] = (),
         environment: Mapping[str, Any] | None = None,
@@ -255,29 +318,7 @@ class BenchRecord:
         :data:`AUDIT_FIELDS` are kept); ``environment`` defaults to :func:`environment_info`.
         """
         ranks = ranks or {}
-        variants = []
-        for v in decision.variants:
-            spec = ranks.get(v.name)
-            variants.append(
-                VariantRecord(
-                    name=v.name,
-                    params=v.params,
-                    param_reduction=v.param_reduction,
-                    per_seed={s: SeedScore(o.score, o.delta) for s, o in v.per_seed.items()},
-                    mean=v.mean,
-                    worst_delta=v.worst_delta,
-                    pass_rate=v.pass_rate,
-                    p_value=v.p_value,
-                    p_value_test=v.p_value_test,
-                    verdict=v.verdict,
-                    rank=int(spec) if isinstance(spec, int) else None,
-                    rank_pattern=(
-                        {str(k): int(r) for k, r in spec.items()}
-                        if isinstance(spec, Mapping)
-                        else None
-                    ),
-                )
-            )
+        variants = [variant_record(v, ranks.get(v.name)) for v in decision.variants]
         best = decision.recommendation
         return cls(
             adapter=adapter,
@@ -288,7 +329,9 @@ class BenchRecord:
             variants=variants,
             status=decision.status,
             recommendation=Recommendation(best.name, best.param_reduction) if best else None,
-            metric_se=decision.metric_se,
+            base=base_record(decision.base),
+            status_reason=decision.reason,
+            noise_floor=decision.noise_floor,
             audit={k: audit[k] for k in AUDIT_FIELDS if k in audit} if audit else {},
             warnings=[*decision.warnings, *warnings],
             environment=dict(environment) if environment is not None else environment_info(),
@@ -328,7 +371,14 @@ class BenchRecord:
                 else None
             ),
             "status": self.status,
-            "noise_floor": {"metric_se": self.metric_se},
+            "status_reason": self.status_reason,
+            "base": self.base.to_dict() if self.base is not None else None,
+            "noise_floor": {
+                "half_width": self.noise_floor,
+                "level": LEVEL,
+                "method": INTERVAL_METHOD,
+                "variant": self.noise_floor_variant(),
+            },
             "warnings": list(self.warnings),
             "environment": dict(self.environment),
         }
@@ -338,63 +388,44 @@ class BenchRecord:
         return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
 
     @classmethod
-    def from_dict(cls, data: Any) -> BenchRecord:
-        """Read a bench.json document (ours or gradience 0.11's): see :func:`record_from_dict`."""
+    def from_dict(cls, data: Any, *, strict: bool = False) -> BenchRecord:
+        """Read a bench.json document (ours or gradience 0.11's), re-judged: see
+        :func:`~gradience_hub.record.io.record_from_dict`."""
         # The readers build this module's classes, so they import it: import the table when called.
         from gradience_hub.record.io import record_from_dict
 
-        return record_from_dict(data)
+        return record_from_dict(data, strict=strict)
 
 
-def _recommend(variants: Sequence[VariantRecord]) -> Recommendation | None:
-    """The policy's rule (:func:`gradience_hub.policy.recommend`) on recorded variants."""
-    passing = [v for v in variants if v.passed]
-    if not passing:
-        return None
-    best = min(
-        passing,
-        key=lambda v: (
-            -(v.param_reduction or 0.0),
-            -(v.worst_delta if v.worst_delta is not None else -math.inf),
-            v.name,
+def variant_record(v: Any, spec: int | Mapping[str, int] | None = None) -> VariantRecord:
+    """A :class:`~gradience_hub.policy.VariantOutcome` as a record row; ``spec`` is the
+    uniform rank or the per-module ``rank_pattern``."""
+    return VariantRecord(
+        name=v.name,
+        params=v.params,
+        param_reduction=v.param_reduction,
+        per_seed={
+            s: SeedScore(o.score, o.delta, o.interval, o.retained_gain)
+            for s, o in v.per_seed.items()
+        },
+        mean=v.mean,
+        worst_delta=v.worst_delta,
+        pass_rate=v.pass_rate,
+        p_value=v.p_value,
+        p_value_test=v.p_value_test,
+        verdict=v.verdict,
+        rank=int(spec) if isinstance(spec, int) else None,
+        rank_pattern=(
+            {str(k): int(r) for k, r in spec.items()} if isinstance(spec, Mapping) else None
         ),
+        delta_ci=v.interval,
+        retained_gain_worst=v.retained_gain_worst,
+        verdicts=dict(v.verdicts),
     )
-    return Recommendation(best.name, best.param_reduction)
 
 
-def with_policy(
-    record: BenchRecord, *, max_drop: float | None = None, min_pass_rate: float | None = None
-) -> BenchRecord:
-    """The same measurements judged under another policy (e.g. ``--max-drop`` at publish time).
-
-    Every variant's pass rate and verdict are recomputed from its per-seed deltas (or, for a
-    record without them, from its worst delta and recorded pass rate); status, recommendation
-    and the noise-floor warning follow. Scores, deltas and p-values do not depend on the policy
-    and are kept. The input record is not modified.
-    """
-    import copy
-
-    policy = Policy(  # validates: a bad --max-drop is a ConfigError naming policy.max_drop
-        max_drop=record.policy.max_drop if max_drop is None else max_drop,
-        min_pass_rate=record.policy.min_pass_rate if min_pass_rate is None else min_pass_rate,
-    )
-    new = copy.deepcopy(record)
-    new.policy = policy
-    for v in new.variants:
-        if v.per_seed:
-            deltas = [s.delta for s in v.per_seed.values()]
-            v.worst_delta = min(deltas)
-            v.pass_rate = sum(policy.seed_passes(d) for d in deltas) / len(deltas)
-        if v.worst_delta is None:
-            continue  # nothing to re-judge: keep the recorded verdict
-        rate = v.pass_rate if v.pass_rate is not None else 0.0
-        ok = policy.seed_passes(v.worst_delta) and rate >= policy.min_pass_rate - 1e-12
-        v.verdict = PASS if ok else FAIL
-    new.status = PASS if any(v.passed for v in new.variants) else FAIL
-    new.recommendation = _recommend(new.variants)
-    old_floor = noise_floor_warning(record.policy, record.metric_se)
-    new.warnings = [w for w in new.warnings if w != old_floor]
-    floor = noise_floor_warning(policy, record.metric_se)
-    if floor:
-        new.warnings.append(floor)
-    return new
+def base_record(base: Any) -> BaseRecord | None:
+    """A :class:`~gradience_hub.policy.BaseOutcome` as bench.json ``base``."""
+    if base is None:
+        return None
+    return BaseRecord(dict(base.per_seed), base.mean, base.gain, base.pairs, base.p_value)

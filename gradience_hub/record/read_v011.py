@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from gradience_hub.errors import ConfigError
-from gradience_hub.policy import FAIL, PASS, Policy, metric_se, noise_floor_warning
+from gradience_hub.policy import RECORD_STATUSES, Policy
 from gradience_hub.record.fields import (
     as_int,
     as_number,
@@ -87,15 +87,20 @@ def read_v011(data: dict[str, Any]) -> BenchRecord:
     safety: dict[str, Any] = (
         data["safety_policy"] if isinstance(data.get("safety_policy"), dict) else {}
     )
-    max_drop = (
-        -float(safety["worst_delta_min"])
-        if isinstance(safety.get("worst_delta_min"), (int, float))
-        else _dig(config, "compression", "acc_tolerance")
-    )
+    # 0.11's policy: a worst-seed floor (worst_delta_min) apart from the per-seed tolerance
+    # (compression.acc_tolerance) that its pass rate counts; ours: max_drop / seed_max_drop.
+    tolerance = _dig(config, "compression", "acc_tolerance")
+    tolerance = float(tolerance) if isinstance(tolerance, (int, float)) else None
+    floor = safety.get("worst_delta_min")
+    max_drop = -float(floor) if isinstance(floor, (int, float)) else tolerance
+    seed_max_drop = tolerance if tolerance is not None and max_drop is not None else None
+    if seed_max_drop is not None and max_drop is not None and seed_max_drop > max_drop:
+        seed_max_drop = max_drop
     try:
         policy = Policy(
-            max_drop=float(max_drop) if isinstance(max_drop, (int, float)) else 0.025,
+            max_drop=max_drop if max_drop is not None else 0.025,
             min_pass_rate=safety.get("pass_rate_min", 1.0),
+            seed_max_drop=seed_max_drop,
         )
     except ConfigError as exc:
         raise field_error("safety_policy", exc.message) from None
@@ -150,21 +155,15 @@ def read_v011(data: dict[str, Any]) -> BenchRecord:
             reduction = 1.0 - params / probe_params
         else:
             required(v, "param_reduction", p)
-        if "pass_rate" in v:
-            pass_rate = as_number(v["pass_rate"], f"{p}pass_rate")
-        elif per_seed:
-            pass_rate = sum(policy.seed_passes(c.delta) for c in per_seed.values()) / len(per_seed)
-        else:
-            pass_rate = None
+        pass_rate = as_number(v["pass_rate"], f"{p}pass_rate") if "pass_rate" in v else None
         if "verdict" in v:
             verdict = as_verdict(v["verdict"], f"{p}verdict")
         elif "verdict_distribution" in v or "pass_rate" in v:
-            # aggregates carry no verdict: apply the recorded policy to the recorded figures
-            rate = pass_rate if pass_rate is not None else 0.0
-            ok = policy.seed_passes(worst) and rate >= policy.min_pass_rate - 1e-12
-            verdict = PASS if ok else FAIL
+            verdict = ""  # aggregates carry no verdict: the re-judging computes it
         else:
             verdict = as_verdict(required(v, "verdict", p), f"{p}verdict")
+        if pass_rate is None and not per_seed:
+            pass_rate = 1.0 if verdict == "PASS" else 0.0
         pattern = v.get("rank_pattern")
         variants.append(
             VariantRecord(
@@ -174,7 +173,7 @@ def read_v011(data: dict[str, Any]) -> BenchRecord:
                 per_seed=per_seed,
                 mean=mean,
                 worst_delta=worst,
-                pass_rate=pass_rate if pass_rate is not None else (1.0 if verdict == PASS else 0.0),
+                pass_rate=pass_rate,
                 p_value=None,
                 verdict=verdict,
                 rank=as_int(v.get("rank"), f"{p}rank", optional=True),
@@ -198,19 +197,14 @@ def read_v011(data: dict[str, Any]) -> BenchRecord:
         else:
             recommendation = Recommendation(best, reduction)
     status = summary.get("status")
-    if isinstance(status, str) and status.upper() in (PASS, FAIL):
-        status = status.upper()
-    else:
-        status = PASS if any(v.passed for v in variants) else FAIL
+    # a status that is not ours is left for the re-judging to compute
+    status = status.upper() if isinstance(status, str) else ""
+    status = status if status in RECORD_STATUSES else ""
 
     eval_examples = _dig(config, "train", "eval_samples") or _dig(
         config, "task", "eval_max_samples"
     )
     eval_examples = eval_examples if isinstance(eval_examples, int) else None
-    se = metric_se(probe_mean, eval_examples) if eval_examples else None
-    floor = noise_floor_warning(policy, se)
-    if floor:
-        warnings.append(floor)
     metric = str(_dig(data, "config_metadata", "primary_metric_key") or "accuracy")
     metric = metric.removeprefix("eval_")
 
@@ -260,7 +254,6 @@ def read_v011(data: dict[str, Any]) -> BenchRecord:
         variants=variants,
         status=status,
         recommendation=recommendation,
-        metric_se=se,
         audit=audit,
         warnings=warnings,
         environment=environment,

@@ -6,12 +6,17 @@ from typing import Any
 
 from gradience_hub.errors import RecordError
 from gradience_hub.record.fields import (
+    as_base,
     as_int,
+    as_interval,
+    as_list,
     as_number,
     as_object,
     as_policy,
     as_seed,
+    as_status,
     as_verdict,
+    as_verdicts,
     field_error,
     required,
 )
@@ -36,10 +41,13 @@ def read_v1(data: dict[str, Any]) -> BenchRecord:
     if not isinstance(variants, list):
         raise field_error("variants", "must be a list")
     rec = required(data, "recommendation", "")
-    noise = as_object(required(data, "noise_floor", ""), "noise_floor")
+    as_object(required(data, "noise_floor", ""), "noise_floor")  # recomputed on re-judging
 
     kind = required(protocol, "kind", "protocol.")
-    seeds = [as_seed(s, "protocol.seeds") for s in required(protocol, "seeds", "protocol.")]
+    seeds = [
+        as_seed(s, "protocol.seeds")
+        for s in as_list(required(protocol, "seeds", "protocol."), "protocol.seeds")
+    ]
     for key in ("kind", "seeds"):
         protocol.pop(key)
 
@@ -61,6 +69,8 @@ def read_v1(data: dict[str, Any]) -> BenchRecord:
             per_seed[as_seed(seed, f"{p}per_seed")] = SeedScore(
                 score=as_number(required(c, "score", q), f"{q}score"),  # type: ignore[arg-type]
                 delta=as_number(required(c, "delta", q), f"{q}delta"),  # type: ignore[arg-type]
+                delta_ci=as_interval(c.get("delta_ci"), f"{q}delta_ci"),
+                retained_gain=as_number(c.get("retained_gain"), f"{q}retained_gain", optional=True),
             )
         out_variants.append(
             VariantRecord(
@@ -78,6 +88,8 @@ def read_v1(data: dict[str, Any]) -> BenchRecord:
                 p_value=as_number(required(v, "p_value", p), f"{p}p_value", optional=True),
                 p_value_test=v.get("p_value_test"),
                 verdict=as_verdict(required(v, "verdict", p), f"{p}verdict"),
+                delta_ci=as_interval(v.get("delta_ci"), f"{p}delta_ci"),
+                verdicts=as_verdicts(v.get("verdicts"), f"{p}verdicts"),
                 rank=as_int(v.get("rank"), f"{p}rank", optional=True),
                 rank_pattern=(
                     {str(k): as_int(r, f"{p}rank_pattern.{k}") for k, r in pattern.items()}  # type: ignore[misc]
@@ -122,11 +134,9 @@ def read_v1(data: dict[str, Any]) -> BenchRecord:
             mean=as_number(required(probe, "mean", "probe."), "probe.mean"),  # type: ignore[arg-type]
         ),
         variants=out_variants,
-        status=as_verdict(required(data, "status", ""), "status"),
+        status=as_status(required(data, "status", ""), "status"),
         recommendation=recommendation,
-        metric_se=as_number(
-            required(noise, "metric_se", "noise_floor."), "noise_floor", optional=True
-        ),
+        base=as_base(data.get("base"), "base"),
         audit=dict(as_object(data.get("audit") or {}, "audit")),
         warnings=[str(w) for w in data.get("warnings") or []],
         environment=dict(as_object(data.get("environment") or {}, "environment")),

@@ -13,6 +13,7 @@ it.
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,11 +25,15 @@ from gradience_hub.errors import ConfigError, UsageError
 
 
 def parse_cell(key: str) -> Cell:
-    """``variant__seed`` -> Cell."""
+    """A cell key: ``variant__seed`` (a cell per seed) or ``variant`` (a seed-free cell)."""
     variant, sep, seed = key.rpartition("__")
-    if not sep or not variant or not seed.isdigit():
-        raise UsageError(f"--cell must be VARIANT__SEED, got {key!r}", hint="--cell probe__42")
-    return Cell(variant, int(seed))
+    if not sep:
+        variant, seed = key, ""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", variant) or (sep and not seed.isdigit()):
+        raise UsageError(
+            f"--cell must be VARIANT or VARIANT__SEED, got {key!r}", hint="--cell probe__42"
+        )
+    return Cell(variant, int(seed) if sep else None)
 
 
 def run_cells(

@@ -12,7 +12,7 @@ ended, and an adapter trained by the Job (retrain) comes back as files in the sc
 
 The driver polls ``inspect_job`` with backoff, cancels its outstanding Jobs on Ctrl-C, and
 treats ERROR, CANCELED and timeouts as failed cells whose message carries the Job's URL (exit
-3). Jobs carry the labels ``gradience-run`` (the run id, kept in ``OUTPUT/cells/hf-jobs.json``),
+3). Jobs carry the labels ``gradience-run`` (the run id, kept in ``OUTPUT/cells/hf-jobs.state``),
 ``gradience-cells`` (the cell or the seed and stage they run) and ``gradience-inputs`` (the
 inputs commit), so ``--resume`` finds the Jobs of the run that already finished (their results
 are read, not rerun) or are still running (they are waited for).
@@ -48,7 +48,8 @@ RESULT_SCHEMA = "gradience-hub/cell-result/v1"
 RUN_LABEL = "gradience-run"
 CELLS_LABEL = "gradience-cells"
 INPUTS_LABEL = "gradience-inputs"
-STATE_FILE = "hf-jobs.json"
+# Not a .json name: cell files are <key>.json, and the cell store lists those.
+STATE_FILE = "hf-jobs.state"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -156,7 +157,7 @@ class HFJobsExecutor:
     # -- the run's state -------------------------------------------------------------------
 
     def _state(self, output_dir: Path, namespace: str) -> dict[str, Any]:
-        """``OUTPUT/cells/hf-jobs.json``: the run id (a fresh run starts a fresh cells dir)."""
+        """``OUTPUT/cells/hf-jobs.state``: the run id (a fresh run starts a fresh cells dir)."""
         path = output_dir / CELLS_DIR / STATE_FILE
         with contextlib.suppress(OSError, ValueError):
             state = json.loads(path.read_text(encoding="utf-8"))
@@ -175,20 +176,22 @@ class HFJobsExecutor:
         return state
 
     def _groups(self, cells: Sequence[Cell], protocol: str) -> list[_Group]:
-        """One Job per cell, or per seed (and stage). The default is per seed for posthoc
-        (one base-model load evaluates all of a seed's adapters) and per cell for retrain
-        (every adapter trains on its own GPU at once)."""
+        """One Job per cell, or per seed (and stage; posthoc's seed-free cells are one group).
+        The default is per seed for posthoc (one Job loads the base model once and scores
+        every adapter) and per cell for retrain (every adapter trains on its own GPU at
+        once)."""
         per = self.job_per or ("seed" if protocol == "posthoc" else "cell")
         if per == "cell":
             return [_Group(cell.key, [cell]) for cell in cells]
-        by_seed: dict[int, list[Cell]] = {}
+        by_seed: dict[int | None, list[Cell]] = {}
         for cell in cells:
             by_seed.setdefault(cell.seed, []).append(cell)
         groups = []
         for seed, members in by_seed.items():
             probes = sum(c.variant == PROBE for c in members)
             stage = "probes" if probes == len(members) else "variants" if not probes else "all"
-            groups.append(_Group(f"seed-{seed}-{stage}", members))
+            # seed-free cells (posthoc: one per model) share one Job: one base-model load
+            groups.append(_Group(f"{'all' if seed is None else seed}-{stage}", members))
         return groups
 
     # -- map -------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import dataclasses
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from gradience_hub.bench.cells import PROBE, RETRAIN_DIR, Cell, CellResult, CellRunner
+from gradience_hub.bench.cells import BASE, PROBE, RETRAIN_DIR, Cell, CellResult, CellRunner
 from gradience_hub.bench.config import SUGGESTED_VARIANTS, BenchConfig, config_from_dict
 from gradience_hub.bench.variants import VariantPlan
 from gradience_hub.errors import ConfigError
@@ -24,6 +24,7 @@ from gradience_hub.errors import ConfigError
 SPEC_SCHEMA = "gradience-hub/cell-inputs/v1"
 PROBE_PREFIX = "probe"
 OUT_PREFIX = "out"
+BASE_PREFIX = "base"
 
 
 # --------------------------------------------------------------------------- files
@@ -53,6 +54,9 @@ def write_files(files: dict[str, bytes], root: Path) -> None:
 
 def cell_sources(runner: CellRunner, cell: Cell) -> dict[str, Path]:
     """The driver's adapter directories ``cell`` reads, by their prefix in a worker root."""
+    if cell.variant == BASE:  # the base model, or its zero-update copy that keeps a head
+        where = runner.base_dirs.get(cell.key)
+        return {} if where is None else {f"{BASE_PREFIX}/{cell.key}": where}
     if runner.protocol == "retrain":
         return {}  # trains from the config; the probe audit's plan is in the runner
     if cell.variant == PROBE:
@@ -69,14 +73,16 @@ def localize(runner: CellRunner, root: Path) -> CellRunner:
         output_dir=root / OUT_PREFIX,
         probe_dir=root / PROBE_PREFIX if runner.probe_dir is not None else None,
         adapter_dirs={name: root / OUT_PREFIX / name for name in runner.adapter_dirs},
+        base_dirs={key: root / BASE_PREFIX / key for key in runner.base_dirs},
         progress=False,
         _task=None,
+        _pool=None,
     )
 
 
 def trained_dir(runner: CellRunner, cell: Cell) -> Path | None:
     """Where the retrain protocol writes the adapter ``cell`` trains (None for posthoc)."""
-    if runner.protocol != "retrain":
+    if runner.protocol != "retrain" or cell.variant == BASE:
         return None
     return runner.output_dir / RETRAIN_DIR / cell.key
 
@@ -99,8 +105,11 @@ def adopt(runner: CellRunner, cell: Cell, result: CellResult, trained: dict[str,
             write_files(trained, where)
         local = where
     else:
-        sources = cell_sources(runner, cell)
-        local = next(iter(sources.values()))
+        sources = list(cell_sources(runner, cell).values())
+        if not sources:  # the base model itself: no adapter directory
+            result.adapter = ""
+            return
+        local = sources[0]
     try:
         result.adapter = str(local.relative_to(runner.output_dir))
     except ValueError:
@@ -134,6 +143,7 @@ def runner_spec(runner: CellRunner) -> dict[str, Any]:
         "config": config_data(runner.config),
         "plans": {key: dataclasses.asdict(plan) for key, plan in runner.plans.items()},
         "variants": sorted(runner.adapter_dirs),
+        "bases": sorted(runner.base_dirs),
         "has_probe": runner.probe_dir is not None,
         "probe_params": runner.probe_params,
     }
@@ -157,6 +167,7 @@ def runner_from_spec(spec: dict[str, Any], root: Path, device: str) -> CellRunne
             probe_dir=root / PROBE_PREFIX if spec["has_probe"] else None,
             plans=plans,
             adapter_dirs={str(name): root / OUT_PREFIX / str(name) for name in spec["variants"]},
+            base_dirs={str(key): root / BASE_PREFIX / str(key) for key in spec["bases"]},
             probe_params=int(spec["probe_params"]),
             progress=False,
         )

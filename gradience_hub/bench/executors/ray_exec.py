@@ -16,6 +16,7 @@ tasks before the interrupt propagates.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -28,15 +29,32 @@ from gradience_hub.errors import CellError, GradienceError, MissingExtraError, U
 DEFAULT_MAX_RETRIES = 3
 
 
+# Per worker process: the task and the model pool (base model loaded once) of the bench whose
+# cells this worker ran last, so its later cells swap adapters instead of reloading the base.
+_SHARED: dict[str, tuple[Any, Any]] = {}
+
+
 def _run_task(
     runner: CellRunner, cell: Cell, prefixes: list[str], *blobs: dict[str, bytes]
 ) -> tuple[CellResult, dict[str, bytes]]:
     """The body of one Ray task: lay the packed files out, run the cell, pack the result."""
+    key = json.dumps(
+        [runner.protocol, portable.config_data(runner.config), runner.device],
+        sort_keys=True,
+        default=str,
+    )
     with tempfile.TemporaryDirectory(prefix=f"gradience-{cell.key}-") as tmp:
         root = Path(tmp)
         for prefix, files in zip(prefixes, blobs, strict=True):
             portable.write_files({f"{prefix}/{name}": data for name, data in files.items()}, root)
-        return portable.run_portable(portable.localize(runner, root), cell)
+        local = portable.localize(runner, root)
+        if key in _SHARED:
+            local._task, local._pool = _SHARED[key]
+        try:
+            return portable.run_portable(local, cell)
+        finally:
+            _SHARED.clear()  # one bench per worker at a time: never grow on a shared cluster
+            _SHARED[key] = (local._task, local._pool)
 
 
 def connect(address: str | None) -> Any:
