@@ -191,7 +191,8 @@ class HFJobsExecutor:
             probes = sum(c.variant == PROBE for c in members)
             stage = "probes" if probes == len(members) else "variants" if not probes else "all"
             # seed-free cells (posthoc: one per model) share one Job: one base-model load
-            groups.append(_Group(f"{'all' if seed is None else seed}-{stage}", members))
+            label = "all-models" if seed is None else f"seed-{seed}-{stage}"
+            groups.append(_Group(label, members))
         return groups
 
     # -- map -------------------------------------------------------------------------------
