@@ -277,12 +277,21 @@ def bench_command(
     from gradience_hub.bench.config import load_config
     from gradience_hub.bench.executors import make_executor
     from gradience_hub.bench.train import require_bench_extra
-    from gradience_hub.errors import PolicyFailed
+    from gradience_hub.errors import MissingExtraError, PolicyFailed
+
+    if executor != "hf-jobs":  # the Jobs hold the extra, not the driver
+        try:
+            require_bench_extra()  # before any heavy import: name the missing extra, exit 2
+        except MissingExtraError:
+            try:  # a config that says executor: hf-jobs needs no local extra either
+                wanted = None if executor else load_config(config_path).executor
+            except GradienceError:
+                wanted = None
+            if wanted != "hf-jobs":
+                raise
+    from gradience_hub.bench.protocol import run_bench
 
     config = load_config(config_path)
-    if (executor or config.executor) != "hf-jobs":  # the Jobs hold the extra, not the driver
-        require_bench_extra()  # before any heavy import: name the missing extra, exit 2
-    from gradience_hub.bench.protocol import run_bench
 
     engine = make_executor(
         executor,

@@ -354,8 +354,17 @@ def test_interrupt_cancels_the_outstanding_jobs(
 
 
 def test_the_action_benches_through_hf_jobs(
-    adapter: Path, local: dict[str, Any], hub_env: HubServer, tmp_path: Path
+    adapter: Path,
+    local: dict[str, Any],
+    hub_env: HubServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    import subprocess
+
+    # The Action's run waits for its Jobs: more than test_action's 120 s on a loaded machine.
+    real_run = subprocess.run
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: real_run(*a, **{**k, "timeout": 900}))
     from gradience_hub.github import ACTIONS_BOT_LOGIN
     from tests.githubserver import GitHubServer
     from tests.test_action import BOT_TOKEN, GH_REPO, PR, Actions
