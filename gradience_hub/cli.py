@@ -262,6 +262,23 @@ def action_command() -> int:
 @click.option("--seeds", help="Comma-separated seeds, e.g. 42,123,456 (default: the config's).")
 @click.option("--resume", is_flag=True, help="Continue a killed run from the cells in --output.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), help="Default: cuda if available.")
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray", "hf-jobs"]),
+    help="Where cells run: this process (default), Ray tasks, or Hugging Face Jobs "
+    "(default: the config's executor:).",
+)
+@click.option("--ray-address", help="Ray cluster (default: a running one, else a local Ray).")
+@click.option("--flavor", help="hf-jobs: hardware flavor, e.g. a10g-small (default).")
+@click.option("--image", help="hf-jobs: the image with gradience-hub[bench] (default: ours).")
+@click.option("--namespace", help="hf-jobs: user or org running the jobs (default: yours).")
+@click.option("--job-timeout", help="hf-jobs: per-job limit, e.g. 2h, 30m (default: 2h).")
+@click.option(
+    "--job-per",
+    type=click.Choice(["cell", "seed"]),
+    help="hf-jobs: one job per cell or per seed and stage (default: seed for posthoc, one "
+    "model load; cell for retrain).",
+)
 def bench_command(
     source: str | None,
     config_path: str,
@@ -270,6 +287,13 @@ def bench_command(
     seeds: str | None,
     resume: bool,
     device: str | None,
+    executor: str | None,
+    ray_address: str | None,
+    flavor: str | None,
+    image: str | None,
+    namespace: str | None,
+    job_timeout: str | None,
+    job_per: str | None,
 ) -> None:
     """Multi-seed evidence for compressed variants: writes bench.json, bench.md and adapters.
 
@@ -277,14 +301,37 @@ def bench_command(
     optional and only recorded: the probes are trained from the config. Exit 0 on PASS, 1 on
     FAIL, 2 on bad input.
     """
+    from gradience_hub.bench.config import load_config
+    from gradience_hub.bench.executors import make_executor
     from gradience_hub.bench.train import require_bench_extra
-    from gradience_hub.errors import PolicyFailed
+    from gradience_hub.errors import MissingExtraError, PolicyFailed
 
-    require_bench_extra()  # before any heavy import: name the missing extra, exit 2
+    if executor != "hf-jobs":  # the Jobs hold the extra, not the driver
+        try:
+            require_bench_extra()  # before any heavy import: name the missing extra, exit 2
+        except MissingExtraError:
+            try:  # a config that says executor: hf-jobs needs no local extra either
+                wanted = None if executor else load_config(config_path).executor
+            except GradienceError:
+                wanted = None
+            if wanted != "hf-jobs":
+                raise
     from gradience_hub.bench.protocol import run_bench
 
+    config = load_config(config_path)
+
+    engine = make_executor(
+        executor,
+        config,
+        ray_address=ray_address,
+        flavor=flavor,
+        image=image,
+        namespace=namespace,
+        job_timeout=job_timeout,
+        job_per=job_per,
+    )
     record = run_bench(
-        source, config_path, output, protocol, seeds, resume, device, echo=click.echo
+        source, config, output, protocol, seeds, resume, device, executor=engine, echo=click.echo
     )
     from gradience_hub.policy import INCONCLUSIVE, PASS
 
@@ -426,6 +473,28 @@ def webhook_delete(webhook_id: str) -> None:
 
     hub.delete_webhook(webhook_id)
     click.echo(f"Deleted webhook {webhook_id}")
+
+
+@cli.command("bench-cell")
+@click.option(
+    "--inputs", required=True, help="The run's scratch repo id (or a local inputs directory)."
+)
+@click.option("--revision", help="The inputs commit of a Hub --inputs repo.")
+@click.option(
+    "--cell", "cells", multiple=True, required=True, help="VARIANT or VARIANT__SEED (repeatable)."
+)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), help="Default: cuda if available.")
+def bench_cell_command(
+    inputs: str, revision: str | None, cells: tuple[str, ...], device: str | None
+) -> None:
+    """Run bench cells inside a Hugging Face Job (--executor hf-jobs submits this); prints one
+    GRADIENCE_CELL_RESULT line per cell. The token comes from HF_TOKEN, a Job secret."""
+    from gradience_hub.bench.train import require_bench_extra
+
+    require_bench_extra()
+    from gradience_hub.bench.executors.cell_command import run_cells
+
+    run_cells(inputs, revision, cells, device, lambda line: click.echo(line))
 
 
 def main(argv: list[str] | None = None) -> None:

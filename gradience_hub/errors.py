@@ -99,3 +99,20 @@ class PolicyFailed(GradienceError):
     """The bench policy verdict is FAIL and the caller asked to fail on it (exit 1)."""
 
     exit_code = EXIT_FAIL
+
+
+class CellError(GradienceError):
+    """Bench cells failed on an executor (a Ray task raised, a Job ended in ERROR): names each
+    cell and its cause. Exit 2, or 3 when the cells failed on the Hub's side (Jobs)."""
+
+    def __init__(
+        self, failures: dict[str, str], exit_code: int = EXIT_BAD_INPUT, hint: str | None = None
+    ) -> None:
+        shown = "; ".join(f"cell {key}: {why}" for key, why in failures.items())
+        count = "a cell" if len(failures) == 1 else f"{len(failures)} cells"
+        super().__init__(
+            f"{count} failed ({shown})",
+            hint=hint or "the finished cells are saved: fix the cause and rerun with --resume",
+        )
+        self.failures = dict(failures)
+        self.exit_code = exit_code

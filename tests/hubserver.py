@@ -1433,6 +1433,8 @@ class _HubHandler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
 
     def _send(self, method: str, resp: _Response, cut: int | None = None) -> None:
+        if getattr(resp, "stream", None) is not None:  # server-sent events (hubserver_jobs)
+            return resp.stream(self)  # type: ignore[attr-defined]
         self.send_response(resp.status)
         headers = {"Content-Type": "application/octet-stream", **resp.headers}
         for key, value in headers.items():
@@ -1472,6 +1474,10 @@ def _route(hub: HubServer, method: str, raw_path: str, ctx: _Ctx) -> _Response:
             return _model_api(hub, method, rest[1:], ctx)
         if rest[:2] == ["settings", "webhooks"]:  # tests/hubserver_webhooks.py
             return _json_response(hub.webhooks.route(method, rest[2:], ctx))
+        if rest[:1] == ["jobs"]:  # the Jobs API: tests/hubserver_jobs.py (imports this module)
+            from tests.hubserver_jobs import jobs_route
+
+            return jobs_route(hub, method, rest[1:], ctx)
         if rest[:1] in (["datasets"], ["spaces"], ["kernels"]):
             raise _repo_not_found()  # this server only hosts model repos
         raise HubError(404, f"Not found: {method} {raw_path}")

@@ -80,7 +80,7 @@ def test_action_yml_matches_the_github_actions_schema() -> None:
 
 
 def test_workflows_match_the_github_workflows_schema() -> None:
-    assert len(WORKFLOWS) == 3, WORKFLOWS
+    assert len(WORKFLOWS) == 4, WORKFLOWS
     proc = check_jsonschema("vendor.github-workflows", *WORKFLOWS)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 

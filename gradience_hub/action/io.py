@@ -29,6 +29,8 @@ INPUTS: dict[str, str] = {
     "mode": "audit",
     "bench-config": "",
     "bench-json": "",
+    "bench-executor": "local",
+    "bench-flavor": "",
     "hf-token": "",
     # action.yml defaults it to ${{ github.token }}; outside Actions GITHUB_TOKEN stands in.
     "github-token": "",
@@ -45,6 +47,7 @@ OUTPUTS = ("status", "utilization", "suggested-rank", "report-path", "hub-pr-url
 """Every output of action.yml; all of them are written on every run (empty when unknown)."""
 
 MODES = ("audit", "bench", "annotate")
+BENCH_EXECUTORS = ("local", "hf-jobs")
 FAIL_ON = ("fail", "never")
 _TRUE = ("true", "True", "TRUE")
 _FALSE = ("false", "False", "FALSE")
@@ -132,6 +135,8 @@ class Settings:
     max_drop: float | None
     dry_run: bool
     strict_records: bool = False
+    bench_executor: str = "local"  # local | hf-jobs
+    bench_flavor: str | None = None  # hf-jobs hardware (None: the executor's default)
 
     def bench_json_for(self, index: int) -> str | None:
         """The bench.json of the ``index``-th repo: one file for all, or one per repo."""
@@ -221,7 +226,16 @@ def parse_settings(environ: Mapping[str, str]) -> Settings:
 
         for path in bench_json:
             load_bench(path, strict=True)  # stored verdicts must match their numbers: exit 2
+    bench_executor = read_input("bench-executor", environ).lower() or "local"
+    if bench_executor not in BENCH_EXECUTORS:
+        raise InputError(
+            "bench-executor",
+            f"input 'bench-executor' must be local or hf-jobs, not {bench_executor!r}",
+            hint="bench-executor: hf-jobs runs the cells on Hugging Face GPUs (needs hf-token)",
+        )
     return Settings(
+        bench_executor=bench_executor,
+        bench_flavor=read_input("bench-flavor", environ) or None,
         repo_ids=repo_ids,
         revision=read_input("revision", environ) or None,
         mode=mode,

@@ -46,6 +46,7 @@ from gradience_hub.errors import (
     EXIT_OK,
     ISSUES_URL,
     GradienceError,
+    MissingExtraError,
 )
 from gradience_hub.output import emit_command
 from gradience_hub.policy import ERROR, FAIL, is_failing, overall_status, status_of
@@ -76,6 +77,7 @@ class RepoResult:
     error: GradienceError | None = None
     diff: str = ""  # annotate --dry-run: the README change it would make
     summary_md: str = ""
+    jobs: list[tuple[str, str]] = field(default_factory=list)  # bench-executor hf-jobs
     comment_md: str = ""
 
 
@@ -152,7 +154,18 @@ def run_repo(source: str, index: int, settings: Settings, report_dir: Path) -> R
             spec = source
             if settings.revision and not Path(source).exists() and "@" not in source:
                 spec = f"{source}@{settings.revision}"
-            rec = run_bench(spec, settings.bench_config, report_dir / "bench")
+            executor = _bench_executor(settings)
+            try:
+                rec = run_bench(
+                    spec, settings.bench_config, report_dir / "bench", executor=executor
+                )
+            except MissingExtraError as exc:  # the slim image running the local executor
+                exc.hint = (
+                    "use the bench image (uses: docker://ghcr.io/gradience/audit-action:v1-bench) "
+                    "or bench-executor: hf-jobs, which runs the cells on the Hub"
+                )
+                raise
+            result.jobs = [(job.id, job.url) for job in getattr(executor, "jobs", None) or []]
             if settings.max_drop is not None:
                 rec = record.with_policy(rec, max_drop=settings.max_drop)
             result.bench = rec.to_dict()
@@ -167,6 +180,29 @@ def run_repo(source: str, index: int, settings: Settings, report_dir: Path) -> R
             report_dir / "bench.json", json.dumps(result.bench, indent=2) + "\n", parents=True
         )
     return result
+
+
+def _bench_executor(settings: Settings) -> Any:
+    """The executor of input ``bench-executor``: None (local) or Hugging Face Jobs of
+    ``bench-flavor`` (a CPU runner benches on the Hub's GPUs)."""
+    if settings.bench_executor != "hf-jobs":
+        return None
+    from gradience_hub.bench.config import load_config
+    from gradience_hub.bench.executors import make_executor
+
+    assert settings.bench_config is not None
+    config = load_config(settings.bench_config)
+    return make_executor("hf-jobs", config, flavor=settings.bench_flavor)
+
+
+def _jobs_md(result: RepoResult) -> str:
+    """The step summary's links to the Jobs that ran the bench's cells."""
+    if not result.jobs:
+        return ""
+    from gradience_hub.publish import render
+
+    links = ", ".join(f"[{render.md(i)}]({render.safe_url(u)})" for i, u in result.jobs)
+    return f"\n**Bench cells ran as Hugging Face Jobs:** {links}\n"
 
 
 def _sections(result: RepoResult) -> tuple[str, str]:
@@ -199,7 +235,7 @@ def _sections(result: RepoResult) -> tuple[str, str]:
             "\n<details><summary>Dry run: the README.md change</summary>\n\n"
             f"{fence}diff\n{result.diff.rstrip(chr(10))}\n{fence}\n\n</details>\n"
         )
-    return out[0], out[1]
+    return out[0] + _jobs_md(result), out[1]
 
 
 # -- the run -------------------------------------------------------------------------------

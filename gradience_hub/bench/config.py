@@ -28,6 +28,8 @@ A complete config (close to ``examples/embedded-sentiment.yaml``)::
     seeds: [42, 123, 456]
     policy: {rule: worst-seed, max_drop: 0.025, min_pass_rate: 1.0}   # gradience_hub/policy.py
     protocol: posthoc   # optional; default posthoc with a SOURCE, retrain without
+    executor: local     # optional: local | ray | hf-jobs (the --executor flag wins)
+    resources: {gpus_per_cell: 1, cpus_per_cell: 2}   # what a Ray task asks for
 
 ``lora`` and ``train`` are only needed to train (the ``retrain`` protocol and the demo); the
 ``posthoc`` protocol evaluates an adapter that already exists. PyYAML reads ``1e-3`` (no dot)
@@ -503,6 +505,21 @@ class CompressionConfig:
             )
 
 
+EXECUTORS = ("local", "ray", "hf-jobs")
+
+
+@dataclass
+class ResourcesConfig:
+    """What one cell asks of a cluster executor (Ray: a task's ``num_gpus`` / ``num_cpus``)."""
+
+    gpus_per_cell: float = 0.0
+    cpus_per_cell: float = 1.0
+
+    def __post_init__(self) -> None:
+        self.gpus_per_cell = _float(self.gpus_per_cell, "resources.gpus_per_cell", 0.0)
+        self.cpus_per_cell = _float(self.cpus_per_cell, "resources.cpus_per_cell", 0.0)
+
+
 @dataclass
 class BenchConfig:
     """A whole bench config. ``path`` is the file it came from (relative dataset paths are
@@ -516,10 +533,15 @@ class BenchConfig:
     seeds: list[int] = field(default_factory=lambda: list(DEFAULT_SEEDS))
     policy: Policy = field(default_factory=Policy)
     protocol: str | None = None
+    # Where the cells run (the --executor flag wins) and what each asks of a cluster.
+    executor: str | None = None
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     path: Path | None = None
 
     def __post_init__(self) -> None:
         self.seeds = parse_seeds(self.seeds, "seeds")
+        if self.executor is not None:
+            self.executor = _str(self.executor, "executor", EXECUTORS)
         if self.protocol is not None:
             self.protocol = _str(self.protocol, "protocol", PROTOCOLS)
         if self.task.lm_eval is not None:
@@ -590,8 +612,9 @@ _SECTIONS: dict[str, type] = {
     "train": TrainConfig,
     "compression": CompressionConfig,
     "policy": Policy,
+    "resources": ResourcesConfig,
 }
-_TOP_LEVEL = (*_SECTIONS, "seeds", "protocol")
+_TOP_LEVEL = (*_SECTIONS, "seeds", "protocol", "executor")
 
 
 def config_from_dict(data: Any, path: Path | None = None) -> BenchConfig:
@@ -622,9 +645,9 @@ def config_from_dict(data: Any, path: Path | None = None) -> BenchConfig:
     for name, cls in _SECTIONS.items():
         if data.get(name) is not None:
             kwargs[name] = _build(cls, data[name], name)
-        elif name in data and name in ("compression", "policy"):
+        elif name in data and name in ("compression", "policy", "resources"):
             raise _fail(name, "a mapping", None)
-    for name in ("seeds", "protocol"):
+    for name in ("seeds", "protocol", "executor"):
         if name in data:
             kwargs[name] = data[name]
     return BenchConfig(**kwargs, path=path)

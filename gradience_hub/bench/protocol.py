@@ -61,6 +61,7 @@ from gradience_hub.bench.cells import (
     run_grid,
 )
 from gradience_hub.bench.config import BenchConfig, load_config, parse_seeds
+from gradience_hub.bench.executors import driver_loads_task
 from gradience_hub.bench.judge import RunResults, build_record, summary_dict
 from gradience_hub.bench.variants import (
     VariantPlan,
@@ -103,10 +104,21 @@ def _fingerprint(config: BenchConfig, protocol: str, device: str, source_digest:
     """What the cells depend on. Seeds are cells of their own and the policy only judges
     them, so neither is part of it: a resume may add seeds or change max_drop."""
     data = config.to_dict()
-    for volatile in ("seeds", "policy", "protocol"):
+    for volatile in ("seeds", "policy", "protocol", "executor", "resources"):
         data.pop(volatile, None)
     doc = {"config": data, "protocol": protocol, "device": device, "source": source_digest}
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _task_facts(task: Any, executor: Executor, warnings: list[str]) -> tuple[int, list[str]]:
+    """The eval pool's size and the warnings, the task's first: from the task loaded here,
+    else as the executor's workers reported them."""
+    if task is not None:
+        return len(task.eval_pool), warnings
+    return int(getattr(executor, "pool_size", None) or 0), [
+        *getattr(executor, "task_warnings", []),
+        *warnings,
+    ]
 
 
 # --------------------------------------------------------------------------- posthoc
@@ -131,8 +143,9 @@ def _posthoc(
     (out / "audit.json").write_text(report.to_json(), encoding="utf-8")
     echo(format_text(report))
     warnings: list[str] = []
-    task = load_task(config, need_train=False)
-    warnings += task.warnings
+    # Dispatching Jobs from the slim image: the Jobs load the task and report its facts.
+    task = load_task(config, need_train=False) if driver_loads_task(executor) else None
+    warnings += task.warnings if task is not None else []
     store = CellStore(out)
     store.start(
         _fingerprint(config, "posthoc", device, _file_digest(adapter.weights_path)), resume, echo
@@ -140,8 +153,9 @@ def _posthoc(
     from gradience_hub.bench.train import model_skeleton
 
     # compress's peft reload check loads every variant onto this (meta device, no weights).
-    skeleton = model_skeleton(config, task)
-    check_fits(report, adapter, skeleton, config.model.name_or_path)
+    skeleton = model_skeleton(config, task) if task is not None else None
+    if skeleton is not None:
+        check_fits(report, adapter, skeleton, config.model.name_or_path)
     plans: dict[str, VariantPlan] = {}
     adapter_dirs: dict[str, Path] = {}
     base_dirs: dict[str, Path] = {}
@@ -177,6 +191,7 @@ def _posthoc(
     cells = [Cell(name) for name in (BASE, PROBE, *(s.name for s in config.compression.variants))]
     results: dict[str, CellResult] = {}
     run_grid(cells, runner, executor, store, results, echo, len(cells))
+    pool_size, warnings = _task_facts(task, executor, warnings)
     return RunResults(
         protocol="posthoc",
         config=config,
@@ -194,7 +209,7 @@ def _posthoc(
         probe_params=report.summary.lora_params,
         plans=plans,
         results=results,
-        pool_size=len(task.eval_pool),
+        pool_size=pool_size,
         warnings=warnings,
     )
 
@@ -224,8 +239,8 @@ def _retrain(
                 hint="drop it from compression.variants or use --protocol posthoc",
                 key=f"compression.variants[{i}].rank",
             )
-    task = load_task(config, need_train=True)
-    warnings = list(task.warnings)
+    task = load_task(config, need_train=True) if driver_loads_task(executor) else None
+    warnings = list(task.warnings) if task is not None else []
     store = CellStore(out)
     store.start(_fingerprint(config, "retrain", device, ""), resume, echo)
     runner = CellRunner(
@@ -289,6 +304,7 @@ def _retrain(
                 f"variant {spec.name}: the probes' audits planned different ranks per seed "
                 f"({shown}); the record shows seed {config.seeds[0]}'s"
             )
+    pool_size, warnings = _task_facts(task, executor, warnings)
     return RunResults(
         protocol="retrain",
         config=config,
@@ -306,7 +322,7 @@ def _retrain(
         probe_params=probe_params,
         plans=plans,
         results=results,
-        pool_size=len(task.eval_pool),
+        pool_size=pool_size,
         warnings=warnings,
     )
 
@@ -341,7 +357,8 @@ def run_bench(
     from gradience_hub.bench.train import check_model, require_bench_extra, resolve_device
     from gradience_hub.record import format_table, save_bench, to_markdown
 
-    require_bench_extra()
+    if driver_loads_task(executor):  # else the Jobs hold the bench extra, this install need not
+        require_bench_extra()
     config = config_path if isinstance(config_path, BenchConfig) else load_config(config_path)
     if seeds is not None:
         config.seeds = parse_seeds(seeds if isinstance(seeds, str) else list(seeds), "--seeds")
@@ -360,12 +377,14 @@ def run_bench(
     if progress is None:
         progress = sys.stderr.isatty()
     say: Echo = echo or (lambda _line: None)
-    dev = resolve_device(device)
-    check_model(config)  # a bad model.name_or_path is found before anything is written
+    executor = executor or LocalExecutor()
+    remote = getattr(executor, "device", None)  # a remote executor's cells use its workers'
+    dev = (device or remote) if remote else resolve_device(device)
+    if driver_loads_task(executor):
+        check_model(config)  # a bad model.name_or_path is found before anything is written
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    executor = executor or LocalExecutor()
     if protocol == "posthoc":
         assert source is not None
         run = _posthoc(source, config, out, dev, resume, executor, say, progress)
