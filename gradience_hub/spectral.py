@@ -198,3 +198,21 @@ def next_power_of_two(x: float) -> int:
     if x <= 1:
         return 1
     return 1 << (math.ceil(x) - 1).bit_length()
+
+
+def lora_svd(
+    B: np.ndarray, A: np.ndarray, scale: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Thin SVD ``(U, S, V)`` of ``dW = scale * B @ A`` with ``dW = U @ diag(S) @ V.T``.
+
+    ``U`` is ``d_out x m`` and ``V`` ``d_in x m`` with orthonormal columns (``m = min(r, d_out,
+    d_in)``), ``S`` descending, all float64. The QR route again: ``B = Q_B R_B``,
+    ``A^T = Q_A R_A`` (Householder, because the explicit ``Q`` factors are needed), the SVD
+    ``u s v^T`` of the small core ``scale * R_B R_A^T``, then ``U = Q_B u`` and ``V = Q_A v``;
+    the ``d_out x d_in`` product is never formed. Comparing two updates through these bases
+    (``U_a^T U_b``, ``V_a^T V_b``) is well conditioned whatever the balance of the factors.
+    """
+    Q_B, R_B = np.linalg.qr(np.asarray(B, dtype=np.float64), mode="reduced")
+    Q_A, R_A = np.linalg.qr(np.asarray(A, dtype=np.float64).T, mode="reduced")
+    u, S, vh = np.linalg.svd(float(scale) * (R_B @ R_A.T), full_matrices=False)
+    return Q_B @ u, S, Q_A @ vh.T
