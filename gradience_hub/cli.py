@@ -339,13 +339,14 @@ def merge_audit_command(
         base_model=base_model,
     )
     text = report.to_json()
-    _write_output(text, output)
     if as_json:
-        click.echo(text, nl=False)
-    elif fmt == "markdown":
-        click.echo(ma.format_markdown(report, template_dir), nl=False)
+        shown = text
+    elif fmt == "markdown":  # rendered before --output is written: a broken template writes nothing
+        shown = ma.format_markdown(report, template_dir)
     else:
-        click.echo(ma.format_text(report, layers=layers), nl=False)
+        shown = ma.format_text(report, layers=layers)
+    _write_output(text, output)
+    click.echo(shown, nl=False)
     return 1 if report.overall_verdict == "conflicting" else 0
 
 

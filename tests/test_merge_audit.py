@@ -219,6 +219,20 @@ def test_update_and_its_negative_conflict(tmp_path: Path, capsys) -> None:
         assert row["verdict"] == "conflicting"
 
 
+def test_near_cancellation_stays_exact(tmp_path: Path, capsys) -> None:
+    """b = -(1 - 1e-5) a: the merge keeps 5e-6 of the inputs' norm. Expanding ||M||^2 would
+    lose half the digits here; the stacked-QR route matches the dense reference."""
+    U, V = orthonormal_columns(D_OUT, R, 7), orthonormal_columns(D_IN, R, 8)
+    a, b, dense = planted_pair(tmp_path, U, V, U, V, sign_b=-(1 - 1e-5))
+    code, data = audit_json([str(a), str(b)], capsys)
+    assert code == 1
+    for row in data["modules"]:
+        assert_matches_dense(row, *dense[row["name"]])
+        assert row["share_a"] == pytest.approx(1e5, rel=1e-6)  # 1 / delta
+        assert row["retained_a"] == pytest.approx(1.0, abs=TOL)
+        assert row["retained_b"] == pytest.approx(-1.0, abs=TOL)
+
+
 def test_ten_times_the_norm_dominates(tmp_path: Path, capsys) -> None:
     Q, P = orthonormal_columns(D_OUT, 2 * R, 9), orthonormal_columns(D_IN, 2 * R, 10)
     a, b, dense = planted_pair(tmp_path, Q[:, :R], P[:, :R], Q[:, R:], P[:, R:], Sa=10 * SPECTRUM)
@@ -294,6 +308,23 @@ def test_three_adapters_pairwise_and_modules_in_one(tmp_path: Path, capsys) -> N
 
 
 # --------------------------------------------------------------------------- CLI
+
+
+def test_hub_source_against_local(hub_client_env, tmp_path: Path, capsys) -> None:
+    """A Hub repo at a revision (the real huggingface_hub client against the stand-in) audits
+    like a local directory; the report records its sha."""
+    from tests.factories import adapter_files
+
+    U, V = orthonormal_columns(D_OUT, R, 1), orthonormal_columns(D_IN, R, 2)
+    a, b, dense = planted_pair(tmp_path, U, V, U, V, sign_b=-1.0)
+    sha = hub_client_env.create_repo("org/negative", adapter_files(b))
+    code, data = audit_json([str(a), f"org/negative@{sha}"], capsys)
+    assert code == 1
+    assert data["sources"][1]["kind"] == "hub" and data["sources"][1]["sha"] == sha
+    assert data["sources"][1]["path"] is None
+    for row in data["modules"]:
+        assert_matches_dense(row, *dense[row["name"]])
+        assert row["verdict"] == "conflicting"
 
 
 def test_json_stdout_is_exactly_the_json_and_output_file(tmp_path: Path, capsys) -> None:
@@ -389,6 +420,34 @@ def test_markdown_section_is_escaped(tmp_path: Path, capsys) -> None:
     assert "| A × B | 1 | 1.000 / 1.000 | -1.000 |" in out
     report = run_merge_audit([str(a), str(b)])
     assert format_markdown(report) == out
+    # a user template is tried first, escaped the same way, and sandboxed
+    custom = tmp_path / "templates"
+    custom.mkdir()
+    (custom / "merge_audit.md.j2").write_text(
+        "verdict {{ summary.overall_verdict }}: {{ modules[0].name }}\n"
+    )
+    code, out, _ = run_cli(
+        ["merge-audit", str(a), str(b), "--format", "markdown", "--template-dir", str(custom)],
+        capsys,
+    )
+    assert code == 1 and out.startswith("verdict conflicting: model.layers.0.&lt;img")
+    (custom / "merge_audit.md.j2").write_text("{{ report.__class__.__mro__ }}\n")
+    code, out, err = run_cli(
+        [
+            "merge-audit",
+            str(a),
+            str(b),
+            "--format",
+            "markdown",
+            "--template-dir",
+            str(custom),
+            "-o",
+            str(tmp_path / "ma.json"),
+        ],
+        capsys,
+    )
+    assert code == 2 and out == "" and "sandbox" in err
+    assert not (tmp_path / "ma.json").exists()  # nothing written when the output fails
 
 
 # --------------------------------------------------------------------------- --merge (peft)

@@ -27,18 +27,25 @@ def _p(x: float | None) -> str:
 
 def _pair_lines(s: dict[str, Any]) -> list[str]:
     a, b = s["a"], s["b"]
-    return [
-        f"  Shared modules:           {s['n_shared']} (only in {a}: {s['n_only_a']}, only in "
-        f"{b}: {s['n_only_b']})",
-        f"  Overlap out / in (mean):  {_f(s['overlap_out_mean'])} / {_f(s['overlap_in_mean'])}",
-        f"  Cosine (mean / global):   {_f(s['cosine_mean'])} / {_f(s['cosine_global'])}",
-        f"  Norm ratio {a}/{b} (global):  {_f(s['norm_ratio_global'])}",
-        f"  Share {a} / {b} (mean):       {_p(s['share_a_mean'])} / {_p(s['share_b_mean'])}",
-        f"  Retained {a} / {b} (mean):    {_p(s['retained_a_mean'])} / {_p(s['retained_b_mean'])}",
-        f"  Verdicts:                 {s['n_independent']} independent, {s['n_redundant']} "
-        f"redundant, {s['n_conflicting']} conflicting, {s['n_dominated']} dominated",
-        f"  Verdict:                  {s['overall_verdict']}",
+    items = [
+        (
+            "Shared modules",
+            f"{s['n_shared']} (only in {a}: {s['n_only_a']}, only in {b}: {s['n_only_b']})",
+        ),
+        ("Overlap out / in (mean)", f"{_f(s['overlap_out_mean'])} / {_f(s['overlap_in_mean'])}"),
+        ("Cosine (mean / global)", f"{_f(s['cosine_mean'])} / {_f(s['cosine_global'])}"),
+        (f"Norm ratio {a}/{b} (global)", _f(s["norm_ratio_global"])),
+        (f"Share {a} / {b} (mean)", f"{_p(s['share_a_mean'])} / {_p(s['share_b_mean'])}"),
+        (f"Retained {a} / {b} (mean)", f"{_p(s['retained_a_mean'])} / {_p(s['retained_b_mean'])}"),
+        (
+            "Verdicts",
+            f"{s['n_independent']} independent, {s['n_redundant']} redundant, "
+            f"{s['n_conflicting']} conflicting, {s['n_dominated']} dominated",
+        ),
+        ("Verdict", s["overall_verdict"]),
     ]
+    width = max(len(label) for label, _ in items) + 2
+    return [f"  {label + ':':<{width}}{value}" for label, value in items]
 
 
 def format_text(report: MergeAuditReport, layers: bool = False) -> str:
@@ -60,7 +67,7 @@ def format_text(report: MergeAuditReport, layers: bool = False) -> str:
             if names:
                 shown = ", ".join(printable(n) for n in names[:3])
                 more = f" and {len(names) - 3} more" if len(names) > 3 else ""
-                lines.append(f"  Only in {side}:                {shown}{more}")
+                lines.append(f"  Only in {side}: {shown}{more}")
     summary = report.summary()
     lines += [
         "",
