@@ -273,7 +273,14 @@ def bench_command(
 @click.option("--energy", type=float, default=0.9, show_default=True, help="Energy rank tau.")
 @click.option("--json", "as_json", is_flag=True, help="Print merge_audit.json, nothing else.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Also write the JSON here.")
-@click.option("--format", "fmt", type=click.Choice(["text", "markdown"]), default="text")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "markdown"]),
+    default="text",
+    show_default=True,
+    help="markdown: the section for a model card or PR comment.",
+)
 @click.option("--layers", is_flag=True, help="Add the per-module table to the text output.")
 @click.option(
     "--thresholds",

@@ -300,6 +300,8 @@ def test_three_adapters_pairwise_and_modules_in_one(tmp_path: Path, capsys) -> N
     ab = data["pairs"][0]
     assert ab["only_a"] == [only] and ab["n_only_a"] == 1 and ab["only_b"] == []
     assert data["weights"] == pytest.approx([1 / 3] * 3)
+    # a source's norm counts only the modules it shares (scale 2)
+    assert data["sources"][0]["frobenius_norm"] == pytest.approx(2 * np.linalg.norm(SPECTRUM))
     s = data["summary"]
     assert (s["n_pairs"], s["n_modules"], s["n_conflicting"]) == (3, 3, 2)
     code, out, _ = run_cli(["merge-audit", str(a), str(b), str(c)], capsys)

@@ -87,7 +87,8 @@ def _check_shapes(name: str, modules: dict[str, LoraModule]) -> None:
 
 
 def source_entry(label: str, adapter: Adapter, info: SourceInfo, norm: float) -> dict[str, Any]:
-    """A source's entry in merge_audit.json ``sources``."""
+    """A source's entry in merge_audit.json ``sources`` (``frobenius_norm``: over the modules
+    it shares with another source)."""
     return {
         "label": label,
         **info.to_dict(),
@@ -124,8 +125,9 @@ def audit_adapters(
         }
         _check_shapes(module_name, modules)
         ups: dict[str, Update] = {n: update(m.B, m.A, m.scale, energy) for n, m in modules.items()}
-        for n, u in ups.items():
-            norms2[n] += u.norm**2
+        if len(ups) > 1:  # a source's norm over the modules it shares (for rebalancing)
+            for n, u in ups.items():
+                norms2[n] += u.norm**2
         for (a, b), pair in pairs.items():
             if a in ups and b in ups:
                 figures = pair_figures(ups[a], ups[b], w[a], w[b])
