@@ -139,6 +139,20 @@ def audit_json(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int
 # --------------------------------------------------------------------------- planted geometry
 
 
+@pytest.mark.parametrize("cond", [1e1, 1e4, 1e9])
+def test_thin_qr_orthonormal_on_every_route(cond: float) -> None:
+    """CholeskyQR2 (cond <= 1e6) and the Householder fallback both give Q^T Q = I and X = QR
+    to float64 precision; a rank-deficient X too."""
+    from gradience_hub.spectral import thin_qr
+
+    U, V = orthonormal_columns(500, 8, 1), orthonormal_columns(8, 8, 2)
+    X = (U * np.geomspace(1.0, 1.0 / cond, 8)) @ V.T
+    for Y in (X, np.hstack([X, X[:, :2]])):  # the second is rank-deficient
+        Q, R_ = thin_qr(Y)
+        assert np.abs(Q.T @ Q - np.eye(Q.shape[1])).max() < 1e-13
+        assert np.abs(Q @ R_ - Y).max() < 1e-13 * np.abs(Y).max()
+
+
 def test_identical_updates_are_redundant(tmp_path: Path, capsys) -> None:
     U, V = orthonormal_columns(D_OUT, R, 1), orthonormal_columns(D_IN, R, 2)
     a, b, dense = planted_pair(tmp_path, U, V, U, V)
