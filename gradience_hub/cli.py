@@ -342,6 +342,96 @@ def bench_command(
         raise PolicyFailed(f"the bench verdict is {record.status}: {record.status_reason}", hint)
 
 
+@cli.command("merge-audit")
+@click.argument("sources", nargs=-1, required=True, metavar="SOURCE_A SOURCE_B [SOURCE ...]")
+@click.option("--weights", help="Merge weights, one per source (default: equal), e.g. 0.5,0.5.")
+@click.option("--energy", type=float, default=0.9, show_default=True, help="Energy rank tau.")
+@click.option("--json", "as_json", is_flag=True, help="Print merge_audit.json, nothing else.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Also write the JSON here.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "markdown"]),
+    default="text",
+    show_default=True,
+    help="markdown: the section for a model card or PR comment.",
+)
+@click.option("--layers", is_flag=True, help="Add the per-module table to the text output.")
+@click.option(
+    "--thresholds",
+    "thresholds_file",
+    type=click.Path(dir_okay=False),
+    help="YAML/JSON mapping of verdict thresholds (high_overlap, conflict_cosine, dominance).",
+)
+@click.option("--high-overlap", type=float, help="Overlap from which updates share a subspace.")
+@click.option("--conflict-cosine", type=float, help="Cosine at or below which they conflict.")
+@click.option("--dominance", type=float, help="Merge share from which one adapter dominates.")
+@click.option(
+    "--merge",
+    "merge_output",
+    type=click.Path(file_okay=False),
+    help="Write the merged adapter here with peft (bench extra), then measure it.",
+)
+@click.option(
+    "--method",
+    type=click.Choice(["cat", "linear", "svd", "ties"]),
+    help="peft combination type for --merge (default: the recommended one).",
+)
+@click.option("--density", type=float, default=0.5, show_default=True, help="ties density.")
+@click.option("--base-model", help="Local base model directory for --merge (config.json).")
+@click.option("--template-dir", type=click.Path(file_okay=False), help="Override templates.")
+def merge_audit_command(
+    sources: tuple[str, ...],
+    weights: str | None,
+    energy: float,
+    as_json: bool,
+    output: str | None,
+    fmt: str,
+    layers: bool,
+    thresholds_file: str | None,
+    high_overlap: float | None,
+    conflict_cosine: float | None,
+    dominance: float | None,
+    merge_output: str | None,
+    method: str | None,
+    density: float,
+    base_model: str | None,
+    template_dir: str | None,
+) -> int:
+    """Will these LoRA adapters merge well? Subspace overlap, cosine and merge shares per module,
+    a verdict and the peft merge method to use. Exit 0, 1 when they conflict, 2 on bad input."""
+    from gradience_hub import merge_audit as ma
+
+    if as_json and fmt != "text":
+        raise click.UsageError("--json and --format markdown exclude each other")
+    thresholds = ma.load_thresholds(
+        thresholds_file,
+        high_overlap=high_overlap,
+        conflict_cosine=conflict_cosine,
+        dominance=dominance,
+    )
+    report = ma.run_merge_audit(
+        list(sources),
+        weights,
+        energy,
+        thresholds,
+        merge_output=merge_output,
+        method=method,
+        density=density,
+        base_model=base_model,
+    )
+    text = report.to_json()
+    if as_json:
+        shown = text
+    elif fmt == "markdown":  # rendered before --output is written: a broken template writes nothing
+        shown = ma.format_markdown(report, template_dir)
+    else:
+        shown = ma.format_text(report, layers=layers)
+    _write_output(text, output)
+    click.echo(shown, nl=False)
+    return 1 if report.overall_verdict == "conflicting" else 0
+
+
 def _output_secrets() -> Secrets:
     """The tokens no output may show: GitHub's and the Hub's, however the Hub one was found."""
     secrets = Secrets()

@@ -127,3 +127,19 @@ def peft_adapter(directory: Path, seed: int = 0, train_b: bool = True, **lora_kw
 def adapter_files(directory: Path) -> dict[str, bytes]:
     """The files of an adapter directory, as a Hub repo would hold them."""
     return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
+
+
+def orthonormal_columns(n: int, k: int, seed: int = 0) -> np.ndarray:
+    """An ``n x k`` matrix with orthonormal columns (random, float64)."""
+    Q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((n, k)))
+    return Q
+
+
+def factors_from_svd(
+    U: np.ndarray, S: np.ndarray, V: np.ndarray, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """(B, A) with ``B @ A == U diag(S) V^T`` exactly up to rounding, mixed by a random
+    invertible ``r x r`` matrix so that neither factor is orthogonal (as after training)."""
+    r = len(S)
+    M = np.random.default_rng(seed).standard_normal((r, r)) + 3 * np.eye(r)
+    return (U * S) @ M, np.linalg.solve(M, V.T)

@@ -720,3 +720,35 @@ def render_files(
         bench = load_bench(bench_path, strict=strict).to_dict()
     text = render(kind, audit, bench, template_dir=template_dir)
     return wrap_section(text) if kind == "card" else text
+
+
+def render_document(
+    template: str,
+    variables: dict[str, Any],
+    *,
+    template_dir: str | os.PathLike[str] | None = None,
+) -> str:
+    """Render any shipped template (e.g. ``merge_audit.md.j2``) with ``variables`` in the same
+    sandboxed, Markdown-escaping environment as the card; a ``template_dir`` is searched first.
+
+    ``variables`` are deep-copied, so a template cannot reach the caller's data. Raises
+    TemplateError like :func:`render`, and when the output contains a gradience marker.
+    """
+    directory = None
+    if template_dir is not None:
+        path = Path(template_dir)
+        if not path.is_dir():
+            raise TemplateError(
+                f"template directory not found: {path}", hint="check --template-dir"
+            )
+        directory = str(path.resolve())
+    base = {
+        "tool": {"name": "gradience-hub", "version": __version__, "url": Markup(HOMEPAGE)},
+    }
+    text = _render_template(template, directory, base | copy.deepcopy(dict(variables)))
+    if START_RE.search(text) or END_RE.search(text):
+        raise TemplateError(
+            f"the rendered {template} contains a gradience marker, which would break the README",
+            hint="templates must not print <!-- gradience:start/end --> (or mark data |safe)",
+        )
+    return text
