@@ -242,10 +242,13 @@ class FactoredSVD:
         return math.sqrt(inner + max(cross, 0.0))
 
 
-def factored_svd(B: np.ndarray, A: np.ndarray, scale: float) -> FactoredSVD:
-    """:class:`FactoredSVD` of ``scale * B @ A`` from thin QRs of the factors."""
-    Y_B, T_B, R_B = implicit_qr(B)
-    Y_A, T_A, R_A = implicit_qr(np.asarray(A).T)
+def factored_svd(
+    B: np.ndarray, A: np.ndarray, scale: float, budget: float = _COMPRESS_BUDGET
+) -> FactoredSVD:
+    """:class:`FactoredSVD` of ``scale * B @ A`` from thin QRs of the factors
+    (:func:`implicit_qr` at the relative accuracy ``budget``)."""
+    Y_B, T_B, R_B = implicit_qr(B, budget)
+    Y_A, T_A, R_A = implicit_qr(np.asarray(A).T, budget)
     with np.errstate(over="ignore", invalid="ignore"):
         core = _finite_or_raise(float(scale) * (R_B @ R_A.T))
     U, S, Vh = np.linalg.svd(core)
@@ -352,40 +355,11 @@ def lora_svd(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Thin SVD ``(U, S, V)`` of ``dW = scale * B @ A`` with ``dW = U @ diag(S) @ V.T``.
 
-    ``U`` is ``d_out x m`` and ``V`` ``d_in x m`` with orthonormal columns (``m = min(r, d_out,
-    d_in)``), ``S`` descending, all float64. The QR route again: ``B = Q_B R_B``,
-    ``A^T = Q_A R_A`` (:func:`thin_qr`, explicit ``Q``), the SVD ``u s v^T`` of the small core
-    ``scale * R_B R_A^T``, then ``U = Q_B u`` and ``V = Q_A v``;
-    the ``d_out x d_in`` product is never formed. Comparing two updates through these bases
-    (``U_a^T U_b``, ``V_a^T V_b``) is well conditioned whatever the balance of the factors.
+    ``U`` is ``d_out x m`` and ``V`` ``d_in x m`` with orthonormal columns, ``S`` descending, all
+    float64: :func:`factored_svd` with its bases made explicit (``U = Q_B u``, ``V = Q_A v``),
+    at the audit's accuracy budget rather than compress's, because comparing two updates through
+    these bases (``U_a^T U_b``, ``V_a^T V_b``) needs them orthonormal to ~1e-11. The
+    ``d_out x d_in`` product is never formed.
     """
-    Q_B, R_B = thin_qr(B)
-    Q_A, R_A = thin_qr(np.asarray(A).T)
-    u, S, vh = np.linalg.svd(float(scale) * (R_B @ R_A.T), full_matrices=False)
-    return Q_B @ u, S, Q_A @ vh.T
-
-
-def thin_qr(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Thin QR ``X = Q R`` (float64) with an explicit ``Q`` of orthonormal columns.
-
-    CholeskyQR2 (two Cholesky passes, all BLAS-3) while ``X`` is tall (``n >= 2k``) and
-    ``cond(X) <= _CHOLQR2_MAX_COND``: its ``Q`` is orthonormal to ``O(u)`` and ``X - QR`` is
-    ``O(u ||X||)``, as with Householder (Yamamoto et al. 2015), at a fraction of the cost of
-    LAPACK's ``geqrf`` + ``orgqr`` on narrow panels. Householder QR otherwise.
-    """
-    X = np.asarray(X, dtype=np.float64)
-    n, k = X.shape
-    if n >= 2 * k and X.any():
-        R1 = _cholesky_r(X.T @ X)
-        well_conditioned = (
-            R1 is not None
-            and bool(np.all(np.diag(R1) > 0))
-            and float(np.linalg.cond(R1)) <= _CHOLQR2_MAX_COND
-        )
-        if R1 is not None and well_conditioned:
-            Q1 = X @ np.linalg.inv(R1)
-            R2 = _cholesky_r(Q1.T @ Q1)
-            if R2 is not None:
-                return Q1 @ np.linalg.inv(R2), R2 @ R1
-    Q, R = np.linalg.qr(X, mode="reduced")
-    return Q, R
+    f = factored_svd(B, A, scale, budget=_ONE_PASS_BUDGET)
+    return f.Y_B @ (f.T_B @ f.U), f.S, f.Y_A @ (f.T_A @ f.Vh.T)

@@ -140,17 +140,20 @@ def audit_json(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int
 
 
 @pytest.mark.parametrize("cond", [1e1, 1e4, 1e9])
-def test_thin_qr_orthonormal_on_every_route(cond: float) -> None:
-    """CholeskyQR2 (cond <= 1e6) and the Householder fallback both give Q^T Q = I and X = QR
-    to float64 precision; a rank-deficient X too."""
-    from gradience_hub.spectral import thin_qr
+def test_lora_svd_bases_are_orthonormal_on_every_route(cond: float) -> None:
+    """One-pass Cholesky, CholeskyQR2 (cond <= 1e6) and the Householder fallback all give
+    orthonormal U, V and U diag(S) V^T = s*B@A to float64 precision; rank-deficient B too."""
+    from gradience_hub.spectral import lora_svd
 
-    U, V = orthonormal_columns(500, 8, 1), orthonormal_columns(8, 8, 2)
-    X = (U * np.geomspace(1.0, 1.0 / cond, 8)) @ V.T
-    for Y in (X, np.hstack([X, X[:, :2]])):  # the second is rank-deficient
-        Q, R_ = thin_qr(Y)
-        assert np.abs(Q.T @ Q - np.eye(Q.shape[1])).max() < 1e-13
-        assert np.abs(Q @ R_ - Y).max() < 1e-13 * np.abs(Y).max()
+    U0, V0 = orthonormal_columns(500, 8, 1), orthonormal_columns(8, 8, 2)
+    X = (U0 * np.geomspace(1.0, 1.0 / cond, 8)) @ V0.T
+    A = orthonormal_columns(300, 10, 3).T[:10]
+    for B in (np.hstack([X, X[:, :2]]), np.hstack([X, orthonormal_columns(500, 2, 4)])):
+        U, S, V = lora_svd(B, A, 0.5)
+        assert np.abs(U.T @ U - np.eye(U.shape[1])).max() < 1e-10
+        assert np.abs(V.T @ V - np.eye(V.shape[1])).max() < 1e-10
+        dense = 0.5 * B @ A
+        assert np.abs((U * S) @ V.T - dense).max() < 1e-12 * np.abs(dense).max()
 
 
 def test_identical_updates_are_redundant(tmp_path: Path, capsys) -> None:
