@@ -161,7 +161,7 @@ def read_json(path: str | os.PathLike[str], what: str) -> dict:
         ) from None
     except RecursionError:
         raise RecordError(
-            f"{path} is nested too deeply to be a {what}", hint=f"regenerate the {what}"
+            f"{path} is nested too deeply to read as {what}", hint=f"regenerate the {what}"
         ) from None
     except ValueError as exc:
         raise RecordError(

@@ -10,7 +10,6 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from gradience_hub import __version__
@@ -153,6 +152,13 @@ class AuditReport:
                 f"not a gradience-hub audit.json (schema {schema!r})",
                 hint=f"pass a file written by 'gradience-hub audit --output' ({SCHEMA})",
             )
+        for key, kind in (("source", dict), ("summary", dict), ("layers", list)):
+            if key in data and not isinstance(data[key], kind):
+                raise RecordError(
+                    f"audit.json: {key} must be a JSON {'object' if kind is dict else 'list'}, "
+                    f"got {type(data[key]).__name__}",
+                    hint="regenerate it with 'gradience-hub audit --output'",
+                )
         try:
             return cls(
                 source=data["source"],
@@ -162,7 +168,7 @@ class AuditReport:
                 warnings=list(data.get("warnings", [])),
                 tool=data.get("tool", {}),
             )
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise RecordError(
                 f"audit.json is missing or has unexpected fields: {exc}",
                 hint="regenerate it with 'gradience-hub audit --output'",
@@ -170,11 +176,8 @@ class AuditReport:
 
 
 def load_audit(path: str | os.PathLike[str]) -> AuditReport:
-    """Read an audit.json file."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RecordError(f"audit file not found: {path}", hint="check the --audit path") from None
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RecordError(f"{path} is not valid JSON: {exc}", hint="regenerate it") from None
+    """Read an audit.json file (every way it can fail is a RecordError naming it)."""
+    from gradience_hub._io import read_json
+
+    data = read_json(path, "audit.json")
     return AuditReport.from_dict(data)

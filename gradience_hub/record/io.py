@@ -6,7 +6,6 @@ Each reader in :data:`READERS` recognises its format by a key of the document an
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -67,13 +66,7 @@ def save_bench(record: BenchRecord, path: str | Path) -> Path:
 def load_bench(path: str | os.PathLike[str], *, strict: bool = False) -> BenchRecord:
     """Read a bench.json file (ours or gradience 0.11's) into a re-judged
     :class:`BenchRecord` (see :func:`record_from_dict`)."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RecordError(f"bench file not found: {path}", hint="check the --bench path") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise RecordError(
-            f"{path} is not valid JSON: {str(exc)[:200]}",
-            hint="regenerate it with gradience-hub bench",
-        ) from None
+    from gradience_hub._io import read_json
+
+    data = read_json(path, "bench.json")
     return record_from_dict(data, strict=strict)
