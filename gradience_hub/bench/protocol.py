@@ -71,7 +71,7 @@ from gradience_hub.bench.variants import (
     write_variant,
     write_zeroed,
 )
-from gradience_hub.errors import ConfigError, UsageError
+from gradience_hub.errors import ConfigError, GradienceError, UsageError
 
 if TYPE_CHECKING:
     from gradience_hub.record import BenchRecord
@@ -140,11 +140,12 @@ def _posthoc(
 
     adapter, info = load(source)
     report = audit_adapter(adapter, info)
+    # Dispatching Jobs from the slim image: the Jobs load the task and report its facts. The
+    # task is loaded before anything is written, so a bad task leaves OUTPUT as it was.
+    task = load_task(config, need_train=False) if driver_loads_task(executor) else None
     (out / "audit.json").write_text(report.to_json(), encoding="utf-8")
     echo(format_text(report))
     warnings: list[str] = []
-    # Dispatching Jobs from the slim image: the Jobs load the task and report its facts.
-    task = load_task(config, need_train=False) if driver_loads_task(executor) else None
     warnings += task.warnings if task is not None else []
     store = CellStore(out)
     store.start(
@@ -355,7 +356,6 @@ def run_bench(
     is the record's ``status``; this function does not raise on FAIL.
     """
     from gradience_hub.bench.train import check_model, require_bench_extra, resolve_device
-    from gradience_hub.record import format_table, save_bench, to_markdown
 
     if driver_loads_task(executor):  # else the Jobs hold the bench extra, this install need not
         require_bench_extra()
@@ -383,7 +383,31 @@ def run_bench(
     if driver_loads_task(executor):
         check_model(config)  # a bad model.name_or_path is found before anything is written
     out = Path(output_dir)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _run_into(out, protocol, source, config, dev, resume, executor, say, progress)
+    except GradienceError:
+        # Bad input found before anything was written: leave no empty OUTPUT behind.
+        if created and not any(out.iterdir()):
+            out.rmdir()
+        raise
+
+
+def _run_into(
+    out: Path,
+    protocol: str,
+    source: str | None,
+    config: BenchConfig,
+    dev: str,
+    resume: bool,
+    executor: Executor,
+    say: Echo,
+    progress: bool,
+) -> BenchRecord:
+    """The run itself, into an existing OUTPUT directory (see :func:`run_bench`)."""
+    from gradience_hub.record import format_table, save_bench, to_markdown
+
     started = time.perf_counter()
     if protocol == "posthoc":
         assert source is not None

@@ -186,7 +186,10 @@ def write_zeroed(adapter: Adapter, output_dir: Path) -> Path:
     output_dir.mkdir(parents=True)
     save_file(tensors, str(output_dir / SAFETENSORS_NAME), metadata={"format": "pt"})
     (output_dir / CONFIG_NAME).write_text(
-        json.dumps(adapter.config.raw, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        # Key order kept: PEFT applies the first matching rank_pattern key, so sorting could let
+        # a short key shadow a longer one.
+        json.dumps(adapter.config.raw, indent=2) + "\n",
+        encoding="utf-8",
     )
     return output_dir
 
