@@ -441,9 +441,9 @@ def _output_secrets() -> Secrets:
     def hub_token() -> str | None:
         if "huggingface_hub" not in sys.modules:
             return None  # not loaded: no request was made, so no token can be echoed
-        from gradience_hub.hub import token_in_use
+        from gradience_hub.hub import token
 
-        return token_in_use()
+        return token()
 
     secrets.add_provider(hub_token)
     return secrets

@@ -208,9 +208,10 @@ def _token() -> str | None:
     return _TOKEN.get()
 
 
-def token_in_use() -> str | None:
+def token() -> str | None:
     """The token Hub calls send now: :func:`using_token`'s, else HF_TOKEN or the saved login
-    (huggingface_hub's lookup). For scrubbing output, never for printing."""
+    (huggingface_hub's lookup). For scrubbing output and for handing to a Job as a secret;
+    never for printing."""
     from huggingface_hub import get_token
 
     return _token() or get_token()
@@ -585,14 +586,6 @@ def _job_ref(info: Any, namespace: str) -> JobRef:
         message=info.status.message,
         labels=dict(info.labels or {}),
     )
-
-
-def token() -> str | None:
-    """The token huggingface_hub would send (HF_TOKEN or the saved login), to hand to a Job as
-    a secret. Never print it."""
-    from huggingface_hub import get_token
-
-    return get_token()
 
 
 def run_job(

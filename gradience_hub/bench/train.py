@@ -103,14 +103,14 @@ def load_base(config: BenchConfig, task: TaskData, device: str) -> LoadedModel:
     # the process environment.
     try:
         with _quiet_transformers():
-            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=is_local)
+            tokenizer = AutoTokenizer.from_pretrained(path, **_hub_kwargs(is_local))
             if task.kind == "classification":
                 model = AutoModelForSequenceClassification.from_pretrained(
-                    path, num_labels=task.num_labels, dtype=dtype, local_files_only=is_local
+                    path, num_labels=task.num_labels, dtype=dtype, **_hub_kwargs(is_local)
                 )
             else:
                 model = AutoModelForCausalLM.from_pretrained(
-                    path, dtype=dtype, local_files_only=is_local
+                    path, dtype=dtype, **_hub_kwargs(is_local)
                 )
     except (OSError, ValueError) as exc:  # not found, offline, no tokenizer, bad config
         raise _model_error(config, exc) from None
@@ -119,6 +119,17 @@ def load_base(config: BenchConfig, task: TaskData, device: str) -> LoadedModel:
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return LoadedModel(model=model.to(device), tokenizer=tokenizer, path=path)
+
+
+def _hub_kwargs(is_local: bool) -> dict[str, Any]:
+    """How from_pretrained reaches the model: a local directory never touches the Hub; a Hub id
+    gets the token Hub calls use now (the Action's input as well as HF_TOKEN or the saved
+    login), passed per call since the process environment is never written."""
+    if is_local:
+        return {"local_files_only": True}
+    from gradience_hub import hub
+
+    return {"local_files_only": False, "token": hub.token()}
 
 
 def _model_error(config: BenchConfig, exc: Exception) -> ConfigError:
@@ -139,7 +150,7 @@ def check_model(config: BenchConfig) -> None:
     path, is_local = resolve_model_path(config)
     try:
         with _quiet_transformers():
-            AutoConfig.from_pretrained(path, local_files_only=is_local)
+            AutoConfig.from_pretrained(path, **_hub_kwargs(is_local))
     except (OSError, ValueError) as exc:
         raise _model_error(config, exc) from None
 
@@ -155,11 +166,11 @@ def model_skeleton(config: BenchConfig, task: TaskData) -> Any:
     try:
         if task.kind == "classification":
             hf_config = AutoConfig.from_pretrained(
-                path, num_labels=task.num_labels, local_files_only=is_local
+                path, num_labels=task.num_labels, **_hub_kwargs(is_local)
             )
             cls = AutoModelForSequenceClassification
         else:
-            hf_config = AutoConfig.from_pretrained(path, local_files_only=is_local)
+            hf_config = AutoConfig.from_pretrained(path, **_hub_kwargs(is_local))
             cls = AutoModelForCausalLM
     except (OSError, ValueError) as exc:
         raise _model_error(config, exc) from None

@@ -54,6 +54,7 @@ from gradience_hub.publish.readme import (
     splice_readme,
     splice_readme_file,
 )
+from gradience_hub.record.model import AUDIT_FIELDS
 
 __all__ = [
     "COMMENT_MARKER",
@@ -292,17 +293,10 @@ def _seed_key(seed: Any) -> tuple[int, Any]:
     return (0, x) if x is not None else (1, str(seed))
 
 
+# What a template sees of an audit summary: the fields a record carries (without 0.11's energy
+# aliases, which energy_fields fills in) and three more of the audit's own.
 _SUMMARY_FIELDS = (
-    "allocated_rank",
-    "lora_params",
-    "n_layers",
-    "stable_rank_mean",
-    "utilization_mean",
-    "energy_threshold",
-    "energy_rank_p50",
-    "energy_rank_p90",
-    "suggested_r_global_median",
-    "suggested_r_global_90",
+    *(key for key in AUDIT_FIELDS if key not in V011_ENERGY_ALIASES.values()),
     "effective_rank_mean",
     "is_dora",
     "base_model",
