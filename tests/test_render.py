@@ -719,8 +719,8 @@ def test_cli_with_gradience_011_bench(tmp_path: Path) -> None:
     ("args", "needle"),
     [
         ((), "render needs a bench.json, an audit.json or both"),
-        (("--audit", "missing.json"), "audit file not found"),
-        (("--bench", "missing.json"), "bench file not found"),
+        (("--audit", "missing.json"), "audit.json not found: missing.json"),
+        (("--bench", "missing.json"), "bench.json not found: missing.json"),
         (("--audit", str(GOLDEN / "bench_pass.json")), "not a gradience-hub audit.json"),
         (("--audit", str(GOLDEN / "audit.json"), "--format", "poster"), "Invalid value"),
     ],
