@@ -720,7 +720,7 @@ def test_cli_with_gradience_011_bench(tmp_path: Path) -> None:
     [
         ((), "render needs a bench.json, an audit.json or both"),
         (("--audit", "missing.json"), "audit.json not found: missing.json"),
-        (("--bench", "missing.json"), "bench.json not found: missing.json"),
+        (("--bench", "missing.json"), "bench file not found"),
         (("--audit", str(GOLDEN / "bench_pass.json")), "not a gradience-hub audit.json"),
         (("--audit", str(GOLDEN / "audit.json"), "--format", "poster"), "Invalid value"),
     ],
