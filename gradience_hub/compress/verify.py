@@ -23,6 +23,7 @@ from gradience_hub.errors import AdapterError, MissingExtraError, UsageError
 VERIFIED_PEFT_LOAD = "peft-load"  # loaded onto the base model's module tree by peft
 VERIFIED_PEFT_CONFIG = "peft-config"  # LoraConfig parses, PEFT's pattern rule gives r/scaling
 VERIFIED_SELF = "self-check"  # numpy-only: keys, shapes, r/scaling by our copy of PEFT's rule
+VERIFIED_FILE = "file-self-check"  # kohya/diffusers file re-read by its format's scale rule
 VERIFIED_NONE = "skipped"
 
 # PeftModel.from_pretrained picks the model class from task_type when architectures is absent.
@@ -59,19 +60,25 @@ def self_check(
         assert pair.a_key is not None and pair.b_key is not None
         a_shape = tuple(written.tensor(pair.a_key).shape)
         b_shape = tuple(written.tensor(pair.b_key).shape)
-        got_scale = written.config.scale_for(name, written.config.rank_for(name))
+        if written.layout is not None:
+            # a kohya/diffusers file: r from the factors, scale by the format's own rule
+            module = written.module(name)
+            got_r, got_scale = module.r, module.scale
+        else:
+            got_r = written.config.rank_for(name)
+            got_scale = written.config.scale_for(name, got_r)
         if (
-            written.config.rank_for(name) != k
+            got_r != k
             or (a_shape, b_shape) != tuple(shapes[name])
             or not math.isclose(got_scale, scale, rel_tol=_SCALE_RTOL, abs_tol=0.0)
         ):
             raise AdapterError(
-                f"self-check of the written adapter failed for module {name}: config r="
-                f"{written.config.rank_for(name)} scaling={got_scale} (asked r={k} scaling="
+                f"self-check of the written adapter failed for module {name}: r="
+                f"{got_r} scaling={got_scale} (asked r={k} scaling="
                 f"{scale}), lora_A{a_shape} lora_B{b_shape}",
                 hint="report this as a bug",
             )
-    return VERIFIED_SELF
+    return VERIFIED_SELF if written.layout is None else VERIFIED_FILE
 
 
 def _peft_available() -> bool:
