@@ -104,6 +104,15 @@ def detect(names: list[str]) -> str | None:
     return present[0][0] if present else None
 
 
+def is_lora_file(names: list[str]) -> bool:
+    """True when tensor names are a kohya or diffusers LoRA file (LoHa/LoKr and mixed files
+    count too: opening them gives the precise refusal)."""
+    try:
+        return detect(names) in (KOHYA, DIFFUSERS)
+    except AdapterError:
+        return True
+
+
 def layout_for(path: Path, names: list[str], kind: str, header: dict[str, str]) -> FileLayout:
     """The :class:`FileLayout` of a file of layout ``kind``."""
     layout = FileLayout(name=kind)
