@@ -45,6 +45,7 @@ from gradience_hub.adapter import (
     widen,
 )
 from gradience_hub.compress import files
+from gradience_hub.compress.experts import compress_experts
 from gradience_hub.compress.plan import RankRule, build_config, check_rank, config_number
 from gradience_hub.compress.result import CompressionResult, ModuleCompression
 from gradience_hub.compress.verify import (
@@ -145,11 +146,6 @@ def compress_adapter(
     ``base_model_name_or_path`` is used when it resolves locally.
     """
     output_dir = Path(output_dir)
-    if adapter.has_experts:
-        raise UsageError(
-            "compressing target_parameters (expert) LoRA is not supported yet; the audit reads it",
-            hint="audit the adapter per expert with 'gradience-hub audit'",
-        )
     unknown = [] if isinstance(ranks, RankRule) else sorted(set(ranks) - set(adapter.module_names))
     if unknown:
         raise UsageError(
@@ -170,7 +166,9 @@ def compress_adapter(
     rows: list[ModuleCompression] = []
     want: dict[str, tuple[int, float]] = {}
     shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
-    for module in adapter.modules():
+    # experts of a stacked target_parameters pair are truncated together (compress.experts)
+    plain = (adapter.module(n) for n in adapter.module_names if n not in adapter.experts)
+    for module in plain:
         pair = adapter.pairs[module.name]
         assert pair.a_key is not None and pair.b_key is not None
         f: spectral.FactoredSVD | None = None
@@ -239,6 +237,20 @@ def compress_adapter(
                 fro_norm=norm * abs(module.scale),
             )
         )
+    peft_names: dict[str, str] = {}
+    config_keys: dict[str, str] = {}
+    if adapter.has_experts:
+        stacked = compress_experts(
+            adapter, ranks, _factored, lambda X, key: _cast(X, _storage_dtype(adapter, key))
+        )
+        tensors.update(stacked.tensors)
+        rows += stacked.rows
+        want.update(stacked.want)
+        shapes.update(stacked.shapes)
+        warnings += stacked.warnings
+        peft_names, config_keys = stacked.peft_names, stacked.config_keys
+        order = {n: i for i, n in enumerate(adapter.module_names)}
+        rows.sort(key=lambda row: order[row.name])
     for key in adapter.other_keys:
         # np.require, not ascontiguousarray: that makes 0-d tensors (kohya alphas) 1-d
         tensors[key] = np.require(adapter.tensor(key), requirements="C")
@@ -271,7 +283,17 @@ def compress_adapter(
         expected = {m.name: (m.r_new, m.scale) for m in rows}
         level = self_check(tmp, expected, shapes)
         if adapter.layout is None:
-            level = verify_with_peft(tmp, expected, base_model=base_model, verify=verify) or level
+            level = (
+                verify_with_peft(
+                    tmp,
+                    expected,
+                    base_model=base_model,
+                    verify=verify,
+                    peft_names=peft_names,
+                    config_keys=config_keys,
+                )
+                or level
+            )
         _install(tmp, output_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
