@@ -258,3 +258,41 @@ def test_verify_peft_is_refused_for_files(
     assert info.value.code == 2
     assert "peft reload check is for PEFT adapters" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def _load_kohya(path: Path, name: str) -> dict[str, Any]:
+    """diffusers' own kohya route: lora_state_dict converts sd-scripts keys and alphas."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    state, alphas = StableDiffusionPipeline.lora_state_dict(str(path.parent), weight_name=path.name)
+    torch.manual_seed(1)
+    unet = _tiny_unet()
+    unet.load_lora_adapter(state, network_alphas=alphas, prefix="unet", adapter_name=name)
+    return _lora_layers(unet, name)
+
+
+def test_kohya_file_loads_in_diffusers_after_compress(diffusers_file: Path, tmp_path: Path) -> None:
+    """A kohya file named by sd-scripts' rule for the tiny UNet (``lora_unet_`` + the module
+    path with ``_``), alphas 2 and 1 at r 4; compressed, it loads through diffusers' kohya converter
+    with every module at the new rank and the same scale."""
+    tensors: dict[str, np.ndarray] = {}
+    for i, (key, value) in enumerate(sorted(load_file(str(diffusers_file)).items())):
+        module, _, which = key.removeprefix("unet.").rpartition(".lora_")
+        kohya = "lora_unet_" + module.replace(".", "_")
+        kind = "lora_down" if which.startswith("A") else "lora_up"
+        tensors[f"{kohya}.{kind}.weight"] = value
+        # sd-scripts saves an alpha for every module; two values here. (diffusers gives a
+        # module *without* alpha the most common alpha, not kohya's alpha = lora_dim.)
+        tensors[f"{kohya}.alpha"] = np.array(2.0 if i % 4 < 2 else 1.0, dtype=np.float32)
+    src = tmp_path / "src" / "k.safetensors"
+    src.parent.mkdir()
+    save_file(tensors, str(src))
+    result = compress(str(src), tmp_path / "out", rank=2)
+    out = tmp_path / "out" / "k.safetensors"
+    original, loaded = _load_kohya(src, "a"), _load_kohya(out, "b")
+    assert set(loaded) == set(original) and len(loaded) == len(result.modules)
+    assert {layer.scaling["a"] for layer in original.values()} == {0.5, 0.25}
+    for layer_name, layer in loaded.items():
+        assert layer.r["b"] == 2
+        assert layer.scaling["b"] == original[layer_name].scaling["a"]
