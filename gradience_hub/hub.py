@@ -12,8 +12,10 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import email.utils
+import glob
 import logging
 import math
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -173,10 +175,54 @@ def download_adapter(
                 snapshot_download(repo_id, revision=revision, allow_patterns=patterns, token=token)
             )
             return Download(path=path, repo_id=repo_id, revision=revision, sha=path.name)
-        info = HfApi(token=token).model_info(repo_id, revision=revision)
+        api = HfApi(token=token)
+        info = api.model_info(repo_id, revision=revision, files_metadata=True)
         sha = info.sha or (revision or "")
+        files = {s.rfilename: s.size for s in info.siblings or []}
+        if adapter_name is None and not any(f.endswith(ADAPTER_FILES[0]) for f in files):
+            lora = _lora_file(api, repo_id, sha, files)
+            if lora is not None:  # a kohya/diffusers LoRA repo: that one file (and the card)
+                patterns = [glob.escape(lora), "README.md"]  # a name, not a pattern
         path = Path(snapshot_download(repo_id, revision=sha, allow_patterns=patterns, token=token))
     return Download(path=path, repo_id=repo_id, revision=revision, sha=sha)
+
+
+# A LoRA file is a few MB to ~1.5 GB (SDXL at rank 256 in fp32); base models are larger, and
+# their files have these names (diffusers' components, transformers' shards).
+MAX_LORA_FILE_BYTES = 2 * 1024**3
+_BASE_MODEL_FILE = re.compile(
+    r"(^|/)(diffusion_pytorch_model|model)([.-].*)?\.safetensors$|-of-\d+\.safetensors$"
+)
+
+
+def _lora_file(api: Any, repo_id: str, sha: str, files: dict[str, int | None]) -> str | None:
+    """The LoRA weight file of a repo without adapter_config.json, chosen from its file
+    listing: top-level ``*.safetensors`` under :data:`MAX_LORA_FILE_BYTES` that are not
+    base-model files, ``pytorch_lora_weights.safetensors`` first, the others by name when
+    their header's tensor names are kohya or diffusers LoRA keys (read with a Range request:
+    the weights of a file that is not chosen are never downloaded)."""
+    from huggingface_hub.errors import SafetensorsParsingError
+
+    from gradience_hub.adapter.lorafile import is_lora_file
+
+    names = sorted(
+        f
+        for f, size in files.items()
+        if f.endswith(".safetensors")
+        and "/" not in f
+        and not _BASE_MODEL_FILE.search(f)
+        and (size or 0) <= MAX_LORA_FILE_BYTES
+    )
+    if "pytorch_lora_weights.safetensors" in names:
+        return "pytorch_lora_weights.safetensors"
+    for name in names:
+        try:
+            header = api.parse_safetensors_file_metadata(repo_id, name, revision=sha)
+        except SafetensorsParsingError:
+            continue  # not a safetensors file whatever its name: not the LoRA
+        if is_lora_file(list(header.tensors)):
+            return name
+    return None
 
 
 # --------------------------------------------------------------------------- publishing

@@ -23,15 +23,10 @@ N_EXPERTS = 3
 pytestmark = pytest.mark.filterwarnings("ignore:The following (rank|alpha)_pattern keys")
 
 
-@pytest.fixture(scope="module")
-def moe(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    """A tiny Mixtral with LoRA on both expert parameters, B randomised, and peft's deltas."""
-    from peft import LoraConfig, get_peft_model
-    from peft.tuners.lora.layer import ParamWrapper
-    from transformers import MixtralConfig, MixtralForCausalLM
+def _mixtral_config():  # type: ignore[no-untyped-def]
+    from transformers import MixtralConfig
 
-    torch.manual_seed(0)
-    config = MixtralConfig(
+    return MixtralConfig(
         vocab_size=64,
         hidden_size=16,
         intermediate_size=24,
@@ -41,6 +36,17 @@ def moe(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-de
         num_local_experts=N_EXPERTS,
         num_experts_per_tok=2,
     )
+
+
+@pytest.fixture(scope="module")
+def moe(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A tiny Mixtral with LoRA on both expert parameters, B randomised, and peft's deltas."""
+    from peft import LoraConfig, get_peft_model
+    from peft.tuners.lora.layer import ParamWrapper
+    from transformers import MixtralForCausalLM
+
+    torch.manual_seed(0)
+    config = _mixtral_config()
     lora = LoraConfig(
         r=4,
         lora_alpha=8,
@@ -101,10 +107,67 @@ def test_unknown_stacked_layout_is_exit_2(
     assert err.startswith("Error: module model.layers.0.mlp.experts.down_proj: lora_A has 5 rows")
 
 
-def test_compress_of_expert_lora_is_refused(moe, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_compress_expert_lora_round_trip(moe, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Per expert truncation written back as peft's stacked factors at the new rank: peft
+    loads it onto the tiny Mixtral with no missing or unexpected keys (our --verify peft
+    check), and each expert's delta as peft computes it is off by the reported Eckart-Young
+    error."""
+    from peft import PeftModel
+    from transformers import MixtralForCausalLM
+
+    from gradience_hub.compress import VERIFIED_PEFT_LOAD, compress
+
+    directory, deltas = moe
+    base_config = _mixtral_config()
+    result = compress(
+        str(directory),
+        tmp_path / "out",
+        rank=1,
+        verify=True,
+        base_model=MixtralForCausalLM(base_config),
+    )
+    assert result.verified == VERIFIED_PEFT_LOAD
+    config = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
+    assert sorted(config["target_parameters"]) == ["experts.down_proj", "experts.gate_up_proj"]
+    rows = {row.name: row for row in result.modules}
+    base = MixtralForCausalLM(base_config).double()
+    model = PeftModel.from_pretrained(base, str(tmp_path / "out"))
+    model.double()
+    from peft.tuners.lora.layer import ParamWrapper
+
+    seen = 0
+    for full, layer in model.named_modules():
+        if not isinstance(layer, ParamWrapper):
+            continue
+        module = full.removeprefix("base_model.model.")
+        while module.endswith(".base_layer"):
+            module = module.removesuffix(".base_layer")
+        assert layer.r["default"] == 1
+        dw = layer.get_delta_weight("default").detach().double().numpy()
+        for e in range(N_EXPERTS):
+            name = f"{module}.{layer.parameter_name}[{e}]"
+            r, scale, before = deltas[name]
+            assert layer.scaling["default"] == pytest.approx(scale, rel=1e-12)
+            assert (rows[name].r_old, rows[name].r_new) == (r, 1)
+            S = np.linalg.svd(before, compute_uv=False)
+            ey = float(np.sqrt(np.sum(S[1:] ** 2) / np.sum(S**2)))
+            err = float(np.linalg.norm(dw[e] - before) / np.linalg.norm(before))
+            assert rows[name].ey_bound == pytest.approx(ey, rel=1e-9)
+            assert err == pytest.approx(rows[name].stored_rel_error, rel=1e-6)
+            assert rows[name].stored_rel_error == pytest.approx(ey, rel=1e-4)
+            seen += 1
+    assert seen == len(deltas)
+
+
+def test_experts_of_one_parameter_share_the_largest_asked_rank(moe, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """peft stacks one rank per parameter: asking rank 1 for one expert only keeps all at r."""
+    from gradience_hub.adapter import load
+    from gradience_hub.compress import compress_adapter
+
     directory, _ = moe
-    with pytest.raises(SystemExit) as info:
-        main(["compress", str(directory), "-o", str(tmp_path / "out"), "--rank", "1"])
-    assert info.value.code == 2
-    assert not (tmp_path / "out").exists()
-    assert json.loads((directory / "adapter_config.json").read_text())["target_parameters"]
+    adapter, _ = load(str(directory))
+    name = "model.layers.0.mlp.experts.down_proj"
+    result = compress_adapter(adapter, {f"{name}[0]": 1}, tmp_path / "out", verify=False)
+    assert {row.r_new for row in result.modules if row.name.startswith(name)} == {4}
+    assert any(w.startswith(f"{name}: peft stores one rank") for w in result.warnings)
+    assert all(row.rel_error == 0.0 for row in result.modules)

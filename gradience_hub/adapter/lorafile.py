@@ -58,6 +58,10 @@ class FileLayout:
     name: str  # KOHYA | DIFFUSERS
     alphas: dict[str, str] = field(default_factory=dict)  # module -> key of its alpha tensor
     metadata: dict[str, Any] = field(default_factory=dict)  # diffusers' saved LoraConfig(s)
+    # how the header held them: "flat" ({"unet.r": 4, ...}, what diffusers' pipelines write),
+    # "nested" ({"unet": {"r": 4}}) or "single" (one LoraConfig, save_lora_adapter); metadata
+    # is always nested per component for "flat"
+    metadata_style: str = "single"
 
     def match(self, key: str) -> tuple[str, str] | None:
         """``(module, "A" | "B")`` for a factor key of this layout, else None."""
@@ -100,6 +104,15 @@ def detect(names: list[str]) -> str | None:
     return present[0][0] if present else None
 
 
+def is_lora_file(names: list[str]) -> bool:
+    """True when tensor names are a kohya or diffusers LoRA file (LoHa/LoKr and mixed files
+    count too: opening them gives the precise refusal)."""
+    try:
+        return detect(names) in (KOHYA, DIFFUSERS)
+    except AdapterError:
+        return True
+
+
 def layout_for(path: Path, names: list[str], kind: str, header: dict[str, str]) -> FileLayout:
     """The :class:`FileLayout` of a file of layout ``kind``."""
     layout = FileLayout(name=kind)
@@ -119,8 +132,31 @@ def layout_for(path: Path, names: list[str], kind: str, header: dict[str, str]) 
             ) from None
         if not isinstance(meta, dict):
             raise AdapterError(f"{path.name}: lora_adapter_metadata must be a JSON object")
-        layout.metadata = meta
+        layout.metadata, layout.metadata_style = nest_metadata(meta)
     return layout
+
+
+def nest_metadata(meta: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """diffusers' ``lora_adapter_metadata`` as ``{component: LoraConfig}`` (or one LoraConfig)
+    and its style. Pipelines save every component's config flat under its prefix
+    (``lora_base._pack_dict_with_prefix``: ``{"unet.r": 4, "unet.lora_alpha": 8, ...}``)."""
+    flat = [k for k in meta if k.split(".", 1)[0] in PREFIXES and "." in k]
+    if flat and len(flat) == len(meta):
+        nested: dict[str, dict[str, Any]] = {}
+        for key, value in meta.items():
+            prefix, _, name = key.partition(".")
+            nested.setdefault(prefix, {})[name] = value
+        return dict(nested), "flat"
+    if any(isinstance(meta.get(p), dict) for p in PREFIXES):
+        return meta, "nested"
+    return meta, "single"
+
+
+def flatten_metadata(meta: dict[str, Any], style: str) -> dict[str, Any]:
+    """The inverse of :func:`nest_metadata`: ``meta`` in the header style it came in."""
+    if style != "flat":
+        return meta
+    return {f"{p}.{k}": v for p, config in meta.items() for k, v in config.items()}
 
 
 def lora_files(directory: Path) -> list[Path]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from gradience_hub.adapter.config import CONFIG_NAME, list_adapters
+from gradience_hub.adapter.lorafile import lora_files
 from gradience_hub.adapter.weights import Adapter, open_adapter
 from gradience_hub.errors import AdapterError
 
@@ -110,10 +111,10 @@ def load(
 
     assert spec.repo_id is not None
     dl = hub.download_adapter(spec.repo_id, spec.revision, adapter_name)
-    if not list_adapters(dl.path):
+    if not list_adapters(dl.path) and not lora_files(dl.path):
         raise AdapterError(
-            f"{spec.repo_id} has no {CONFIG_NAME} at {dl.sha[:7]}",
-            hint="is this repo a PEFT adapter? (a full model has no adapter_config.json)",
+            f"{spec.repo_id} has no {CONFIG_NAME} and no kohya/diffusers LoRA file at {dl.sha[:7]}",
+            hint="is this repo a LoRA adapter? (a full model has no adapter_config.json)",
         )
     adapter = open_adapter(dl.path, adapter_name)
     return adapter, SourceInfo(

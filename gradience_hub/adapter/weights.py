@@ -473,6 +473,15 @@ class Adapter:
         """Any tensor of the weights file by its stored key."""
         return self._reader.get(key)
 
+    @property
+    def tensor_names(self) -> list[str]:
+        """Every tensor key of the weights file, in file order."""
+        return self._reader.names()
+
+    def header_metadata(self) -> dict[str, str]:
+        """The safetensors header's ``__metadata__`` (empty for .bin)."""
+        return self._reader.metadata()
+
     def dtype_of(self, key: str) -> str:
         """Stored dtype name of a tensor."""
         return self._reader.dtype(key)

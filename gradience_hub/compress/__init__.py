@@ -5,6 +5,7 @@ a reload check: plan the ranks (:mod:`.plan`), write the adapter (:mod:`.write`)
 from gradience_hub.compress.plan import RankRule, build_config, plan_ranks
 from gradience_hub.compress.result import CompressionResult, ModuleCompression, format_result
 from gradience_hub.compress.verify import (
+    VERIFIED_FILE,
     VERIFIED_NONE,
     VERIFIED_PEFT_CONFIG,
     VERIFIED_PEFT_LOAD,
@@ -15,6 +16,7 @@ from gradience_hub.compress.verify import (
 from gradience_hub.compress.write import compress, compress_adapter
 
 __all__ = [
+    "VERIFIED_FILE",
     "VERIFIED_NONE",
     "VERIFIED_PEFT_CONFIG",
     "VERIFIED_PEFT_LOAD",

@@ -15,7 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from gradience_hub.audit import human_count
-from gradience_hub.compress.verify import VERIFIED_PEFT_CONFIG, VERIFIED_PEFT_LOAD, VERIFIED_SELF
+from gradience_hub.compress.verify import (
+    VERIFIED_FILE,
+    VERIFIED_PEFT_CONFIG,
+    VERIFIED_PEFT_LOAD,
+    VERIFIED_SELF,
+)
 
 # --------------------------------------------------------------------------- results
 
@@ -162,6 +167,7 @@ _VERIFIED_TEXT = {
     VERIFIED_PEFT_LOAD: "loaded onto the base model with peft (keys, shapes, r, scaling)",
     VERIFIED_PEFT_CONFIG: "config parsed by peft; keys, shapes, r and scaling checked "
     "(no base model available to load onto)",
+    VERIFIED_FILE: "re-read with the file format's own scale rule (keys, shapes, r, scaling)",
     VERIFIED_SELF: "keys, shapes, r and scaling checked without peft "
     "(install the 'bench' extra for the peft reload check)",
 }

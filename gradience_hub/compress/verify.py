@@ -23,6 +23,7 @@ from gradience_hub.errors import AdapterError, MissingExtraError, UsageError
 VERIFIED_PEFT_LOAD = "peft-load"  # loaded onto the base model's module tree by peft
 VERIFIED_PEFT_CONFIG = "peft-config"  # LoraConfig parses, PEFT's pattern rule gives r/scaling
 VERIFIED_SELF = "self-check"  # numpy-only: keys, shapes, r/scaling by our copy of PEFT's rule
+VERIFIED_FILE = "file-self-check"  # kohya/diffusers file re-read by its format's scale rule
 VERIFIED_NONE = "skipped"
 
 # PeftModel.from_pretrained picks the model class from task_type when architectures is absent.
@@ -55,23 +56,34 @@ def self_check(
             "the written adapter lost or gained LoRA modules", hint="report this as a bug"
         )
     for name, (k, scale) in expected.items():
-        pair = written.pairs[name]
+        expert = written.experts.get(name)
+        pair = written.pairs[expert.stored if expert else name]
         assert pair.a_key is not None and pair.b_key is not None
         a_shape = tuple(written.tensor(pair.a_key).shape)
         b_shape = tuple(written.tensor(pair.b_key).shape)
-        got_scale = written.config.scale_for(name, written.config.rank_for(name))
+        if expert is not None:
+            # one stacked pair per parameter: peft's rule sees <module>.<parameter>
+            got_r = written.config.rank_for(expert.parameter)
+            got_scale = written.config.scale_for(expert.parameter, got_r)
+        elif written.layout is not None:
+            # a kohya/diffusers file: r from the factors, scale by the format's own rule
+            module = written.module(name)
+            got_r, got_scale = module.r, module.scale
+        else:
+            got_r = written.config.rank_for(name)
+            got_scale = written.config.scale_for(name, got_r)
         if (
-            written.config.rank_for(name) != k
+            got_r != k
             or (a_shape, b_shape) != tuple(shapes[name])
             or not math.isclose(got_scale, scale, rel_tol=_SCALE_RTOL, abs_tol=0.0)
         ):
             raise AdapterError(
-                f"self-check of the written adapter failed for module {name}: config r="
-                f"{written.config.rank_for(name)} scaling={got_scale} (asked r={k} scaling="
+                f"self-check of the written adapter failed for module {name}: r="
+                f"{got_r} scaling={got_scale} (asked r={k} scaling="
                 f"{scale}), lora_A{a_shape} lora_B{b_shape}",
                 hint="report this as a bug",
             )
-    return VERIFIED_SELF
+    return VERIFIED_SELF if written.layout is None else VERIFIED_FILE
 
 
 def _peft_available() -> bool:
@@ -89,6 +101,8 @@ def verify_with_peft(
     *,
     base_model: Any = None,
     verify: bool | None = None,
+    peft_names: Mapping[str, str] | None = None,
+    config_keys: Mapping[str, str] | None = None,
 ) -> str | None:
     """Check the adapter in ``directory`` with peft itself; the level reached, or None.
 
@@ -101,6 +115,10 @@ def verify_with_peft(
        ``LoraLayer`` reports the asked ``r`` and ``scaling``. Transformers models are rebuilt on
        the meta device from their config, so this costs no weight memory and never touches the
        caller's model; other ``nn.Module`` objects are deep-copied.
+
+    For expert LoRA, ``config_keys`` maps each expert (``<module>.<parameter>[e]``) to the
+    ``<module>.<parameter>`` that peft's pattern rule sees, and ``peft_names`` to the name of
+    the ``ParamWrapper`` layer that holds its stacked pair.
     """
     if verify is False:
         return None
@@ -123,9 +141,10 @@ def verify_with_peft(
             hint="report this as a bug (the original config may hold keys this peft rejects)",
         ) from None
     for name, (k, scale) in expected.items():
-        r = config.rank_pattern.get(get_pattern_key(config.rank_pattern.keys(), name), config.r)
+        key = (config_keys or {}).get(name, name)
+        r = config.rank_pattern.get(get_pattern_key(config.rank_pattern.keys(), key), config.r)
         alpha = config.alpha_pattern.get(
-            get_pattern_key(config.alpha_pattern.keys(), name), config.lora_alpha
+            get_pattern_key(config.alpha_pattern.keys(), key), config.lora_alpha
         )
         got = alpha / math.sqrt(r) if config.use_rslora else alpha / r
         if r != k or not math.isclose(got, scale, rel_tol=_SCALE_RTOL, abs_tol=0.0):
@@ -133,6 +152,8 @@ def verify_with_peft(
                 f"peft reads module {name} as r={r}, scaling={got}; asked r={k}, scaling={scale}",
                 hint="report this as a bug",
             )
+    # the load check compares peft's layers: an expert is its stacked pair's ParamWrapper
+    expected = {(peft_names or {}).get(n, n): v for n, v in expected.items()}
     if base_model is None:
         return _verify_on_guessed_base(directory, config, expected)
     model = _base_skeleton(base_model, config)

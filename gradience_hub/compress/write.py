@@ -43,6 +43,8 @@ from gradience_hub.adapter import (
     load,
     widen,
 )
+from gradience_hub.compress import files
+from gradience_hub.compress.experts import compress_experts
 from gradience_hub.compress.plan import RankRule, build_config, check_rank, config_number
 from gradience_hub.compress.result import CompressionResult, ModuleCompression
 from gradience_hub.compress.verify import (
@@ -163,7 +165,8 @@ def compress_adapter(
     force: bool = False,
     source: str | None = None,
 ) -> CompressionResult:
-    """Write ``adapter`` truncated to ``ranks`` as a PEFT adapter, in one streamed pass.
+    """Write ``adapter`` truncated to ``ranks`` in its own format (a PEFT adapter, or a kohya /
+    diffusers LoRA file of the same name: :mod:`gradience_hub.compress.files`), in one pass.
 
     ``ranks`` maps module name -> k (modules absent from it keep their rank), or is a
     :class:`~gradience_hub.compress.plan.RankRule` that picks each module's k from the spectrum
@@ -177,22 +180,18 @@ def compress_adapter(
     ``base_model_name_or_path`` is used when it resolves locally.
     """
     output_dir = Path(output_dir)
-    if adapter.format != "peft":
-        raise UsageError(
-            f"compressing {adapter.format} LoRA files is not supported yet; the audit reads them",
-            hint="audit the file with 'gradience-hub audit'",
-        )
-    if adapter.has_experts:
-        raise UsageError(
-            "compressing target_parameters (expert) LoRA is not supported yet; the audit reads it",
-            hint="audit the adapter per expert with 'gradience-hub audit'",
-        )
     unknown = [] if isinstance(ranks, RankRule) else sorted(set(ranks) - set(adapter.module_names))
     if unknown:
         raise UsageError(
             f"no LoRA module named {unknown[0]} in the adapter"
             + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""),
             hint="rank keys are module names without the base_model.model. prefix",
+        )
+    if adapter.layout is not None and verify:
+        raise UsageError(
+            f"the peft reload check is for PEFT adapters; a {adapter.format} file is checked "
+            "by re-reading it with its format's scale rule",
+            hint="drop --verify peft for kohya/diffusers LoRA files",
         )
     _check_output(output_dir, adapter, force)
 
@@ -201,7 +200,9 @@ def compress_adapter(
     rows: list[ModuleCompression] = []
     want: dict[str, tuple[int, float]] = {}
     shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
-    for module in adapter.modules():
+    # experts of a stacked target_parameters pair are truncated together (compress.experts)
+    plain = (adapter.module(n) for n in adapter.module_names if n not in adapter.experts)
+    for module in plain:
         pair = adapter.pairs[module.name]
         assert pair.a_key is not None and pair.b_key is not None
         f: spectral.FactoredSVD | None = None
@@ -270,26 +271,63 @@ def compress_adapter(
                 fro_norm=norm * abs(module.scale),
             )
         )
+    peft_names: dict[str, str] = {}
+    config_keys: dict[str, str] = {}
+    if adapter.has_experts:
+        stacked = compress_experts(
+            adapter, ranks, _factored, lambda X, key: _cast(X, _storage_dtype(adapter, key))
+        )
+        tensors.update(stacked.tensors)
+        rows += stacked.rows
+        want.update(stacked.want)
+        shapes.update(stacked.shapes)
+        warnings += stacked.warnings
+        peft_names, config_keys = stacked.peft_names, stacked.config_keys
+        order = {n: i for i, n in enumerate(adapter.module_names)}
+        rows.sort(key=lambda row: order[row.name])
     for key in adapter.other_keys:
-        tensors[key] = np.ascontiguousarray(adapter.tensor(key))
-    if adapter.weights_path.suffix != ".safetensors":
+        # np.require, not ascontiguousarray: that makes 0-d tensors (kohya alphas) 1-d
+        tensors[key] = np.require(adapter.tensor(key), requirements="C")
+    if adapter.layout is None and adapter.weights_path.suffix != ".safetensors":
         warnings.append(
             f"{adapter.weights_path.name} was converted to {SAFETENSORS_NAME} "
             "(every tensor keeps its dtype)"
         )
 
-    config = build_config(adapter.config.raw, want)
+    header: dict[str, str] = {"format": "pt"}
+    if adapter.layout is not None:
+        # kohya/diffusers: the same file name and layout, alphas and header for the new ranks
+        header, config, more = files.rewrite(adapter, tensors, want)
+        warnings += more
+        if set(tensors) != set(adapter.tensor_names):
+            raise AdapterError("the compressed file would change its key set", hint="a bug")
+        weights_name = adapter.weights_path.name
+    else:
+        config = build_config(adapter.config.raw, want)
+        weights_name = SAFETENSORS_NAME
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
     try:
         from safetensors.numpy import save_file
 
-        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        save_file(tensors, str(tmp / SAFETENSORS_NAME), metadata={"format": "pt"})
+        if adapter.layout is None:
+            (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        save_file(tensors, str(tmp / weights_name), metadata=header)
         del tensors
         expected = {m.name: (m.r_new, m.scale) for m in rows}
         level = self_check(tmp, expected, shapes)
-        level = verify_with_peft(tmp, expected, base_model=base_model, verify=verify) or level
+        if adapter.layout is None:
+            level = (
+                verify_with_peft(
+                    tmp,
+                    expected,
+                    base_model=base_model,
+                    verify=verify,
+                    peft_names=peft_names,
+                    config_keys=config_keys,
+                )
+                or level
+            )
         _install(tmp, output_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,115 @@
+"""Hub repos of kohya / diffusers LoRA files (no adapter_config.json): only the LoRA weight file
+is downloaded, chosen from the repo's file listing, never a base model's files (issue 11
+item 3). The real huggingface_hub client against tests/hubserver.py."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import save, save_file
+
+from gradience_hub import hub as hub_module
+from gradience_hub.audit import run_audit
+from gradience_hub.compress import compress
+from gradience_hub.errors import AdapterError
+
+
+def _kohya_bytes(seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    name = "lora_unet_down_blocks_0_attentions_0_proj_in"
+    return save(
+        {
+            f"{name}.lora_down.weight": rng.standard_normal((4, 32)).astype(np.float32),
+            f"{name}.lora_up.weight": rng.standard_normal((16, 4)).astype(np.float32),
+            f"{name}.alpha": np.array(2.0, dtype=np.float32),
+        }
+    )
+
+
+def _base_bytes() -> bytes:
+    return save({"conv_in.weight": np.ones((2, 2), np.float32)})
+
+
+def _requested(hub, name: str) -> list:  # type: ignore[no-untyped-def]
+    return hub.requests_to(rf"/resolve/[^/]+/{name}$", method="GET")
+
+
+def test_kohya_repo_downloads_only_the_lora_file(
+    hub_client_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub = hub_client_env
+    lora = _kohya_bytes(0)
+    monkeypatch.setattr(hub_module, "MAX_LORA_FILE_BYTES", len(lora) + 10)
+    hub.create_repo(
+        "org/style-lora",
+        {
+            "README.md": "---\nbase_model: org/sdxl\n---\n# a style\n",
+            "my_style.safetensors": lora,
+            "aaa_embeddings.safetensors": _base_bytes(),  # listed first, not LoRA by its keys
+            "a_big_lora.safetensors": lora + b" " * 64,  # over the size limit
+            "diffusion_pytorch_model.safetensors": _base_bytes(),
+            "model-00001-of-00002.safetensors": _base_bytes(),
+            "unet/my_style.safetensors": lora,  # not top level
+        },
+    )
+    report = run_audit("org/style-lora")
+    assert report.summary.adapter_format == "kohya"
+    local = tmp_path / "my_style.safetensors"
+    local.write_bytes(lora)
+    assert [r.singular_values for r in report.layers] == [
+        r.singular_values for r in run_audit(str(local)).layers
+    ]
+    assert len(_requested(hub, "my_style.safetensors")) >= 1
+    # the non-LoRA file was only probed for its header, with a Range request
+    probes = _requested(hub, "aaa_embeddings.safetensors")
+    assert probes and all("range" in p.headers for p in probes)
+    for never in (
+        "a_big_lora.safetensors",
+        "diffusion_pytorch_model.safetensors",
+        "model-00001-of-00002.safetensors",
+        "unet/my_style.safetensors",
+    ):
+        assert not hub.requests_to(rf"/resolve/[^/]+/{never}$"), never
+    # compress reads the same download and writes kohya
+    result = compress("org/style-lora", tmp_path / "out", rank=2)
+    assert (tmp_path / "out" / "my_style.safetensors").is_file()
+    assert [m.r_new for m in result.modules] == [2]
+
+
+def test_diffusers_repo_takes_pytorch_lora_weights_by_name(hub_client_env, tmp_path: Path) -> None:
+    hub = hub_client_env
+    rng = np.random.default_rng(1)
+    key = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"
+    path = tmp_path / "w.safetensors"
+    save_file(
+        {
+            f"{key}.lora_A.weight": rng.standard_normal((4, 32)).astype(np.float32),
+            f"{key}.lora_B.weight": rng.standard_normal((32, 4)).astype(np.float32),
+        },
+        str(path),
+    )
+    hub.create_repo(
+        "org/diffusers-lora",
+        {
+            "pytorch_lora_weights.safetensors": path.read_bytes(),
+            "checkpoint-500.safetensors": _kohya_bytes(2),
+        },
+    )
+    report = run_audit("org/diffusers-lora")
+    assert report.summary.adapter_format == "diffusers"
+    assert _requested(hub, "pytorch_lora_weights.safetensors")
+    assert not hub.requests_to(r"/resolve/[^/]+/checkpoint-500\.safetensors$")
+
+
+def test_repo_without_any_lora_file_is_exit_2(hub_client_env) -> None:
+    hub = hub_client_env
+    buf = io.BytesIO(b"not a safetensors file at all")
+    hub.create_repo(
+        "org/base", {"notes.safetensors": buf.getvalue(), "model.safetensors": _base_bytes()}
+    )
+    with pytest.raises(AdapterError, match=r"no adapter_config\.json and no kohya/diffusers LoRA"):
+        run_audit("org/base")
+    assert not hub.requests_to(r"/resolve/[^/]+/model\.safetensors$")
