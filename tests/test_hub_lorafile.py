@@ -113,3 +113,42 @@ def test_repo_without_any_lora_file_is_exit_2(hub_client_env) -> None:
     with pytest.raises(AdapterError, match=r"no adapter_config\.json and no kohya/diffusers LoRA"):
         run_audit("org/base")
     assert not hub.requests_to(r"/resolve/[^/]+/model\.safetensors$")
+
+
+def test_annotate_a_kohya_repo_keeps_its_card_and_claims_no_peft(hub_client_env) -> None:
+    """annotate works on a kohya LoRA repo: one PR whose card keeps the author's base_model and
+    gets no `library_name: peft` (a kohya file is not a PEFT adapter)."""
+    from gradience_hub.publish import annotate as ann
+
+    hub = hub_client_env
+    hub.create_repo(
+        "org/kohya-style",
+        {
+            "README.md": "---\nbase_model: org/sdxl\n---\n# a style\n",
+            "my_style.safetensors": _kohya_bytes(3),
+        },
+    )
+    result = ann.annotate("org/kohya-style")
+    assert result.changed and result.pr_url
+    (pr,) = hub.prs("org/kohya-style")
+    card = hub.read("org/kohya-style", "README.md", revision=pr.ref).decode()
+    front = card.split("---")[1]
+    assert "library_name" not in front and "base_model: org/sdxl" in front
+    audit = hub.read("org/kohya-style", "gradience/audit.json", revision=pr.ref)
+    assert audit is not None and b'"adapter_format": "kohya"' in audit
+
+
+def test_library_name_follows_the_adapter_format() -> None:
+    from gradience_hub.publish.readme import library_for, splice_readme
+
+    assert [library_for(f) for f in ("peft", "diffusers", "kohya", None)] == [
+        "peft",
+        "diffusers",
+        None,
+        "peft",
+    ]
+    card = splice_readme("# x\n", "section", base_model=None, library_name="diffusers")
+    assert card.startswith("---\nlibrary_name: diffusers\n")
+    declared = "---\nlibrary_name: diffusers\n---\n# x\n"
+    spliced = splice_readme(declared, "s", base_model=None)  # a declared library is kept
+    assert spliced.count("library_name") == 1 and "peft" not in spliced

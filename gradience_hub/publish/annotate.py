@@ -35,6 +35,7 @@ from gradience_hub.publish.markers import (
     PICTURE,
     README,
 )
+from gradience_hub.publish.readme import library_for
 
 __all__ = [
     "AUDIT_JSON",
@@ -199,7 +200,13 @@ def render_files(
     section = render.render(
         "card", audit, evidence.bench, template_dir=template_dir, context=context
     )
-    new_readme = render.splice_readme(readme, section, base_model=evidence.audit.summary.base_model)
+    summary = evidence.audit.summary
+    new_readme = render.splice_readme(
+        readme,
+        section,
+        base_model=summary.base_model,
+        library_name=library_for(summary.adapter_format),
+    )
     files: dict[str, bytes] = {README: new_readme.encode("utf-8")}
     files[AUDIT_JSON] = evidence.audit.to_json().encode("utf-8")
     if evidence.bench is not None:

@@ -108,7 +108,24 @@ def _yaml_scalar(value: str) -> str:
     return json.dumps(value)
 
 
-def _complete_yaml(yaml_text: str, base_model: str | None, tags: Sequence[str], nl: str) -> str:
+# The card's library_name for each adapter format (gradience_hub.adapter's `format`): a PEFT
+# adapter is loaded by peft, a diffusers LoRA file by diffusers; a kohya-ss file is loaded by
+# several UIs and diffusers' converter, so no library is claimed for it.
+LIBRARY_OF_FORMAT: dict[str, str | None] = {"peft": "peft", "diffusers": "diffusers", "kohya": None}
+
+
+def library_for(adapter_format: str | None) -> str | None:
+    """The ``library_name`` a card of this adapter format gets when it declares none."""
+    return LIBRARY_OF_FORMAT.get(adapter_format or "peft")
+
+
+def _complete_yaml(
+    yaml_text: str,
+    base_model: str | None,
+    tags: Sequence[str],
+    nl: str,
+    library_name: str | None = "peft",
+) -> str:
     """``yaml_text`` with the missing ``library_name``, ``base_model`` and ``tags`` added as
     text; unchanged when an edit would change anything else (checked by parsing the result).
     Raises CardError when the YAML does not parse or is not a mapping: the Hub refuses such a
@@ -137,9 +154,9 @@ def _complete_yaml(yaml_text: str, base_model: str | None, tags: Sequence[str], 
     # Only missing KEYS are added: an existing tags list is the author's, and editing it
     # would change bytes outside the markers, which the card rule forbids.
     additions: list[str] = []
-    if "library_name" not in data:
-        additions.append("library_name: peft")
-        expected["library_name"] = "peft"
+    if "library_name" not in data and library_name:
+        additions.append(f"library_name: {_yaml_scalar(library_name)}")
+        expected["library_name"] = library_name
     if "base_model" not in data and is_repo_id(base_model):
         assert base_model is not None
         additions.append(f"base_model: {_yaml_scalar(base_model)}")
@@ -304,16 +321,18 @@ def splice_readme(
     *,
     base_model: str | None,
     tags: Sequence[str] = DEFAULT_TAGS,
+    library_name: str | None = "peft",
 ) -> str:
     """Put ``section`` (a rendered card, without markers) into a README.md text.
 
     The text between ``<!-- gradience:start -->`` and ``<!-- gradience:end -->`` is replaced
     (markers kept); without markers the section is appended, with markers, at the end. Every
     byte outside the markers is kept: the YAML front matter is split off as text and only gains
-    the missing ``library_name: peft``, ``base_model`` (when it is a Hub repo id; a local path
-    is not) and ``tags`` entries; line endings (CRLF stays CRLF), a BOM and trailing whitespace
-    are preserved. A README without front matter gets one; ``None`` (no README) gets front
-    matter and a short body. Splicing the same section twice gives the same text.
+    the missing ``library_name`` (``peft`` unless told otherwise: :func:`library_for`),
+    ``base_model`` (when it is a Hub repo id; a local path is not) and ``tags`` entries; line
+    endings (CRLF stays CRLF), a BOM and trailing whitespace are preserved. A README without
+    front matter gets one; ``None`` (no README) gets front matter and a short body. Splicing
+    the same section twice gives the same text.
 
     Read and write the file as bytes (or with ``newline=""``) so CRLF survives; see
     :func:`splice_readme_file`.
@@ -328,7 +347,7 @@ def splice_readme(
         )
     tags = [str(t) for t in tags]
     if readme_text is None:
-        yaml_text = _complete_yaml("", base_model, tags, "\n")
+        yaml_text = _complete_yaml("", base_model, tags, "\n", library_name)
         intro = "A [PEFT](https://github.com/huggingface/peft) LoRA adapter"
         if is_repo_id(base_model):
             intro += f" for [{md(base_model)}]({HUB_URL}/{base_model})"
@@ -342,14 +361,14 @@ def splice_readme(
         # Hub's rule needs a LF after the closing '---', so a lone-CR file gets LF front matter.
         nl = _newline(text)
         yaml_nl = "\n" if nl == "\r" else nl
-        yaml_text = _complete_yaml("", base_model, tags, yaml_nl)
+        yaml_text = _complete_yaml("", base_model, tags, yaml_nl, library_name)
         front = f"---{yaml_nl}{yaml_text}---{yaml_nl}"
         return bom + front + _splice_body(text, section, nl)
     opening, yaml_text, closing, body = parts
     # The body's own line ending (the front matter may differ: see above).
     body_nl = _newline(body) if re.search(r"[\r\n]", body) else _newline(text)
     body = _splice_body(body, section, body_nl)
-    yaml_text = _complete_yaml(yaml_text, base_model, tags, _newline(opening))
+    yaml_text = _complete_yaml(yaml_text, base_model, tags, _newline(opening), library_name)
     return bom + opening + yaml_text + closing + body
 
 
@@ -359,6 +378,7 @@ def splice_readme_file(
     *,
     base_model: str | None,
     tags: Sequence[str] = DEFAULT_TAGS,
+    library_name: str | None = "peft",
 ) -> bool:
     """Splice ``section`` into the README.md at ``path`` (created when missing).
 
@@ -374,7 +394,9 @@ def splice_readme_file(
         text = None if old is None else old.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise CardError(f"{target} is not UTF-8 text: {exc}", hint="re-save it as UTF-8") from None
-    new = splice_readme(text, section, base_model=base_model, tags=tags).encode("utf-8")
+    new = splice_readme(
+        text, section, base_model=base_model, tags=tags, library_name=library_name
+    ).encode("utf-8")
     if new == old:
         return False
     _io.write_file(target, new)
