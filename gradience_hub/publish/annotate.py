@@ -22,8 +22,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from gradience_hub import _io
 from gradience_hub import adapter as adapter_io
+from gradience_hub._io import resolve_within, write_file
 from gradience_hub.audit import AuditReport, audit_adapter
 from gradience_hub.errors import CardError, GradienceError, HubError, UsageError
 from gradience_hub.policy import status_of
@@ -273,7 +273,7 @@ def _decode_readme(raw: bytes | None, where: str) -> str | None:
 def _read_inside(directory: Path, path: str) -> bytes | None:
     """A file of the clone, or None; UsageError when it resolves outside the clone (a
     README.md symlinked to /etc/passwd must not be published)."""
-    target = _io.resolve_within(directory, path)
+    target = resolve_within(directory, path)
     if target.is_dir():
         raise UsageError(
             f"{path} in {directory} is a directory", hint=f"{path} must be a file (or absent)"
@@ -313,7 +313,7 @@ def _annotate_local(
     )
     if not dry_run:
         for path in changed_paths:
-            _io.write_file(directory / path, files[path], parents=True, within=directory)
+            write_file(directory / path, files[path], parents=True, within=directory)
     return result
 
 

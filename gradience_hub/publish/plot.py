@@ -18,7 +18,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from gradience_hub import _io
+from gradience_hub._io import write_file
 from gradience_hub.errors import RecordError
 from gradience_hub.output import strip_controls
 
@@ -267,4 +267,4 @@ def utilization_heatmap(audit: dict[str, Any], path: str | os.PathLike[str]) -> 
             fig.savefig(buffer, format="png", dpi=_DPI, metadata={"Software": None})
 
     target = Path(path)
-    return _io.write_file(target, buffer.getvalue(), parents=True)
+    return write_file(target, buffer.getvalue(), parents=True)

@@ -21,7 +21,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from gradience_hub import _io
+from gradience_hub._io import write_file
 from gradience_hub.errors import CardError
 from gradience_hub.publish.filters import is_repo_id, md
 from gradience_hub.publish.markers import (
@@ -399,5 +399,5 @@ def splice_readme_file(
     ).encode("utf-8")
     if new == old:
         return False
-    _io.write_file(target, new)
+    write_file(target, new)
     return True

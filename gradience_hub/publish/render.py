@@ -42,7 +42,7 @@ from gradience_hub.audit import V011_ENERGY_ALIASES, energy_fields
 from gradience_hub.errors import ConfigError, RecordError, TemplateError, UsageError
 from gradience_hub.policy import AUDIT, FAIL, PASS, RECORD_STATUSES, RULE_WORST_SEED, Policy
 from gradience_hub.publish.filters import FILTERS, is_repo_id, md, safe_url
-from gradience_hub.publish.filters import number as _number
+from gradience_hub.publish.filters import number as to_number
 from gradience_hub.publish.markers import COMMENT_MARKER, MARKERS, PATHS
 from gradience_hub.publish.readme import (
     DEFAULT_TAGS,
@@ -289,7 +289,7 @@ def _mapping(value: Any) -> dict[str, Any]:
 
 
 def _seed_key(seed: Any) -> tuple[int, Any]:
-    x = _number(seed)
+    x = to_number(seed)
     return (0, x) if x is not None else (1, str(seed))
 
 
@@ -330,7 +330,7 @@ def _summary_view(audit: dict[str, Any] | None, bench: dict[str, Any] | None) ->
     for key in V011_ENERGY_ALIASES.values():
         view.pop(key, None)  # present again below exactly when they mean k at 0.90
     view.update(energy_fields(raw))
-    if _number(view["energy_threshold"]) is None:
+    if to_number(view["energy_threshold"]) is None:
         view["energy_threshold"] = 0.9
     return view
 
@@ -352,7 +352,7 @@ def _policy(raw: Any) -> Policy | None:
 
 def _interval_view(raw: Any) -> dict[str, Any] | None:
     data = _mapping(raw)
-    if _number(data.get("low")) is None or _number(data.get("high")) is None:
+    if to_number(data.get("low")) is None or to_number(data.get("high")) is None:
         return None
     return {"low": data["low"], "high": data["high"], "level": data.get("level")}
 
@@ -372,15 +372,15 @@ def _variant_view(raw: Any, recommended: str | None, policy: Policy | None) -> d
     view["n_seeds"] = len(seeds)
     passed = None
     if seeds and policy is not None:
-        deltas = [_number(s["delta"]) for s in seeds]
+        deltas = [to_number(s["delta"]) for s in seeds]
         if all(d is not None for d in deltas):
             passed = sum(1 for d in deltas if d is not None and policy.seed_passes(d))
-    if passed is None and seeds and _number(view["pass_rate"]) is not None:
+    if passed is None and seeds and to_number(view["pass_rate"]) is not None:
         passed = round(float(view["pass_rate"]) * len(seeds))  # type: ignore[arg-type]
     view["seeds_passed"] = passed
     view["delta_ci"] = _interval_view(variant.get("delta_ci"))
     gain = _mapping(variant.get("retained_gain"))
-    view["retained_gain_worst"] = _number(gain.get("worst"))
+    view["retained_gain_worst"] = to_number(gain.get("worst"))
     verdict = str(view["verdict"] or "").upper()
     view["passed"] = verdict == PASS
     view["recommended"] = recommended is not None and view["name"] == recommended
@@ -389,12 +389,12 @@ def _variant_view(raw: Any, recommended: str | None, policy: Policy | None) -> d
 
 def _metric_scale(bench: dict[str, Any]) -> str:
     """``fraction`` when every score and mean lies in [0, 1] (accuracy-like), else ``raw``."""
-    values: list[float | None] = [_number(_mapping(bench.get("probe")).get("mean"))]
+    values: list[float | None] = [to_number(_mapping(bench.get("probe")).get("mean"))]
     for variant in bench.get("variants") or []:
         variant = _mapping(variant)
-        values.append(_number(variant.get("mean")))
+        values.append(to_number(variant.get("mean")))
         for cell in _mapping(variant.get("per_seed")).values():
-            values.append(_number(_mapping(cell).get("score")))
+            values.append(to_number(_mapping(cell).get("score")))
     known = [v for v in values if v is not None]
     return "fraction" if all(0.0 <= v <= 1.0 for v in known) else "raw"
 
@@ -519,8 +519,8 @@ def template_context(
     per_layer = None
     suggestions = _mapping((audit or {}).get("suggestions")).get("per_layer")
     if isinstance(suggestions, Mapping) and summary:
-        params = _number(suggestions.get("lora_params"))
-        total = _number(summary.get("lora_params"))
+        params = to_number(suggestions.get("lora_params"))
+        total = to_number(summary.get("lora_params"))
         per_layer = {
             "lora_params": params,
             "reduction": 1 - params / total if params is not None and total else None,
@@ -541,7 +541,7 @@ def template_context(
         reason = bench.get("status_reason")
         status_reason = reason if isinstance(reason, str) else None
         base_raw = _mapping(bench.get("base"))
-        if _number(base_raw.get("mean")) is not None:
+        if to_number(base_raw.get("mean")) is not None:
             gain = _mapping(base_raw.get("gain"))
             base = {
                 "per_seed": _mapping(base_raw.get("per_seed")),
@@ -572,7 +572,7 @@ def template_context(
             found = {s["seed"] for v in variants for s in v["seeds"]}
             seeds = sorted(found, key=_seed_key)
         noise = _mapping(bench.get("noise_floor"))
-        noise_floor = _number(noise.get("half_width"))
+        noise_floor = to_number(noise.get("half_width"))
         metric_scale = _metric_scale(bench)
         tool = _mapping(bench.get("tool"))
         if tool and (tool.get("name"), tool.get("version")) != ("gradience-hub", __version__):
