@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from gradience_hub import spectral
-from gradience_hub.adapter import Adapter, SourceInfo, UnreadableModule, load
+from gradience_hub.adapter import Adapter, LoraModule, SourceInfo, UnreadableModule, load
 from gradience_hub.audit.report import AuditReport, LayerReport, Summary
 from gradience_hub.errors import AdapterError, UsageError
+from gradience_hub.parallel import map_ordered
 
 
 def suggest_rank(k: float, cap: int) -> int:
@@ -21,6 +22,24 @@ def check_energy(energy: float) -> None:
         raise UsageError(f"--energy must be in (0, 1], got {energy}", hint="e.g. --energy 0.9")
 
 
+def _analyze(
+    adapter: Adapter, name: str, energy: float
+) -> tuple[LoraModule, spectral.SpectralStats] | UnreadableModule:
+    """Read and analyse one module (on a worker thread); a module the reader cannot understand
+    comes back as its error, to be skipped with a warning."""
+    try:
+        module = adapter.module(name)
+    except UnreadableModule as exc:
+        return exc
+    try:
+        return module, spectral.analyze(module.B, module.A, module.scale, energy)
+    except OverflowError as exc:
+        raise AdapterError(
+            f"module {module.name}: {exc}",
+            hint="the adapter's weights or lora_alpha are corrupt",
+        ) from None
+
+
 def audit_adapter(adapter: Adapter, source: SourceInfo, energy: float = 0.9) -> AuditReport:
     """Audit an opened adapter module by module (streamed: one module's factors in memory)."""
     check_energy(energy)
@@ -30,19 +49,11 @@ def audit_adapter(adapter: Adapter, source: SourceInfo, energy: float = 0.9) -> 
     zero_modules: list[str] = []
     mismatched: list[str] = []
     skipped: list[str] = []
-    for name in adapter.module_names:
-        try:
-            module = adapter.module(name)
-        except UnreadableModule as exc:
-            skipped.append(exc.message)
+    for done in map_ordered(lambda name: _analyze(adapter, name, energy), adapter.module_names):
+        if isinstance(done, UnreadableModule):
+            skipped.append(done.message)
             continue
-        try:
-            stats = spectral.analyze(module.B, module.A, module.scale, energy)
-        except OverflowError as exc:
-            raise AdapterError(
-                f"module {module.name}: {exc}",
-                hint="the adapter's weights or lora_alpha are corrupt",
-            ) from None
+        module, stats = done
         if stats.is_zero:
             zero_modules.append(module.name)
         configured = (

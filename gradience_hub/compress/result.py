@@ -168,8 +168,8 @@ _VERIFIED_TEXT = {
     VERIFIED_PEFT_CONFIG: "config parsed by peft; keys, shapes, r and scaling checked "
     "(no base model available to load onto)",
     VERIFIED_FILE: "re-read with the file format's own scale rule (keys, shapes, r, scaling)",
-    VERIFIED_SELF: "keys, shapes, r and scaling checked without peft "
-    "(install the 'bench' extra for the peft reload check)",
+    VERIFIED_SELF: "keys, shapes, r and scaling re-read without peft "
+    "(--verify peft also loads the result with peft)",
 }
 
 

@@ -28,6 +28,7 @@ import json
 import shutil
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ from gradience_hub.adapter import (
 )
 from gradience_hub.compress import files
 from gradience_hub.compress.experts import compress_experts
+from gradience_hub.compress.grouped import group_svds, grouped_target, truncate_grouped
 from gradience_hub.compress.plan import RankRule, build_config, check_rank, config_number
 from gradience_hub.compress.result import CompressionResult, ModuleCompression
 from gradience_hub.compress.verify import (
@@ -52,6 +54,7 @@ from gradience_hub.compress.verify import (
     verify_with_peft,
 )
 from gradience_hub.errors import AdapterError, UsageError
+from gradience_hub.parallel import map_ordered
 
 # --------------------------------------------------------------------------- math
 
@@ -146,13 +149,170 @@ def _install(tmp: Path, output_dir: Path) -> None:
     replace_directory(tmp, output_dir)
 
 
-def _factored(module: LoraModule) -> spectral.FactoredSVD:
+def _factored(
+    module: LoraModule, B: np.ndarray | None = None, A: np.ndarray | None = None
+) -> spectral.FactoredSVD:
+    """The factored SVD of the module's unscaled ``B @ A`` (or of a block of it)."""
     try:
-        return spectral.factored_svd(module.B, module.A, 1.0)
+        return spectral.factored_svd(
+            module.B if B is None else B, module.A if A is None else A, 1.0
+        )
     except OverflowError as exc:
         raise AdapterError(
             f"module {module.name}: {exc}", hint="the adapter's weights are corrupt"
         ) from None
+
+
+@dataclass(frozen=True)
+class _Truncated:
+    """One module's written factors (stored dtype and shape) and its report row."""
+
+    a_key: str
+    b_key: str
+    A: np.ndarray
+    B: np.ndarray
+    row: ModuleCompression
+
+    @classmethod
+    def of(
+        cls,
+        module: LoraModule,
+        keys: tuple[str, str],
+        factors: tuple[np.ndarray, np.ndarray],
+        *,
+        errors: tuple[float, float, float, float],
+        params_new: int,
+    ) -> _Truncated:
+        """``errors``: the Frobenius norms (of the unscaled update) of the float64 factors'
+        error and the stored factors' error, the relative Eckart-Young bound, and the norm of
+        the update itself."""
+        error, bound, stored, norm = errors
+        A_out, B_out = factors
+        k = int(A_out.shape[0])
+        d_out, d_in = module.shape
+        row = ModuleCompression(
+            name=module.name,
+            kind=module.kind,
+            shape=(d_out, d_in),
+            dtype=module.dtype,
+            r_old=module.r,
+            r_new=k,
+            params_old=module.params,
+            params_new=int(params_new),
+            scale=module.scale,
+            alpha_new=float(module.scale * k),
+            rel_error=error / norm if norm else 0.0,
+            ey_bound=bound,
+            stored_rel_error=stored / norm if norm else 0.0,
+            fro_norm=norm * abs(module.scale),
+        )
+        return cls(
+            a_key=keys[0],
+            b_key=keys[1],
+            A=np.ascontiguousarray(A_out),
+            B=np.ascontiguousarray(B_out),
+            row=row,
+        )
+
+
+def _truncate(adapter: Adapter, name: str, ranks: Mapping[str, int] | RankRule) -> _Truncated:
+    """Read, truncate and measure one module (runs on a worker thread: no shared state)."""
+    module = adapter.module(name)
+    pair = adapter.pairs[module.name]
+    assert pair.a_key is not None and pair.b_key is not None
+    if module.groups > 1:
+        return _truncate_grouped(adapter, module, pair.a_key, pair.b_key, ranks)
+    f: spectral.FactoredSVD | None = None
+    if isinstance(ranks, RankRule):
+        if ranks.needs_spectrum:
+            f = _factored(module)
+        k = ranks.target(module.name, module.r, f.S if f is not None else None)
+    else:
+        k = int(ranks.get(module.name, module.r))
+        check_rank(module.name, k, module.r)
+    if k == module.r:
+        return _kept(adapter, module, pair.a_key, pair.b_key, f)
+    # Scale is kept; the factors carry the truncated *unscaled* B @ A (module doc).
+    f = f or _factored(module)
+    norm = float(np.sqrt(np.sum(f.S**2)))
+    B_k64, A_k64 = f.truncated(k)
+    A_out = _cast(A_k64, _storage_dtype(adapter, pair.a_key))
+    B_out = _cast(B_k64, _storage_dtype(adapter, pair.b_key))
+    # Measured, not assumed: the float64 factors against B @ A (on the core; equals the
+    # Eckart-Young value only when the factors are optimal) and the stored ones after rounding
+    # to the adapter's dtype.
+    error = f.core_error(k)
+    stored = f.error(widen(B_out), widen(A_out))
+    d_out, d_in = module.shape
+    return _Truncated.of(
+        module,
+        (pair.a_key, pair.b_key),
+        _conv_shaped(adapter, module, pair.a_key, pair.b_key, k, A_out, B_out),
+        errors=(error, spectral.truncation_error(f.S, k), stored, norm),
+        params_new=k * (d_out + d_in),
+    )
+
+
+def _kept(
+    adapter: Adapter, module: LoraModule, a_key: str, b_key: str, f: spectral.FactoredSVD | None
+) -> _Truncated:
+    """Nothing to truncate: the original factors are the exact answer, bit for bit."""
+    S = f.S if f is not None else spectral.lora_singular_values(module.B, module.A, 1.0)
+    norm = float(np.sqrt(np.sum(S**2)))
+    return _Truncated.of(
+        module,
+        (a_key, b_key),
+        (adapter.tensor(a_key), adapter.tensor(b_key)),
+        errors=(0.0, 0.0, 0.0, norm),
+        params_new=module.params,
+    )
+
+
+def _conv_shaped(
+    adapter: Adapter,
+    module: LoraModule,
+    a_key: str,
+    b_key: str,
+    k: int,
+    A_out: np.ndarray,
+    B_out: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The 2-D factors in the stored layout: PEFT's conv LoRA has A a ``(k, c_in, *kernel)``
+    conv and B a pointwise conv ``(c_out, k / groups, 1, ...)``."""
+    if module.kind != "conv":
+        return A_out, B_out
+    a_shape, b_shape = adapter.tensor(a_key).shape, adapter.tensor(b_key).shape
+    return (
+        A_out.reshape((k, *a_shape[1:])),
+        B_out.reshape((b_shape[0], B_out.shape[1], *b_shape[2:])),
+    )
+
+
+def _truncate_grouped(
+    adapter: Adapter,
+    module: LoraModule,
+    a_key: str,
+    b_key: str,
+    ranks: Mapping[str, int] | RankRule,
+) -> _Truncated:
+    """A grouped conv LoRA, truncated group by group (:mod:`gradience_hub.compress.grouped`)."""
+    svds = group_svds(module, _factored)
+    S = spectral.lora_singular_values(module.B, module.A, 1.0)
+    k = grouped_target(module, ranks, svds, S)
+    if k == module.r:
+        return _kept(adapter, module, a_key, b_key, None)
+    a_dtype, b_dtype = _storage_dtype(adapter, a_key), _storage_dtype(adapter, b_key)
+    done = truncate_grouped(
+        module, svds, k, lambda X: _cast(X, a_dtype), lambda X: _cast(X, b_dtype)
+    )
+    norm = float(np.sqrt(np.sum(S**2)))
+    return _Truncated.of(
+        module,
+        (a_key, b_key),
+        _conv_shaped(adapter, module, a_key, b_key, k, done.A, done.B),
+        errors=(done.error, spectral.truncation_error(S, k), done.stored_error, norm),
+        params_new=done.A.size + done.B.size,
+    )
 
 
 def compress_adapter(
@@ -201,76 +361,13 @@ def compress_adapter(
     want: dict[str, tuple[int, float]] = {}
     shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
     # experts of a stacked target_parameters pair are truncated together (compress.experts)
-    plain = (adapter.module(n) for n in adapter.module_names if n not in adapter.experts)
-    for module in plain:
-        pair = adapter.pairs[module.name]
-        assert pair.a_key is not None and pair.b_key is not None
-        f: spectral.FactoredSVD | None = None
-        if module.groups > 1:
-            raise UsageError(
-                f"module {module.name}: compressing a grouped conv LoRA (groups={module.groups}) "
-                "is not supported: its truncation is not a grouped conv",
-                hint="the audit reads it; compress adapters without grouped conv LoRA",
-            )
-        if isinstance(ranks, RankRule):
-            if ranks.needs_spectrum:
-                f = _factored(module)
-            k = ranks.target(module.name, module.r, f.S if f is not None else None)
-        else:
-            k = int(ranks.get(module.name, module.r))
-            check_rank(module.name, k, module.r)
-        if k == module.r:
-            # Nothing to truncate: the original factors are the exact answer, bit for bit.
-            S = f.S if f is not None else spectral.lora_singular_values(module.B, module.A, 1.0)
-            norm = float(np.sqrt(np.sum(S**2)))
-            A_out = adapter.tensor(pair.a_key)
-            B_out = adapter.tensor(pair.b_key)
-            rel = bound = stored = 0.0
-        else:
-            # Scale is kept; the factors carry the truncated *unscaled* B @ A (module doc).
-            f = f or _factored(module)
-            S = f.S
-            norm = float(np.sqrt(np.sum(S**2)))
-            B_k64, A_k64 = f.truncated(k)
-            a_shape = adapter.tensor(pair.a_key).shape if module.kind == "conv" else None
-            b_shape = adapter.tensor(pair.b_key).shape if module.kind == "conv" else None
-            A_out = _cast(A_k64, _storage_dtype(adapter, pair.a_key))
-            B_out = _cast(B_k64, _storage_dtype(adapter, pair.b_key))
-            # Measured, not assumed: the float64 factors against B @ A (on the core; equals
-            # the Eckart-Young value only when the factors are optimal) and the stored ones
-            # after rounding to the adapter's dtype.
-            rel = f.core_error(k) / norm if norm else 0.0
-            bound = spectral.truncation_error(S, k)
-            stored = f.error(widen(B_out), widen(A_out)) / norm if norm else 0.0
-            del B_k64, A_k64, f
-            if a_shape is not None and b_shape is not None:
-                # PEFT's conv LoRA: A is a (k, c_in, kh, kw) conv, B a 1x1 conv (c_out, k, 1, 1).
-                A_out = A_out.reshape((k, *a_shape[1:]))
-                B_out = B_out.reshape((b_shape[0], k, *b_shape[2:]))
-        tensors[pair.a_key] = np.ascontiguousarray(A_out)
-        tensors[pair.b_key] = np.ascontiguousarray(B_out)
-        shapes[module.name] = (tuple(A_out.shape), tuple(B_out.shape))
-        d_out, d_in = module.shape
-        alpha_new = module.scale * k
-        want[module.name] = (k, config_number(alpha_new))
-        rows.append(
-            ModuleCompression(
-                name=module.name,
-                kind=module.kind,
-                shape=(d_out, d_in),
-                dtype=module.dtype,
-                r_old=module.r,
-                r_new=k,
-                params_old=module.params,
-                params_new=k * (d_out + d_in),
-                scale=module.scale,
-                alpha_new=float(alpha_new),
-                rel_error=rel,
-                ey_bound=bound,
-                stored_rel_error=stored,
-                fro_norm=norm * abs(module.scale),
-            )
-        )
+    plain = [n for n in adapter.module_names if n not in adapter.experts]
+    for done in map_ordered(lambda name: _truncate(adapter, name, ranks), plain):
+        tensors[done.a_key] = done.A
+        tensors[done.b_key] = done.B
+        shapes[done.row.name] = (tuple(done.A.shape), tuple(done.B.shape))
+        want[done.row.name] = (done.row.r_new, config_number(done.row.alpha_new))
+        rows.append(done.row)
     peft_names: dict[str, str] = {}
     config_keys: dict[str, str] = {}
     if adapter.has_experts:
