@@ -137,3 +137,34 @@ def test_local_dataset_integer_labels_and_bad_columns(tmp_path: Path) -> None:
             config_from_dict({**base, "task": {**task_cfg, "dataset": str(tmp_path / "x.txt")}})
         )
     assert info.value.key == "task.dataset"
+
+
+def test_native_evaluator_scores_each_example_as_it_would_alone() -> None:
+    """Length-sorted, padded batches give every example the prediction it gets scored alone
+    (batch of one, no padding), keyed by its own id, in any order of the ids."""
+    torch = pytest.importorskip("torch")
+    from gradience_hub.bench.config import load_config
+    from gradience_hub.bench.evaluate import _encoded_batches, evaluate
+    from gradience_hub.bench.train import load_base
+
+    config = load_config(Path(__file__).parents[1] / "examples" / "embedded-sentiment.yaml")
+    task = load_task(config, need_train=False)
+    torch.manual_seed(0)  # the new classification head
+    loaded = load_base(config, task, "cpu")
+    loaded.model.eval()
+    ids = list(range(60))
+    got = evaluate(loaded, task, ids[::-1], config, "cpu")
+    assert sorted(got) == ids
+    with torch.inference_mode():
+        for i, example in zip(ids, task.eval_examples(ids), strict=True):
+            enc = loaded.tokenizer(example["text"], return_tensors="pt")
+            alone = int(loaded.model(**enc).logits.argmax(dim=-1))
+            assert got[i] == (alone == example["label"]), i
+    assert len(set(got.values())) == 2  # both outcomes occur: the comparison can fail
+    # and the batches really are formed by length
+    texts = tuple(e["text"] for e in task.eval_examples(ids))
+    lengths = [
+        int(enc["attention_mask"].sum(dim=1).max())
+        for _, enc in _encoded_batches(loaded.tokenizer, texts, 32, 32)
+    ]
+    assert lengths == sorted(lengths) and lengths[0] < lengths[-1]

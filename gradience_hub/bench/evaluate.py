@@ -13,6 +13,7 @@ label. Causal-LM tasks are scored by lm-eval (``lm-eval``:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -78,6 +79,36 @@ def _batches(n: int, size: int) -> list[range]:
     return [range(i, min(i + size, n)) for i in range(0, n, size)]
 
 
+@functools.lru_cache(maxsize=4)
+def _encoded_batches(
+    tokenizer: Any, texts: tuple[str, ...], batch_size: int, max_length: int
+) -> list[tuple[list[int], Any]]:
+    """``texts`` in batches of similar length, tokenized: ``(positions in texts, encoding)``.
+
+    Batches are formed over the texts sorted by token count: a batch is padded to its longest
+    text, and on the embedded task's eval pool sorting cuts the padded tokens from 9,151 to
+    7,004 and the scoring time by about 1.4x (benchmarks/bench_speed.py). Cached: every model of
+    a bench scores the same examples with the same tokenizer.
+    """
+    lengths = [
+        len(ids)
+        for ids in tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+    ]
+    order = sorted(range(len(texts)), key=lengths.__getitem__)
+    batches = []
+    for batch in _batches(len(order), batch_size):
+        picked = [order[i] for i in batch]
+        enc = tokenizer(
+            [texts[i] for i in picked],
+            truncation=True,
+            max_length=max_length,
+            padding=True,
+            return_tensors="pt",
+        )
+        batches.append((picked, enc))
+    return batches
+
+
 def _eval_classification(
     model: Any,
     tokenizer: Any,
@@ -88,18 +119,18 @@ def _eval_classification(
     progress: bool,
     desc: str,
 ) -> list[int]:
+    """1 or 0 per example, in the order of ``examples``. An example's logits do not depend on
+    its batch-mates (padding is masked out), so batching by length changes no prediction
+    beyond float rounding."""
     import torch
     from tqdm.auto import tqdm
 
-    correct: list[int] = []
+    texts = tuple(example["text"] for example in examples)
+    batches = _encoded_batches(tokenizer, texts, batch_size, max_length)
+    correct = [0] * len(examples)
     with torch.inference_mode():
-        for batch in tqdm(
-            _batches(len(examples), batch_size), desc=desc, disable=not progress, leave=False
-        ):
-            texts = [examples[i]["text"] for i in batch]
-            enc = tokenizer(
-                texts, truncation=True, max_length=max_length, padding=True, return_tensors="pt"
-            ).to(device)
-            pred = model(**enc).logits.argmax(dim=-1).tolist()
-            correct += [int(p == examples[i]["label"]) for p, i in zip(pred, batch, strict=True)]
+        for picked, enc in tqdm(batches, desc=desc, disable=not progress, leave=False):
+            pred = model(**enc.to(device)).logits.argmax(dim=-1).tolist()
+            for p, i in zip(pred, picked, strict=True):
+                correct[i] = int(p == examples[i]["label"])
     return correct
