@@ -105,11 +105,13 @@ def test_grouped_conv_compresses_group_by_group(conv_adapter, tmp_path: Path) ->
     that error beside the (lower) Eckart-Young bound of the whole update."""
     from peft import PeftModel
 
-    from gradience_hub.compress import compress
+    from gradience_hub.compress import VERIFIED_PEFT_LOAD, compress
 
     directory, model = conv_adapter
     original = _applied_update(model, "grouped")
-    result = compress(str(directory), tmp_path / "out", rank=2, verify=False)
+    # with the peft reload check: no missing or unexpected keys, r and scaling as written
+    result = compress(str(directory), tmp_path / "out", rank=2, verify=True, base_model=_net())
+    assert result.verified == VERIFIED_PEFT_LOAD
     row = next(row for row in result.modules if row.name == "grouped")
     assert (row.r_new, row.params_new) == (2, 2 * 4 * 9 + 8 * 1)
     reloaded = PeftModel.from_pretrained(_net().double(), str(tmp_path / "out"))

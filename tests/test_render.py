@@ -405,6 +405,14 @@ def test_user_template_dir_overrides(tmp_path: Path, audit, bench) -> None:
     assert R.render("card", audit, bench, template_dir=tmp_path).startswith("## Gradience")
 
 
+def test_status_words_are_names_in_templates(tmp_path: Path, audit, bench, bench_fail) -> None:
+    (tmp_path / "pr_comment.md.j2").write_text(
+        "{% if status == PASS %}ship it{% elif status == FAIL %}keep r{% endif %}\n"
+    )
+    assert R.render("comment", audit, bench, template_dir=tmp_path).endswith("\nship it")
+    assert R.render("comment", audit, bench_fail, template_dir=tmp_path).endswith("\nkeep r")
+
+
 def test_user_template_can_override_macros(tmp_path: Path, audit) -> None:
     (tmp_path / "_macros.md.j2").write_text(
         (Path(R.__file__).parent / "templates" / "_macros.md.j2")

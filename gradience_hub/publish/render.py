@@ -40,7 +40,15 @@ from markupsafe import Markup
 from gradience_hub import __version__
 from gradience_hub.audit import V011_ENERGY_ALIASES, energy_fields
 from gradience_hub.errors import ConfigError, RecordError, TemplateError, UsageError
-from gradience_hub.policy import AUDIT, FAIL, PASS, RECORD_STATUSES, RULE_WORST_SEED, Policy
+from gradience_hub.policy import (
+    AUDIT,
+    FAIL,
+    INCONCLUSIVE,
+    PASS,
+    RECORD_STATUSES,
+    RULE_WORST_SEED,
+    Policy,
+)
 from gradience_hub.publish.filters import FILTERS, is_repo_id, md, safe_url
 from gradience_hub.publish.filters import number as to_number
 from gradience_hub.publish.markers import COMMENT_MARKER, MARKERS, PATHS
@@ -175,6 +183,8 @@ def _environment(template_dir: str | None) -> Any:
     )
     env.filters.update(FILTERS)
     env.globals["range"] = _budgeted_range
+    # The status words as names (``status == PASS``), so the templates spell none of them.
+    env.globals.update(PASS=PASS, FAIL=FAIL, INCONCLUSIVE=INCONCLUSIVE, AUDIT=AUDIT)
     return env
 
 
