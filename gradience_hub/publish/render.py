@@ -665,23 +665,31 @@ def render(
         raise UsageError(
             "nothing to render: no audit and no bench", hint="pass --bench F, --audit F or both"
         )
-    directory = None
-    if template_dir is not None:
-        path = Path(template_dir)
-        if not path.is_dir():
-            raise TemplateError(
-                f"template directory not found: {path}", hint="check --template-dir"
-            )
-        directory = str(path.resolve())
+    directory = _template_directory(template_dir)
     variables = template_context(kind, audit, bench, context)
-    text = _render_template(TEMPLATES[kind], directory, variables)
-    if START_RE.search(text) or END_RE.search(text):
-        raise TemplateError(
-            f"the rendered {kind} contains a gradience marker, which would break the README",
-            hint="templates must not print <!-- gradience:start/end --> (or mark data |safe)",
-        )
+    text = _without_markers(_render_template(TEMPLATES[kind], directory, variables), kind)
     if kind == "comment" and not text.startswith(COMMENT_MARKER):
         text = f"{COMMENT_MARKER}\n{text}"
+    return text
+
+
+def _template_directory(template_dir: str | os.PathLike[str] | None) -> str | None:
+    """The resolved ``--template-dir`` (searched before the package), or None."""
+    if template_dir is None:
+        return None
+    path = Path(template_dir)
+    if not path.is_dir():
+        raise TemplateError(f"template directory not found: {path}", hint="check --template-dir")
+    return str(path.resolve())
+
+
+def _without_markers(text: str, what: str) -> str:
+    """``text`` unless it prints a gradience marker (which would break the README splice)."""
+    if START_RE.search(text) or END_RE.search(text):
+        raise TemplateError(
+            f"the rendered {what} contains a gradience marker, which would break the README",
+            hint="templates must not print <!-- gradience:start/end --> (or mark data |safe)",
+        )
     return text
 
 
@@ -738,21 +746,9 @@ def render_document(
     ``variables`` are deep-copied, so a template cannot reach the caller's data. Raises
     TemplateError like :func:`render`, and when the output contains a gradience marker.
     """
-    directory = None
-    if template_dir is not None:
-        path = Path(template_dir)
-        if not path.is_dir():
-            raise TemplateError(
-                f"template directory not found: {path}", hint="check --template-dir"
-            )
-        directory = str(path.resolve())
+    directory = _template_directory(template_dir)
     base = {
         "tool": {"name": "gradience-hub", "version": __version__, "url": Markup(HOMEPAGE)},
     }
     text = _render_template(template, directory, base | copy.deepcopy(dict(variables)))
-    if START_RE.search(text) or END_RE.search(text):
-        raise TemplateError(
-            f"the rendered {template} contains a gradience marker, which would break the README",
-            hint="templates must not print <!-- gradience:start/end --> (or mark data |safe)",
-        )
-    return text
+    return _without_markers(text, template)
