@@ -45,7 +45,7 @@ def _freed_memory_kept() -> Iterator[None]:
     try:
         libc = ctypes.CDLL(None)
         mallopt, malloc_trim = libc.mallopt, libc.malloc_trim
-    except (OSError, AttributeError):  # not glibc: nothing to tune
+    except (OSError, AttributeError, TypeError):  # not glibc (Windows: no CDLL(None))
         yield
         return
     mallopt(_M_MMAP_THRESHOLD, _KEEP_MMAP)
