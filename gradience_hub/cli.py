@@ -70,6 +70,9 @@ def audit(
 ) -> None:
     """Audit a LoRA adapter's rank use from its weights alone."""
     from gradience_hub.audit import format_text, run_audit
+    from gradience_hub.parallel import keep_freed_memory
+
+    keep_freed_memory()  # this process is ours: the allocator may keep freed module buffers
 
     report = run_audit(source, revision=revision, adapter_name=adapter_name, energy=energy)
     text = report.to_json()
@@ -119,6 +122,9 @@ def compress_command(
     import json
 
     from gradience_hub.compress import compress, format_result
+    from gradience_hub.parallel import keep_freed_memory
+
+    keep_freed_memory()  # this process is ours: the allocator may keep freed module buffers
 
     result = compress(
         source,
