@@ -113,3 +113,178 @@ def test_unsupported_and_mixed_files_exit_2(
     assert (info.value.code, out) == (2, "")
     assert err.startswith("Error: ") and message in err.splitlines()[0]
     assert len(err.strip().splitlines()) <= 2
+
+
+# --------------------------------------------------------------------------- issue 19 items 8, 9
+
+_DIFF = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"
+_KOHYA = "lora_unet_down_blocks_0_attentions_0_proj_in"
+
+
+def _diffusers_file(path: Path, metadata: str | None, r: int = 4) -> Path:
+    rng = _rng(7)
+    tensors = {
+        f"{_DIFF}.lora_A.weight": rng.standard_normal((r, 32)).astype(np.float32),
+        f"{_DIFF}.lora_B.weight": rng.standard_normal((32, r)).astype(np.float32),
+    }
+    header = None if metadata is None else {"lora_adapter_metadata": metadata}
+    save_file(tensors, str(path), metadata=header)
+    return path
+
+
+def _audit_cli(source: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as info:
+        main(["audit", str(source), "--json"])
+    out, err = capsys.readouterr()
+    return int(info.value.code or 0), out, err
+
+
+def _assert_exit_2(code: int, out: str, err: str, *names: str) -> None:
+    """Exit 2, nothing on stdout, one or two lines on stderr whose first names every item of
+    ``names`` (the file and the key)."""
+    assert (code, out) == (2, ""), err
+    lines = err.strip().splitlines()
+    assert lines[0].startswith("Error: ") and len(lines) <= 2, err
+    for name in names:
+        assert name in lines[0], (name, err)
+    assert "internal error" not in err
+
+
+@pytest.mark.parametrize(
+    ("metadata", "key"),
+    [
+        (json.dumps({"unet.r": "four", "unet.lora_alpha": 8}), "unet.r"),
+        (json.dumps({"unet.r": 4, "unet.lora_alpha": "x"}), "unet.lora_alpha"),
+        (json.dumps({"unet": {"r": 4, "lora_alpha": [1]}}), "unet.lora_alpha"),
+        (json.dumps({"unet": {"r": 4, "lora_alpha": None}}), "unet.lora_alpha"),
+        (json.dumps({"r": 4, "lora_alpha": 4, "rank_pattern": "abc"}), "rank_pattern"),
+        (json.dumps({"r": 4, "rank_pattern": {"to_q": "2"}}), "rank_pattern['to_q']"),
+        ('{"unet.r": 4, "unet.alpha_pattern": {"to_q": Infinity}}', "unet.alpha_pattern['to_q']"),
+        (json.dumps({"unet": {"r": 4}, "text_encoder": 5}), "text_encoder"),
+        (json.dumps({"unet.r": 4, "unet.lora_alpha": 10**400}), "unet.lora_alpha"),
+    ],
+)
+def test_bad_diffusers_metadata_is_exit_2_naming_file_and_key(
+    metadata: str, key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Non-numeric r / lora_alpha / patterns in lora_adapter_metadata were float() or dict()
+    errors (exit 70); they go through the same LoraConfig check as adapter_config.json."""
+    path = _diffusers_file(tmp_path / "style.safetensors", metadata)
+    _assert_exit_2(*_audit_cli(path, capsys), "style.safetensors", f"{key} =")
+
+
+def test_nan_alpha_in_diffusers_metadata_names_that_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _diffusers_file(
+        tmp_path / "pytorch_lora_weights.safetensors", '{"unet.r": 4, "unet.lora_alpha": NaN}'
+    )
+    code, out, err = _audit_cli(path, capsys)
+    _assert_exit_2(code, out, err, "pytorch_lora_weights.safetensors", "unet.lora_alpha = nan")
+    assert "adapter_config.json" not in err
+
+
+def test_deeply_nested_metadata_is_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """100,000 nested arrays made json.loads raise RecursionError (exit 70)."""
+    deep = "[" * 100_000 + "]" * 100_000
+    path = _diffusers_file(tmp_path / "deep.safetensors", deep)
+    code, out, err = _audit_cli(path, capsys)
+    _assert_exit_2(code, out, err, "deep.safetensors", "lora_adapter_metadata", "nested too deeply")
+
+
+def test_deeply_nested_adapter_config_is_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.factories import planted_factors, write_adapter
+
+    B, A = planted_factors(8, 8, 4)
+    write_adapter(tmp_path, {"m.q_proj": (B, A)})
+    (tmp_path / "adapter_config.json").write_text('{"r": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    _assert_exit_2(*_audit_cli(tmp_path, capsys), "adapter_config.json", "not valid JSON")
+
+
+@pytest.mark.parametrize("shape", [(), (4,)])
+def test_kohya_factor_that_is_not_a_matrix_is_exit_2(
+    shape: tuple[int, ...], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 0-d (or 1-d) lora_down.weight was indexed for its rank: IndexError, exit 70."""
+    path = tmp_path / "scalar.safetensors"
+    save_file(
+        {
+            f"{_KOHYA}.lora_down.weight": np.ones(shape, np.float32),
+            f"{_KOHYA}.lora_up.weight": np.ones((16, 4), np.float32),
+        },
+        str(path),
+    )
+    code, out, err = _audit_cli(path, capsys)
+    _assert_exit_2(code, out, err, "scalar.safetensors", f"{_KOHYA}.lora_down.weight")
+
+
+def test_diffusers_metadata_rank_that_disagrees_with_the_tensors_warns(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's rank-mismatch warning holds for diffusers' saved LoraConfig too; the scale
+    still uses the tensors' rank (alpha 4 / r 4)."""
+    path = _diffusers_file(
+        tmp_path / "big_r.safetensors", json.dumps({"unet.r": 1e30, "unet.lora_alpha": 4})
+    )
+    code, out, err = _audit_cli(path, capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    (mismatch,) = [w for w in doc["warnings"] if w.startswith("rank mismatch")]
+    assert mismatch.startswith("rank mismatch with lora_adapter_metadata of big_r.safetensors: ")
+    assert f"{_DIFF} (weights r=4, config r=1000000000000000019884624838656)" in mismatch
+    assert doc["layers"][0]["scale"] == 1.0
+    # the same file with the metadata's rank right (here through rank_pattern): no warning
+    _diffusers_file(
+        path, json.dumps({"unet.r": 8, "unet.lora_alpha": 4, "unet.rank_pattern": {"to_q": 4}})
+    )
+    code, out, err = _audit_cli(path, capsys)
+    assert code == 0 and json.loads(out)["warnings"] == [], err
+
+
+@pytest.mark.parametrize(
+    ("extra", "shown"),
+    [
+        # kohya keys beside the PEFT ones (the issue's case)
+        ({f"{_KOHYA}.lora_down.weight": (4, 32), f"{_KOHYA}.lora_up.weight": (16, 4)}, _KOHYA),
+        # diffusers' attention-processor keys, which the PEFT reader does not read either
+        ({f"{_DIFF}.lora.down.weight": (4, 32), f"{_DIFF}.lora.up.weight": (32, 4)}, _DIFF),
+    ],
+)
+def test_peft_file_with_factors_of_another_layout_is_exit_2(
+    extra: dict[str, tuple[int, int]],
+    shown: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A PEFT adapter_model.safetensors that also holds kohya/diffusers factors was audited on
+    its PEFT modules alone, the others dropped without a word (skipped_modules 0)."""
+    from tests.factories import planted_factors, write_adapter
+
+    B, A = planted_factors(8, 8, 4)
+    tensors = {k: np.ones(s, np.float32) for k, s in extra.items()}
+    write_adapter(tmp_path, {"m.q_proj": (B, A)}, extra=tensors)
+    code, out, err = _audit_cli(tmp_path, capsys)
+    _assert_exit_2(code, out, err, "adapter_model.safetensors", "mixes layouts", shown)
+    assert "2 LoRA factors" in err
+
+
+def test_locon_tucker_core_is_not_dropped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A kohya LoCon module with a Tucker core (lora_mid) is not up @ down: refused, never
+    audited as if the core were not there."""
+    path = tmp_path / "tucker.safetensors"
+    save_file(
+        {
+            f"{_KOHYA}.lora_down.weight": np.ones((4, 8, 1, 1), np.float32),
+            f"{_KOHYA}.lora_mid.weight": np.ones((4, 4, 3, 3), np.float32),
+            f"{_KOHYA}.lora_up.weight": np.ones((8, 4, 1, 1), np.float32),
+        },
+        str(path),
+    )
+    code, out, err = _audit_cli(path, capsys)
+    _assert_exit_2(code, out, err, "tucker.safetensors", f"{_KOHYA}.lora_mid.weight")

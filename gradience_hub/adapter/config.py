@@ -129,8 +129,12 @@ def read_config(directory: Path) -> AdapterConfig:
         )
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise AdapterError(f"{path} is not valid JSON: {exc}", hint="re-save the adapter") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        # ValueError: JSONDecodeError, and an integer past Python's digit limit;
+        # RecursionError: arrays nested thousands deep
+        raise AdapterError(
+            f"{path} is not valid JSON: {str(exc)[:200]}", hint="re-save the adapter"
+        ) from None
     if not isinstance(raw, dict):
         raise AdapterError(f"{path} must hold a JSON object", hint="re-save the adapter")
     peft_type = str(raw.get("peft_type", "")).upper()
@@ -140,42 +144,79 @@ def read_config(directory: Path) -> AdapterConfig:
             "can be audited",
             hint="gradience-hub audits PEFT LoRA adapters (peft_type LORA)",
         )
-    r = _positive_int(raw.get("r", 8), "r", path.name)
-    alpha = _finite(raw.get("lora_alpha", 8), "lora_alpha", path.name)
-    rank_pattern = {
-        str(k): _positive_int(v, f"rank_pattern[{k!r}]", path.name)
-        for k, v in _mapping(raw.get("rank_pattern"), "rank_pattern", path.name).items()
-    }
-    alpha_pattern = {
-        str(k): _finite(v, f"alpha_pattern[{k!r}]", path.name)
-        for k, v in _mapping(raw.get("alpha_pattern"), "alpha_pattern", path.name).items()
-    }
+    fields = lora_fields(raw, path.name, "", CONFIG_HINT)
     return AdapterConfig(
         raw=raw,
-        r=r,
-        lora_alpha=alpha,
-        use_rslora=bool(raw.get("use_rslora", False)),
+        # peft's LoraConfig defaults
+        r=8 if fields.r is None else fields.r,
+        lora_alpha=8.0 if fields.lora_alpha is None else fields.lora_alpha,
+        use_rslora=fields.use_rslora,
         use_dora=bool(raw.get("use_dora", False)),
         fan_in_fan_out=bool(raw.get("fan_in_fan_out", False)),
-        rank_pattern=rank_pattern,
-        alpha_pattern=alpha_pattern,
+        rank_pattern=fields.rank_pattern,
+        alpha_pattern=fields.alpha_pattern,
         target_modules=raw.get("target_modules"),
         base_model=raw.get("base_model_name_or_path"),
     )
 
 
-def _mapping(value: Any, key: str, filename: str) -> dict[Any, Any]:
+CONFIG_HINT = "fix the value in adapter_config.json or save the adapter again"
+
+
+@dataclass(frozen=True)
+class LoraFields:
+    """The validated LoRA fields of one saved LoraConfig; None where the config omits them."""
+
+    r: int | None
+    lora_alpha: float | None
+    use_rslora: bool
+    rank_pattern: dict[str, int]
+    alpha_pattern: dict[str, float]
+
+
+def lora_fields(raw: dict[str, Any], where: str, prefix: str, hint: str) -> LoraFields:
+    """Validate ``r``, ``lora_alpha``, ``use_rslora`` and the patterns of a LoraConfig dict:
+    ``adapter_config.json``, or one component of a LoRA file's ``lora_adapter_metadata``.
+
+    The one check for every saved LoraConfig, so a bad value is refused (exit 2) naming
+    ``where`` (the file) and the key as ``prefix + key`` (``unet.lora_alpha``), with ``hint``,
+    instead of failing later in arithmetic."""
+
+    def key(name: str) -> str:
+        return f"{prefix}{name}"
+
+    # a key that is present is checked, null included: only an absent key takes the default
+    return LoraFields(
+        r=_positive_int(raw["r"], key("r"), where, hint) if "r" in raw else None,
+        lora_alpha=(
+            _finite(raw["lora_alpha"], key("lora_alpha"), where, hint)
+            if "lora_alpha" in raw
+            else None
+        ),
+        use_rslora=bool(raw.get("use_rslora", False)),
+        rank_pattern={
+            str(k): _positive_int(v, f"{key('rank_pattern')}[{k!r}]", where, hint)
+            for k, v in _mapping(raw.get("rank_pattern"), key("rank_pattern"), where).items()
+        },
+        alpha_pattern={
+            str(k): _finite(v, f"{key('alpha_pattern')}[{k!r}]", where, hint)
+            for k, v in _mapping(raw.get("alpha_pattern"), key("alpha_pattern"), where).items()
+        },
+    )
+
+
+def _mapping(value: Any, key: str, where: str) -> dict[Any, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
         raise AdapterError(
-            f"{filename} has {key} = {str(value)[:40]!r}; it must be an object",
+            f"{where} has {key} = {str(value)[:40]!r}; it must be an object",
             hint=f"{key} maps module names to values",
         )
     return value
 
 
-def _positive_int(value: Any, key: str, filename: str) -> int:
+def _positive_int(value: Any, key: str, where: str, hint: str) -> int:
     """A rank as PEFT needs it: a positive integer (``8.0`` is accepted, ``8.5``, ``1e400``,
     ``true`` and ``"8"`` are not)."""
     ok = isinstance(value, int) and not isinstance(value, bool)
@@ -183,18 +224,22 @@ def _positive_int(value: Any, key: str, filename: str) -> int:
         value, ok = int(value), True
     if not ok or value <= 0:
         raise AdapterError(
-            f"{filename} has {key} = {str(value)[:40]}; it must be a positive integer",
-            hint="fix the value in adapter_config.json or save the adapter again",
+            f"{where} has {key} = {str(value)[:40]}; it must be a positive integer", hint=hint
         )
     return int(value)
 
 
-def _finite(value: Any, key: str, filename: str) -> float:
-    """A LoRA alpha: a finite number (JSON's NaN and Infinity, booleans and strings are not)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+def _finite(value: Any, key: str, where: str, hint: str) -> float:
+    """A LoRA alpha: a finite number (JSON's NaN and Infinity, booleans, strings and integers
+    past float range are not)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    try:
+        ok = ok and math.isfinite(value)
+    except OverflowError:  # an int of 400 digits has no float value
+        ok = False
+    if not ok:
         raise AdapterError(
-            f"{filename} has {key} = {str(value)[:40]}; it must be a finite number",
-            hint="fix the value in adapter_config.json or save the adapter again",
+            f"{where} has {key} = {str(value)[:40]}; it must be a finite number", hint=hint
         )
     return float(value)
 

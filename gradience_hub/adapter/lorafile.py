@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gradience_hub.adapter.config import LoraFields, lora_fields
 from gradience_hub.errors import AdapterError
 
 KOHYA = "kohya"
@@ -47,6 +48,13 @@ _DIFFUSERS_ALPHA = re.compile(
 )
 _PEFT_KEY = re.compile(r"\.lora_(?:A|B|embedding_A|embedding_B)(?:\.[^.]+)?(?:\.weight)?$")
 _LYCORIS = re.compile(r"\.(?:hada_w[12]_[ab]|hada_t[12]|lokr_w[12](?:_[ab])?|lokr_t2)$")
+# A factor of any layout we know (LoCon's Tucker core lora_mid included): a tensor with such a
+# name that a reader leaves unread would be a module dropped from the audit without a word.
+_ANY_FACTOR = re.compile(
+    r"\.(?:lora_down|lora_up|lora_mid|lora\.down|lora\.up|lora_A|lora_B|lora_embedding_A"
+    r"|lora_embedding_B|hada_w[12]_[ab]|hada_t[12]|lokr_w[12](?:_[ab])?|lokr_t2)(?:\.|$)",
+    re.DOTALL,
+)
 
 PREFIXES = ("unet", "text_encoder", "text_encoder_2", "transformer")
 
@@ -62,6 +70,8 @@ class FileLayout:
     # "nested" ({"unet": {"r": 4}}) or "single" (one LoraConfig, save_lora_adapter); metadata
     # is always nested per component for "flat"
     metadata_style: str = "single"
+    # the validated LoraConfig per component ("" for a "single" config)
+    rules: dict[str, LoraFields] = field(default_factory=dict)
 
     def match(self, key: str) -> tuple[str, str] | None:
         """``(module, "A" | "B")`` for a factor key of this layout, else None."""
@@ -77,6 +87,12 @@ class FileLayout:
         prefix = module.split(".", 1)[0]
         per = self.metadata.get(prefix)
         return per if isinstance(per, dict) else self.metadata
+
+    def rule(self, module: str) -> LoraFields | None:
+        """The validated saved LoraConfig that scales ``module``, or None (scale 1)."""
+        if self.metadata_style == "single":
+            return self.rules.get("")
+        return self.rules.get(module.split(".", 1)[0])
 
 
 def detect(names: list[str]) -> str | None:
@@ -113,27 +129,63 @@ def is_lora_file(names: list[str]) -> bool:
         return True
 
 
+def is_factor_name(key: str) -> bool:
+    """True when ``key`` names a LoRA-family factor of any layout (kohya, diffusers, PEFT,
+    LoCon's ``lora_mid``, LoHa/LoKr); a bias (``lora_B.bias``) is not a factor."""
+    return bool(_ANY_FACTOR.search(key)) and not key.endswith(".bias")
+
+
+METADATA_KEY = "lora_adapter_metadata"
+_METADATA_HINT = f"fix {METADATA_KEY} in the file's header, or save the LoRA again with diffusers"
+
+
 def layout_for(path: Path, names: list[str], kind: str, header: dict[str, str]) -> FileLayout:
-    """The :class:`FileLayout` of a file of layout ``kind``."""
+    """The :class:`FileLayout` of a file of layout ``kind``, its saved LoraConfig(s) checked
+    (a bad value is exit 2 naming the file and the key, never an error in arithmetic later)."""
     layout = FileLayout(name=kind)
     alpha_rule = _KOHYA_ALPHA if kind == KOHYA else _DIFFUSERS_ALPHA
     for n in names:
         m = alpha_rule.match(n)
         if m:
             layout.alphas[m.group("module")] = n
-    raw = header.get("lora_adapter_metadata")
+    raw = header.get(METADATA_KEY)
     if raw:
+        where = f"{path.name} ({METADATA_KEY})"
         try:
             meta = json.loads(raw)
-        except json.JSONDecodeError as exc:
+        except (ValueError, RecursionError) as exc:
+            # ValueError: JSONDecodeError or an integer past Python's digit limit;
+            # RecursionError: arrays or objects nested thousands deep
+            why = "it is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
             raise AdapterError(
-                f"{path.name}: lora_adapter_metadata is not valid JSON: {exc}",
+                f"{path.name}: {METADATA_KEY} is not valid JSON: {why[:200]}",
                 hint="re-save the LoRA with diffusers",
             ) from None
         if not isinstance(meta, dict):
-            raise AdapterError(f"{path.name}: lora_adapter_metadata must be a JSON object")
+            raise AdapterError(
+                f"{path.name}: {METADATA_KEY} must be a JSON object", hint=_METADATA_HINT
+            )
         layout.metadata, layout.metadata_style = nest_metadata(meta)
+        layout.rules = _rules(layout.metadata, layout.metadata_style, where)
     return layout
+
+
+def _rules(meta: dict[str, Any], style: str, where: str) -> dict[str, LoraFields]:
+    """Each component's saved LoraConfig, validated by the one LoraConfig check."""
+    if style == "single":
+        return {"": lora_fields(meta, where, "", _METADATA_HINT)}
+    rules: dict[str, LoraFields] = {}
+    for prefix in PREFIXES:
+        if prefix not in meta:
+            continue
+        config = meta[prefix]
+        if not isinstance(config, dict):
+            raise AdapterError(
+                f"{where} has {prefix} = {str(config)[:40]!r}; it must be an object",
+                hint=_METADATA_HINT,
+            )
+        rules[prefix] = lora_fields(config, where, f"{prefix}.", _METADATA_HINT)
+    return rules
 
 
 def nest_metadata(meta: dict[str, Any]) -> tuple[dict[str, Any], str]:

@@ -23,7 +23,15 @@ from gradience_hub.adapter.config import (
     select_adapter,
     weights_file,
 )
-from gradience_hub.adapter.lorafile import PEFT, FileLayout, detect, layout_for, lora_files
+from gradience_hub.adapter.lorafile import (
+    METADATA_KEY,
+    PEFT,
+    FileLayout,
+    detect,
+    is_factor_name,
+    layout_for,
+    lora_files,
+)
 from gradience_hub.adapter.moe import Expert, experts_of, parameter_names
 from gradience_hub.errors import AdapterError
 
@@ -97,6 +105,9 @@ class LoraModule:
     # the name peft's rank_pattern/alpha_pattern rule sees (the parameter, for an expert)
     config_key: str | None = None
     groups: int = 1  # a grouped conv's lora_B groups (B is then block-diagonal)
+    # the rank the adapter's config (or a LoRA file's saved LoraConfig) declares for this
+    # module; None where nothing declares one (a kohya file)
+    configured_r: int | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -337,6 +348,20 @@ def _torch_to_numpy(t: Any) -> np.ndarray:
         ) from None
 
 
+def factor_shape(reader: _TensorReader, key: str) -> tuple[int, ...]:
+    """The stored shape of factor ``key``, refused (exit 2, naming the file and the key) when
+    it has fewer than two dimensions: the rank is read off a factor's shape, and a scalar or a
+    vector has no rank to read."""
+    shape = reader.shape(key)
+    if len(shape) < 2:
+        raise AdapterError(
+            f"{reader.path.name}: {key} has shape {tuple(shape)}; a LoRA factor is a matrix "
+            "or a conv kernel (2 to 5 dimensions)",
+            hint="the file is corrupt or was edited; save the adapter again",
+        )
+    return tuple(shape)
+
+
 @dataclass
 class _Pair:
     a_key: str | None = None
@@ -400,6 +425,9 @@ class Adapter:
                     f"module {name} has {have} but no {miss} in {weights.name}",
                     hint="the weights file is incomplete; save the adapter again",
                 )
+            factor_shape(self._reader, pair.a_key)
+            factor_shape(self._reader, pair.b_key)
+        self._refuse_unread_factors()
         if not self.pairs:
             raise AdapterError(
                 f"{weights.name} holds no LoRA factors (no lora_A/lora_B tensors)",
@@ -414,44 +442,67 @@ class Adapter:
                 self._names.append(stored)
                 continue
             assert pair.a_key is not None and pair.b_key is not None
-            rows = self._reader.shape(pair.a_key)[0]
-            cols = self._reader.shape(pair.b_key)[-1]
+            rows = factor_shape(self._reader, pair.a_key)[0]
+            cols = factor_shape(self._reader, pair.b_key)[-1]
             parameter = wrapped[stored]
             for expert in experts_of(stored, parameter, rows, cols, config.rank_for(parameter)):
                 self.experts[expert.name] = expert
                 self._names.append(expert.name)
+
+    def _refuse_unread_factors(self) -> None:
+        """Refuse a file holding factors of another layout next to the ones this reader reads
+        (PEFT keys beside kohya ones, LoCon's lora_mid): auditing only the readable part would
+        drop the rest without a word."""
+        unread = [k for k in self.other_keys if is_factor_name(k)]
+        if unread:
+            count = "a LoRA factor" if len(unread) == 1 else f"{len(unread)} LoRA factors"
+            raise AdapterError(
+                f"{self.weights_path.name} mixes layouts: {count} ({unread[0]}) are not in its "
+                f"{self.format} layout and would be dropped from the audit",
+                hint="split the file by layout, or convert it to one layout first",
+            )
+
+    @property
+    def config_origin(self) -> str:
+        """Where the configured ranks and alphas come from, for messages."""
+        if self.layout is None:
+            return "adapter_config.json"
+        return f"{METADATA_KEY} of {self.weights_path.name}"
 
     @property
     def format(self) -> str:
         """``peft``, ``kohya`` or ``diffusers``: the layout the weights were read in."""
         return self.layout.name if self.layout is not None else "peft"
 
-    def _file_scale(self, name: str, r: int) -> tuple[float, float]:
-        """(alpha, scale) of a kohya/diffusers module (adapter.lorafile's rules)."""
+    def _file_scale(self, name: str, r: int) -> tuple[float, float, int | None]:
+        """(alpha, scale, configured rank) of a kohya/diffusers module (adapter.lorafile's
+        rules)."""
         assert self.layout is not None
         key = self.layout.alphas.get(name)
         if key is not None:
             alpha_arr = widen(self._reader.get(key))
             if alpha_arr.size != 1 or not np.isfinite(alpha_arr).all():
                 raise AdapterError(
-                    f"module {name}: {key} must be one finite number, got shape {alpha_arr.shape}",
+                    f"{self.weights_path.name}: {key} must be one finite number, got shape "
+                    f"{alpha_arr.shape}",
                     hint="the LoRA file is corrupt; save it again",
                 )
             alpha = float(alpha_arr.reshape(-1)[0])
-            return alpha, alpha / r
-        meta = self.layout.component_config(name)
-        if meta:
-            rule = AdapterConfig(
-                raw=meta,
-                r=r,
-                lora_alpha=float(meta.get("lora_alpha", r)),
-                use_rslora=bool(meta.get("use_rslora", False)),
-                rank_pattern=dict(meta.get("rank_pattern") or {}),
-                alpha_pattern=dict(meta.get("alpha_pattern") or {}),
-            )
-            inner = name.split(".", 1)[1] if "." in name else name
-            return rule.alpha_for(inner), rule.scale_for(inner, r)
-        return float(r), 1.0
+            return alpha, alpha / r, None
+        fields = self.layout.rule(name)
+        if fields is None:
+            return float(r), 1.0, None
+        rule = AdapterConfig(
+            raw=self.layout.component_config(name),
+            # no r saved: the tensors' own; no lora_alpha: scale 1 (alpha = r)
+            r=r if fields.r is None else fields.r,
+            lora_alpha=float(r) if fields.lora_alpha is None else fields.lora_alpha,
+            use_rslora=fields.use_rslora,
+            rank_pattern=fields.rank_pattern,
+            alpha_pattern=fields.alpha_pattern,
+        )
+        inner = name.split(".", 1)[1] if "." in name else name
+        return rule.alpha_for(inner), rule.scale_for(inner, r), rule.rank_for(inner)
 
     @property
     def is_dora(self) -> bool:
@@ -533,13 +584,14 @@ class Adapter:
                     hint="training diverged; retrain or load an earlier checkpoint",
                 )
         if self.layout is not None:
-            alpha, scale = self._file_scale(name, r)
+            alpha, scale, configured = self._file_scale(name, r)
         else:
             alpha, scale = self.config.alpha_for(rule_name), self.config.scale_for(rule_name, r)
+            configured = self.config.rank_for(rule_name)
         if not math.isfinite(scale):
             raise AdapterError(
                 f"module {name}: scale alpha/r = {scale} is not a finite number",
-                hint="fix lora_alpha in adapter_config.json",
+                hint=f"fix the alpha in {self.config_origin}",
             )
         return LoraModule(
             name=name,
@@ -553,6 +605,7 @@ class Adapter:
             has_magnitude=name in self.magnitude_modules,
             config_key=rule_name,
             groups=groups if kind == "conv" else 1,
+            configured_r=configured,
         )
 
     def modules(self) -> Iterator[LoraModule]:
@@ -578,7 +631,7 @@ def open_lora_file(path: Path) -> Adapter:
             hint="point SOURCE at a PEFT adapter directory, or a kohya/diffusers LoRA file",
         )
     layout = layout_for(path, names, kind, reader.metadata())
-    ranks = [reader.shape(k)[0] for k in names if (m := layout.match(k)) and m[1] == "A"]
+    ranks = [factor_shape(reader, k)[0] for k in names if (m := layout.match(k)) and m[1] == "A"]
     r = max(set(ranks), key=ranks.count) if ranks else 1
     config = AdapterConfig(raw={"peft_type": "LORA", "format": kind}, r=r, lora_alpha=float(r))
     return Adapter(path.parent, config, path, layout=layout, reader=reader)

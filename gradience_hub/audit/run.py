@@ -56,12 +56,8 @@ def audit_adapter(adapter: Adapter, source: SourceInfo, energy: float = 0.9) -> 
         module, stats = done
         if stats.is_zero:
             zero_modules.append(module.name)
-        configured = (
-            config.rank_for(module.config_key or module.name)
-            if adapter.format == "peft"
-            else module.r
-        )
-        if configured != module.r:
+        configured = module.configured_r
+        if configured is not None and configured != module.r:
             mismatched.append(f"{module.name} (weights r={module.r}, config r={configured})")
         layers.append(
             LayerReport(
@@ -130,7 +126,7 @@ def audit_adapter(adapter: Adapter, source: SourceInfo, energy: float = 0.9) -> 
         warnings.append(f"skipped, not audited: {reason}")
     if mismatched:
         more = f" and {len(mismatched) - 1} more" if len(mismatched) > 1 else ""
-        warnings.append(f"rank mismatch with adapter_config.json: {mismatched[0]}{more}")
+        warnings.append(f"rank mismatch with {adapter.config_origin}: {mismatched[0]}{more}")
     rank_pattern = {layer.name: layer.suggested_r for layer in layers}
     suggestions = {
         "energy_threshold": energy,
