@@ -5,6 +5,7 @@ item 3). The real huggingface_hub client against tests/hubserver.py."""
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -152,3 +153,98 @@ def test_library_name_follows_the_adapter_format() -> None:
     declared = "---\nlibrary_name: diffusers\n---\n# x\n"
     spliced = splice_readme(declared, "s", base_model=None)  # a declared library is kept
     assert spliced.count("library_name") == 1 and "peft" not in spliced
+
+
+# --------------------------------------------------------------------------- issue 19 items 7, 10
+
+
+def _raw_safetensors(header: bytes) -> bytes:
+    """Bytes in safetensors' framing (8-byte little-endian length, then the header) whatever the
+    header says, padded past MIN_LORA_FILE_BYTES so the size filter keeps the file."""
+    import struct
+
+    return struct.pack("<Q", len(header)) + header + b" " * 64
+
+
+def _audit_cli(source: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    from gradience_hub.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["audit", source, "--json"])
+    out, err = capsys.readouterr()
+    return int(info.value.code or 0), out, err
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b'{"x": 1}',
+        b"[]",
+        b"null",
+        b'{"t": {"dtype": "F32", "shape": [1], "data_offsets": 5}}',
+        b'{"t": {"dtype": "F32", "shape": [1], "data_offsets": [0, ' + b"9" * 5000 + b"]}}",
+        b"[" * 100_000 + b"]" * 100_000,
+        b"not json at all",
+    ],
+    ids=["object-of-int", "list", "null", "int-offsets", "huge-int", "deep", "not-json"],
+)
+def test_odd_header_beside_a_lora_file_is_skipped_with_a_warning(
+    header: bytes, hub_client_env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A probed .safetensors whose header is valid JSON of another shape made huggingface_hub's
+    parser raise TypeError/AttributeError (exit 70); a file we only sniff never fails the run."""
+    hub = hub_client_env
+    hub.create_repo(
+        "org/odd",
+        {"a_odd.safetensors": _raw_safetensors(header), "b_style.safetensors": _kohya_bytes(4)},
+    )
+    code, out, err = _audit_cli("org/odd", capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["summary"]["adapter_format"] == "kohya"
+    (warning,) = [w for w in doc["warnings"] if "a_odd.safetensors" in w]
+    assert warning.startswith("skipped a_odd.safetensors: its safetensors header cannot be read")
+    # it was probed, with Range requests only, and never downloaded
+    probes = _requested(hub, "a_odd.safetensors")
+    assert probes and all("range" in p.headers for p in probes)
+
+
+def _many_files(n: int) -> dict[str, bytes]:
+    embedding = save({"emb_params": np.ones((4, 8), np.float32)})
+    return {f"embedding_{i:04d}.safetensors": embedding for i in range(n)}
+
+
+def test_one_lora_among_thousands_of_files_costs_a_bounded_number_of_requests(
+    hub_client_env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """3,000 non-LoRA .safetensors and one LoRA file made 3,008 Hub requests (a header read per
+    file); a LoRA-like name is probed first and the audit costs a handful of requests."""
+    hub = hub_client_env
+    hub.create_repo("org/crowded", {**_many_files(3000), "style_LoRA.safetensors": _kohya_bytes(5)})
+    hub.clear_requests()
+    code, out, err = _audit_cli("org/crowded", capsys)
+    assert code == 0, err
+    assert json.loads(out)["summary"]["adapter_format"] == "kohya"
+    assert len(hub.requests_to(r"/resolve/[^/]+/embedding_\d+\.safetensors$")) == 0
+    assert len(hub.requests_to(r".")) <= 6, [r.path for r in hub.requests_to(r".")]
+
+
+def test_header_probes_stop_at_the_cap_and_say_so(
+    hub_client_env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """When no file named like a LoRA is among thousands, at most MAX_HEADER_PROBES headers
+    are read; the run is exit 2 and says how many files were left unprobed, and how to go on."""
+    hub = hub_client_env
+    cap = hub_module.MAX_HEADER_PROBES
+    assert 1 <= cap <= 16
+    hub.create_repo("org/crowded", {**_many_files(3000), "zz_style.safetensors": _kohya_bytes(6)})
+    hub.clear_requests()
+    code, out, err = _audit_cli("org/crowded", capsys)
+    assert (code, out) == (2, ""), err
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("Error: org/crowded has no adapter_config.json")
+    assert f"{3001 - cap} of 3001 .safetensors files were not probed" in lines[1]
+    probed = hub.requests_to(r"/resolve/[^/]+/[^/]+\.safetensors$", method="GET")
+    assert len({p.path for p in probed}) == cap
+    assert all("range" in p.headers for p in probed)
+    assert len(hub.requests_to(r".")) <= cap * 2 + 10

@@ -73,6 +73,9 @@ class SourceInfo:
     revision: str | None = None
     sha: str | None = None
     adapter_name: str | None = None
+    # what opening it skipped (a Hub file whose header could not be read, files left unprobed):
+    # warnings for the report, not part of audit.json's source
+    warnings: tuple[str, ...] = ()
 
     @property
     def display(self) -> str:
@@ -112,9 +115,11 @@ def load(
     assert spec.repo_id is not None
     dl = hub.download_adapter(spec.repo_id, spec.revision, adapter_name)
     if not list_adapters(dl.path) and not lora_files(dl.path):
+        # what the search skipped is the likeliest reason, so it is the hint
         raise AdapterError(
             f"{spec.repo_id} has no {CONFIG_NAME} and no kohya/diffusers LoRA file at {dl.sha[:7]}",
-            hint="is this repo a LoRA adapter? (a full model has no adapter_config.json)",
+            hint="; ".join(dl.warnings[-2:])
+            or "is this repo a LoRA adapter? (a full model has no adapter_config.json)",
         )
     adapter = open_adapter(dl.path, adapter_name)
     return adapter, SourceInfo(
@@ -124,4 +129,5 @@ def load(
         revision=spec.revision,
         sha=dl.sha,
         adapter_name=adapter_name,
+        warnings=dl.warnings,
     )

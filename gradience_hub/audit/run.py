@@ -8,6 +8,7 @@ from gradience_hub import spectral
 from gradience_hub.adapter import Adapter, LoraModule, SourceInfo, UnreadableModule, load
 from gradience_hub.audit.report import AuditReport, LayerReport, Summary
 from gradience_hub.errors import AdapterError, UsageError
+from gradience_hub.identity import HASH_KEY, adapter_content_sha256
 from gradience_hub.parallel import map_ordered
 
 
@@ -124,6 +125,7 @@ def audit_adapter(adapter: Adapter, source: SourceInfo, energy: float = 0.9) -> 
         )
     for reason in skipped:
         warnings.append(f"skipped, not audited: {reason}")
+    warnings.extend(source.warnings)
     if mismatched:
         more = f" and {len(mismatched) - 1} more" if len(mismatched) > 1 else ""
         warnings.append(f"rank mismatch with {adapter.config_origin}: {mismatched[0]}{more}")
@@ -142,6 +144,8 @@ def audit_adapter(adapter: Adapter, source: SourceInfo, energy: float = 0.9) -> 
     }
     src = source.to_dict()
     src["base_model"] = config.base_model
+    # What a bench record of this adapter must name to be published beside this audit.
+    src[HASH_KEY] = adapter_content_sha256(adapter)
     return AuditReport(
         source=src, summary=summary, layers=layers, suggestions=suggestions, warnings=warnings
     )
