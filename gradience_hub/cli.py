@@ -476,7 +476,18 @@ def _output_secrets() -> Secrets:
     "--max-queue", type=int, default=1000, show_default=True, help="Waiting jobs; then 503."
 )
 @click.option(
-    "--max-attempts", type=int, default=5, show_default=True, help="Tries per job on 429/5xx."
+    "--max-attempts",
+    type=int,
+    default=5,
+    show_default=True,
+    help="Tries per job (429/5xx, or its process died).",
+)
+@click.option(
+    "--job-timeout",
+    type=float,
+    default=3600.0,
+    show_default=True,
+    help="Wall-clock seconds per attempt; then the job fails.",
 )
 @click.option("--insecure-no-secret", is_flag=True, help="Accept webhooks without a secret.")
 @click.option("--once", is_flag=True, help="Run the one event in WEBHOOK_PAYLOAD and exit.")
@@ -488,13 +499,15 @@ def serve_command(
     workers: int,
     max_queue: int,
     max_attempts: int,
+    job_timeout: float,
     insecure_no_secret: bool,
     once: bool,
 ) -> int:
     """Keep adapter cards current: a Hub webhook service that annotates every push.
 
-    Secrets from the environment: WEBHOOK_SECRET (the webhook's secret) and HF_TOKEN (the bot
-    account that opens the PRs). See the README, "Automatic card updates".
+    Secrets from the environment: WEBHOOK_SECRET (the webhook's secret), HF_TOKEN (the bot
+    account that opens the PRs) and, optionally, STATUS_TOKEN (opens / and /runs to whoever
+    holds it; without it they are off). See the README, "Automatic card updates".
     """
     from gradience_hub.serve.server import run_command
 
@@ -508,6 +521,7 @@ def serve_command(
         workers=workers,
         max_queue=max_queue,
         max_attempts=max_attempts,
+        job_timeout=job_timeout,
     )
 
 

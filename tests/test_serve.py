@@ -39,6 +39,8 @@ GOLDEN = Path(__file__).parent / "golden"
 SECRET = "webhook-secret-for-tests-0123456789"
 BOT = "gradience-bot"
 BOT_TOKEN = "hf_gradience_bot_write_token_abcdef"
+STATUS_TOKEN = "status-token-of-the-operator-0123456789"
+OPERATOR = {"Authorization": f"Bearer {STATUS_TOKEN}"}
 CONFIG = """\
 watch: {branch: main}
 repos:
@@ -113,7 +115,9 @@ class Service:
 
     def __init__(self, hub: HubServer, state_dir: Path, *args: str, **env: str) -> None:
         self.hub, self.state_dir = hub, state_dir
-        environ = hub.subprocess_env(token=BOT_TOKEN, WEBHOOK_SECRET=SECRET, PYTHONPATH=str(ROOT))
+        environ = hub.subprocess_env(
+            token=BOT_TOKEN, WEBHOOK_SECRET=SECRET, STATUS_TOKEN=STATUS_TOKEN, PYTHONPATH=str(ROOT)
+        )
         environ.update(env)
         self.proc = subprocess.Popen(
             [
@@ -172,7 +176,7 @@ class Service:
         return status, json.loads(answer or b"null")
 
     def get_json(self, path: str) -> Any:
-        status, _, body = http("GET", self.url + path)
+        status, _, body = http("GET", self.url + path, headers=OPERATOR)
         assert status == 200, (status, body)
         return json.loads(body)
 
@@ -234,7 +238,7 @@ def service(hub: HubServer, tmp_path_factory: pytest.TempPathFactory):
     yield svc
     svc.stop()
     logs = "".join(svc.lines)
-    assert BOT_TOKEN not in logs and SECRET not in logs
+    assert BOT_TOKEN not in logs and SECRET not in logs and STATUS_TOKEN not in logs
 
 
 @pytest.fixture(scope="module")
@@ -492,7 +496,7 @@ def test_permanent_failures_are_recorded_not_retried_and_the_page_escapes_them(
     status, answer = service.post(push_payload("alice/hostile", sha))
     (job,) = service.wait_final([answer["job_id"]])
     assert job["status"] == "failed" and job["attempts"] == 1 and hostile in job["detail"]
-    status, _, page = http("GET", service.url + "/")
+    status, _, page = http("GET", service.url + "/", headers=OPERATOR)
     text = page.decode()
     assert status == 200 and "<script>" not in text
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in text
@@ -562,7 +566,7 @@ def test_healthz_and_paginated_runs(service: Service) -> None:
     assert len(first["runs"]) == 2 and first["runs"][0]["id"] > first["runs"][1]["id"]
     second = service.get_json(first["next"])
     assert second["offset"] == 2 and second["runs"][0]["id"] < first["runs"][1]["id"]
-    assert http("GET", service.url + "/runs?limit=0")[0] == 400
+    assert http("GET", service.url + "/runs?limit=0", headers=OPERATOR)[0] == 400
     everything = json.dumps(service.jobs())
     assert BOT_TOKEN not in everything and SECRET not in everything
 
@@ -874,7 +878,7 @@ def test_queue_dedups_supersedes_and_bounds(tmp_path: Path) -> None:
     assert queue.retry(nxt.id, 60.0, "the Hub answered 503") is True
     assert queue.next_due() == pytest.approx(time.time() + 60, abs=5)
     assert queue.claim() is None  # o/b backs off
-    assert queue.recover() == 1 and queue.counts() == {
+    assert queue.recover().requeued == (again.id,) and queue.counts() == {
         "queued": 2,
         "running": 0,
         "done": 1,

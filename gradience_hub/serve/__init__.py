@@ -12,8 +12,8 @@ Only :mod:`.app` and :mod:`.server` need the ``serve`` extra (FastAPI, uvicorn).
 """
 
 from gradience_hub.serve.config import RepoRule, ServeConfig, ServeOptions, WatchConfig, load_config
-from gradience_hub.serve.events import Decision, PayloadError, decide
-from gradience_hub.serve.queue import Enqueued, Job, JobQueue, QueueFull
+from gradience_hub.serve.events import Decision, PayloadError, decide, parse_payload
+from gradience_hub.serve.queue import Enqueued, Job, JobQueue, QueueFull, Recovery
 
 __all__ = [
     "Decision",
@@ -22,10 +22,12 @@ __all__ = [
     "JobQueue",
     "PayloadError",
     "QueueFull",
+    "Recovery",
     "RepoRule",
     "ServeConfig",
     "ServeOptions",
     "WatchConfig",
     "decide",
     "load_config",
+    "parse_payload",
 ]

@@ -2,19 +2,29 @@
 
 ``POST /webhook`` answers, in this order: 401 without ``X-Webhook-Secret``, 403 when it is
 wrong (compared in constant time; nothing is read or queued), 413 for a body over 1 MB, 400
-for malformed JSON or a payload without the fields it needs, 503 when the queue is full, 202
-``{"status": "queued", "job_id"}`` for a new job, 200 ``{"status": "ignored", "reason"}``
-for everything else (other events, other branches, duplicates of a (repo, sha) already seen).
+for a body that is not JSON we can read (malformed, not UTF-8, nested too deeply) or a payload
+without the fields it needs, 503 when the queue is full, 202 ``{"status": "queued", "job_id"}``
+for a new job, 200 ``{"status": "ignored", "reason"}`` for everything else (other events,
+other branches, duplicates of a (repo, sha) already seen).
+
+What is open: ``/healthz`` (counts only, no repo names) and ``/webhook`` (its secret). The
+status pages ``/`` and ``/runs`` list every repo the service audited, private ones included,
+with their shas, PR links and errors: they answer only the operator, who holds STATUS_TOKEN
+(``Authorization: Bearer TOKEN``, or HTTP Basic with the token as the password so that a
+browser asks for it; compared in constant time). Without STATUS_TOKEN they are off: 404 with
+a message that says how to turn them on. Every job served is passed through the service's
+secret scrubber first.
 
 FastAPI is imported here only; :mod:`gradience_hub.serve` itself stays light.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import hmac
 import html
-import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -22,16 +32,17 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from gradience_hub import __version__
 from gradience_hub.serve.config import ServeConfig, ServeOptions
-from gradience_hub.serve.events import PayloadError, decide
+from gradience_hub.serve.events import PayloadError, decide, parse_payload
 from gradience_hub.serve.log import EventLog
+from gradience_hub.serve.pool import WorkerPool
 from gradience_hub.serve.queue import Job, JobQueue, QueueFull
-from gradience_hub.serve.worker import WorkerPool
 
 MAX_PAGE = 200
+REALM = "gradience-hub serve"
 
 
 @dataclass
@@ -58,6 +69,46 @@ def check_secret(expected: str | None, given: str | None) -> JSONResponse | None
     if not hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8")):
         return _error(403, "the X-Webhook-Secret header is wrong")
     return None
+
+
+def _presented(authorization: str | None) -> str | None:
+    """The credential in an ``Authorization`` header: a Bearer token, or a Basic password."""
+    if not authorization:
+        return None
+    scheme, _, value = authorization.strip().partition(" ")
+    value = value.strip()
+    if scheme.lower() == "bearer":
+        return value or None
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(value, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return decoded.partition(":")[2] or None
+    return None
+
+
+def check_status_credential(expected: str | None, authorization: str | None) -> Response | None:
+    """None when the caller may read the status pages; else the 404 (they are off) or 401."""
+    if expected is None:
+        return _error(
+            404,
+            "the status pages are off: they list every repo the service audited; set "
+            "STATUS_TOKEN to turn them on for whoever holds it (/healthz stays open)",
+        )
+    given = _presented(authorization)
+    if given is not None and hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8")):
+        return None
+    denied = _error(
+        401,
+        "the status pages need the operator's STATUS_TOKEN: send Authorization: Bearer TOKEN"
+        if given is None
+        else "the credential is wrong",
+    )
+    # a browser asks for Basic (any user name, the token as password); scripts send Bearer
+    denied.headers.append("WWW-Authenticate", f'Bearer realm="{REALM}"')
+    denied.headers.append("WWW-Authenticate", f'Basic realm="{REALM}", charset="UTF-8"')
+    return denied
 
 
 async def _read_body(request: Request, limit: int) -> bytes | None:
@@ -145,11 +196,10 @@ def create_app(service: Service) -> FastAPI:
         if body is None:
             return _error(413, f"the body is larger than {options.max_body} bytes")
         try:
-            decision = decide(json.loads(body), service.config)
-        except ValueError as exc:  # JSONDecodeError and PayloadError
-            reason = str(exc) if isinstance(exc, PayloadError) else f"malformed JSON: {exc}"
-            log("webhook.bad_request", level="warning", reason=reason)
-            return _error(400, reason)
+            decision = decide(parse_payload(body), service.config)
+        except PayloadError as exc:
+            log("webhook.bad_request", level="warning", reason=str(exc))
+            return _error(400, str(exc))
         if not decision.queued:
             log("webhook.ignored", repo=decision.repo, reason=decision.reason)
             return JSONResponse({"status": "ignored", "reason": decision.reason})
@@ -203,15 +253,24 @@ def create_app(service: Service) -> FastAPI:
             "workers": options.workers,
         }
 
-    @app.get("/runs")
-    def runs(limit: int = 50, offset: int = 0) -> JSONResponse:
+    scrub = log.secrets.scrub
+
+    def served(jobs: list[Job]) -> list[Job]:
+        # rows stored before the queue scrubbed on write, or a secret added since: scrub again
+        return [job.redacted(scrub) for job in jobs]
+
+    @app.get("/runs", response_model=None)
+    def runs(request: Request, limit: int = 50, offset: int = 0) -> Response:
+        denied = check_status_credential(options.status_token, request.headers.get("authorization"))
+        if denied is not None:
+            return denied
         if not 1 <= limit <= MAX_PAGE or offset < 0:
             return _error(400, f"limit must be 1..{MAX_PAGE} and offset >= 0")
         jobs, total = queue.page(limit, offset)
         following = offset + limit if offset + limit < total else None
         return JSONResponse(
             {
-                "runs": [j.to_dict() for j in jobs],
+                "runs": [j.to_dict() for j in served(jobs)],
                 "total": total,
                 "limit": limit,
                 "offset": offset,
@@ -219,9 +278,12 @@ def create_app(service: Service) -> FastAPI:
             }
         )
 
-    @app.get("/", response_class=HTMLResponse)
-    def index() -> HTMLResponse:
+    @app.get("/", response_model=None)
+    def index(request: Request) -> Response:
+        denied = check_status_credential(options.status_token, request.headers.get("authorization"))
+        if denied is not None:
+            return denied
         jobs, _ = queue.page(50, 0)
-        return HTMLResponse(status_page(jobs, queue.counts()))
+        return HTMLResponse(status_page(served(jobs), queue.counts()))
 
     return app

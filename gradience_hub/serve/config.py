@@ -186,6 +186,12 @@ def load_config(path: str | Path | None) -> ServeConfig:
     return ServeConfig.from_dict(data)
 
 
+# A job that audits needs seconds; one that runs a bench (bench_config) minutes to an hour.
+DEFAULT_JOB_TIMEOUT = 3600.0
+# STATUS_TOKEN guards the list of every repo the service audited: no short passwords.
+MIN_STATUS_TOKEN = 16
+
+
 @dataclass(frozen=True)
 class ServeOptions:
     """How the service runs (command-line options and the secrets from the environment)."""
@@ -196,9 +202,17 @@ class ServeOptions:
     workers: int = field(default=1, metadata={"help": "0: queue only, run nothing"})
     max_queue: int = 1000
     secret: str | None = field(default=None, repr=False)  # WEBHOOK_SECRET; None = insecure
-    max_attempts: int = field(default=5, metadata={"help": "tries per job on 429/5xx"})
+    max_attempts: int = field(
+        default=5, metadata={"help": "tries per job: 429/5xx, or its process died"}
+    )
     retry_base: float = field(default=2.0, metadata={"help": "first backoff delay (s)"})
     max_body: int = 1024 * 1024
+    job_timeout: float = field(
+        default=DEFAULT_JOB_TIMEOUT, metadata={"help": "wall-clock seconds per attempt"}
+    )
+    status_token: str | None = field(
+        default=None, repr=False, metadata={"help": "STATUS_TOKEN; None: / and /runs are off"}
+    )
 
     def __post_init__(self) -> None:
         checks = (
@@ -207,9 +221,17 @@ class ServeOptions:
             ("--max-queue", self.max_queue >= 1, "at least 1", self.max_queue),
             ("--max-attempts", self.max_attempts >= 1, "at least 1", self.max_attempts),
             ("--retry-base", self.retry_base >= 0, "a delay in seconds >= 0", self.retry_base),
+            ("--job-timeout", self.job_timeout > 0, "a number of seconds > 0", self.job_timeout),
         )
         for key, ok, expected, value in checks:
             if not ok:
                 raise ConfigError(f"{key} must be {expected}, got {value!r}", key=key)
         if self.secret is not None and not self.secret:
             raise ConfigError("WEBHOOK_SECRET is empty", hint="set it to the webhook's secret")
+        if self.status_token is not None and len(self.status_token) < MIN_STATUS_TOKEN:
+            raise ConfigError(
+                f"STATUS_TOKEN is shorter than {MIN_STATUS_TOKEN} characters",
+                hint="use a long random string, e.g. python -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))'",
+                key="STATUS_TOKEN",
+            )

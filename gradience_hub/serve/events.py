@@ -12,6 +12,7 @@ commits we push to our own Hub PR fire these), other branches, tags, datasets an
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +45,22 @@ class Decision:
     def queued(self) -> bool:
         """True when the event becomes a job."""
         return self.action == "queue"
+
+
+def parse_payload(body: bytes | str) -> Any:
+    """The body parsed as JSON; PayloadError (bad input) for anything that is not JSON we can
+    read: malformed text, bytes that are not UTF-8, or nesting deeper than the parser goes.
+
+    Every way a parse can fail on hostile input is bad input, never an internal error: the
+    parser gives up on deep nesting (``[`` repeated 100,000 times fits in the 1 MB body limit)
+    with RecursionError, which is no ValueError.
+    """
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise PayloadError("malformed JSON: nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise PayloadError(f"malformed JSON: {exc}") from None
 
 
 def _field(obj: Any, path: str) -> Any:

@@ -1,34 +1,70 @@
-"""Structured log lines: one JSON object per line on stderr, secrets redacted.
+"""Structured log lines: one JSON object per line on stderr, secrets scrubbed.
 
 Every line has ``ts`` (UTC ISO time), ``level`` and ``event`` (``webhook.queued``,
 ``job.done``...), then the event's fields. Values from webhooks are JSON-escaped, so a hostile
-repo name cannot forge a line; the secrets the service holds (HF_TOKEN, WEBHOOK_SECRET) are
-replaced by ``***`` wherever they would appear, as a second guard: no code path logs them.
+repo name cannot forge a line.
+
+:func:`service_secrets` is the one list of what the service must never let out: the Hub token
+(however huggingface_hub found it), WEBHOOK_SECRET and STATUS_TOKEN. The service hands its
+:class:`~gradience_hub.output.Secrets` to everything that writes or serves text (this log, the
+job queue, the status pages, ``serve --once``'s output, a job's own process), so a Hub error
+that echoes the ``Authorization`` header is blanked wherever it would go.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import threading
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
+from gradience_hub.output import Secrets
+
+# Environment variables whose values the service holds and must never show.
+SECRET_VARIABLES = (
+    "HF_TOKEN",
+    "HUGGING_FACE_HUB_TOKEN",
+    "WEBHOOK_SECRET",
+    "STATUS_TOKEN",
+    "GITHUB_TOKEN",
+    "GH_TOKEN",
+)
+
+
+def _hub_token() -> str | None:
+    if "huggingface_hub" not in sys.modules:
+        return None  # not loaded: no request was made, so no token can be echoed
+    from gradience_hub.hub import token
+
+    return token()
+
+
+def service_secrets(environ: Mapping[str, str] | None = None) -> Secrets:
+    """The secrets of the service: the variables above, and the token huggingface_hub sends
+    (a saved login included), asked once the client is loaded."""
+    environ = os.environ if environ is None else environ
+    secrets = Secrets()
+    for name in SECRET_VARIABLES:
+        secrets.add(environ.get(name))
+    secrets.add_provider(_hub_token)
+    return secrets
+
 
 class EventLog:
-    """A callable ``log(event, level="info", **fields)`` writing JSON lines."""
+    """A callable ``log(event, level="info", **fields)`` writing JSON lines, scrubbed."""
 
-    def __init__(self, stream: TextIO | None = None, secrets: tuple[str | None, ...] = ()) -> None:
+    def __init__(self, stream: TextIO | None = None, secrets: Secrets | None = None) -> None:
         self._stream = stream
-        self._secrets = tuple(s for s in secrets if s and len(s) >= 4)
+        self.secrets = secrets if secrets is not None else Secrets()
         self._lock = threading.Lock()
 
     def redact(self, text: str) -> str:
         """``text`` with every secret replaced by ``***``."""
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return self.secrets.scrub(text)
 
     def __call__(self, event: str, level: str = "info", **fields: Any) -> None:
         record = {

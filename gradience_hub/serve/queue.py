@@ -4,13 +4,26 @@ A job is one (repo, sha) to annotate; the pair is UNIQUE, so the same push is ne
 twice (replays and duplicate deliveries are answered "duplicate"). Statuses: ``queued``,
 ``running``, ``done``, ``failed``, ``skipped`` (not an adapter, superseded, no rule). Every
 change is one SQLite transaction in WAL mode, so a ``kill -9`` loses nothing that was answered
-202: at start-up :meth:`JobQueue.recover` puts the jobs that were ``running`` back to
-``queued`` and they run again (annotate is idempotent, so a rerun makes no second commit).
+202 (annotate is idempotent, so a rerun makes no second commit).
 
-A newer sha for a repo supersedes its older *queued* jobs (a running one finishes). A job
-waits in ``queued`` with ``not_before`` set while it backs off after a 429/5xx. Two jobs of
-the same repo never run at once, whatever the number of workers: claiming skips repos that
-have a running job, which is what keeps concurrent pushes from racing to open two PRs.
+An attempt is counted when the job is claimed, in the same transaction that marks it running,
+so a run that kills the process (out of memory, a hang the platform restarts) has already been
+counted when :meth:`JobQueue.recover` finds it ``running`` at the next start: below
+``max_attempts`` it goes back to the *end* of the queue, at ``max_attempts`` it is failed with
+the reason. The queue serves jobs in the order they became runnable (``not_before``, else
+``created_at``), not by id, so a job that keeps killing the process never stands in front of
+the others.
+
+A newer sha for a repo supersedes its older *queued* jobs (a running one finishes); whichever
+job of a repo runs, it audits the branch head it reads from the Hub when it starts
+(``audited_sha``), so the order in which pushes are delivered does not matter. A job waits in
+``queued`` with ``not_before`` set while it backs off after a 429/5xx. Two jobs of the same
+repo never run at once, whatever the number of workers: claiming skips repos that have a
+running job, which is what keeps concurrent pushes from racing to open two PRs.
+
+Every text the queue stores goes through ``scrub`` first (the service passes the one secret
+scrubber, :class:`gradience_hub.output.Secrets`): a Hub error that echoes the token must not
+be kept in the database, nor served from it.
 """
 
 from __future__ import annotations
@@ -19,8 +32,8 @@ import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +60,17 @@ CREATE TABLE IF NOT EXISTS jobs (
     pr_url TEXT,
     commit_url TEXT,
     detail TEXT,
+    audited_sha TEXT,
     UNIQUE (repo, sha)
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, not_before);
 CREATE INDEX IF NOT EXISTS jobs_repo ON jobs (repo, status);
 """
+# Columns added after the first release: (name, SQL type). A state directory written by an
+# older version gets them at start-up, so its queue keeps working.
+_ADDED_COLUMNS = (("audited_sha", "TEXT"),)
+# What claim() serves first: the job that became runnable first.
+_READY = "COALESCE(not_before, created_at)"
 
 
 class QueueFull(Exception):
@@ -78,10 +97,33 @@ class Job:
     pr_url: str | None
     commit_url: str | None
     detail: str | None
+    audited_sha: str | None = None  # the branch head the job read from the Hub and audited
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form served by ``/runs``."""
         return asdict(self)
+
+    def redacted(self, scrub: Callable[[str], str]) -> Job:
+        """A copy with every text field passed through ``scrub`` (what is served)."""
+        texts: dict[str, Any] = {
+            name: scrub(value)
+            for name, value in asdict(self).items()
+            if isinstance(value, str) and name not in ("status",)
+        }
+        return replace(self, **texts)
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What :meth:`JobQueue.recover` did with the jobs a stopped process left ``running``."""
+
+    requeued: tuple[int, ...] = ()
+    failed: tuple[int, ...] = ()
+    superseded: tuple[int, ...] = ()
+
+
+def _identity(text: str) -> str:
+    return text
 
 
 @dataclass(frozen=True)
@@ -94,10 +136,15 @@ class Enqueued:
 
 
 class JobQueue:
-    """The queue in ``state_dir/jobs.sqlite3``; safe to share between threads."""
+    """The queue in ``state_dir/jobs.sqlite3``; safe to share between threads.
 
-    def __init__(self, state_dir: str | Path) -> None:
+    ``scrub`` is applied to every text stored from outside (details, URLs): pass the service's
+    secret scrubber.
+    """
+
+    def __init__(self, state_dir: str | Path, scrub: Callable[[str], str] | None = None) -> None:
         self.path = Path(state_dir) / "jobs.sqlite3"
+        self._scrub = scrub or _identity
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -108,6 +155,10 @@ class JobQueue:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=5000")
             self._db.executescript(_SCHEMA)
+            have = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+            for name, kind in _ADDED_COLUMNS:
+                if name not in have:
+                    self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(
                 f"cannot open the job database {self.path}: {exc}",
@@ -207,26 +258,47 @@ class JobQueue:
             job = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return Enqueued(Job(**dict(job)), created=True, superseded=tuple(older))
 
-    def claim(self, now: float | None = None) -> Job | None:
-        """Mark the oldest runnable queued job running and return it (None: nothing to do)."""
+    def claim(self, now: float | None = None, max_attempts: int | None = None) -> Job | None:
+        """Mark the runnable queued job that became runnable first running, count the attempt,
+        and return it (None: nothing to do).
+
+        The attempt is counted in the same transaction, before anything runs: a run that kills
+        the process is an attempt too. A job that has already used ``max_attempts`` (the limit
+        was lowered across a restart) is failed here instead of run.
+        """
         now = time.time() if now is None else now
         with self._tx() as db:
-            row = db.execute(
-                "SELECT id FROM jobs AS j WHERE status = 'queued' "
-                "AND (not_before IS NULL OR not_before <= ?) "
-                "AND NOT EXISTS (SELECT 1 FROM jobs AS r WHERE r.repo = j.repo "
-                "AND r.status = 'running') ORDER BY id LIMIT 1",
-                (now,),
-            ).fetchone()
-            if row is None:
-                return None
-            db.execute(
-                "UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = ?, "
-                "updated_at = ?, not_before = NULL WHERE id = ?",
-                (now, now, row[0]),
-            )
-            job = db.execute("SELECT * FROM jobs WHERE id = ?", (row[0],)).fetchone()
-        return Job(**dict(job))
+            while True:
+                row = db.execute(
+                    "SELECT id, attempts FROM jobs AS j WHERE status = 'queued' "
+                    "AND (not_before IS NULL OR not_before <= ?) "
+                    "AND NOT EXISTS (SELECT 1 FROM jobs AS r WHERE r.repo = j.repo "
+                    f"AND r.status = 'running') ORDER BY {_READY}, id LIMIT 1",
+                    (now,),
+                ).fetchone()
+                if row is None:
+                    return None
+                if max_attempts is not None and row["attempts"] >= max_attempts:
+                    reason = (
+                        f"gave up: {row['attempts']} attempts already made "
+                        f"(--max-attempts {max_attempts})"
+                    )
+                    self._fail(db, row["id"], reason, now)
+                    continue
+                db.execute(
+                    "UPDATE jobs SET status = 'running', attempts = attempts + 1, "
+                    "started_at = ?, updated_at = ?, not_before = NULL WHERE id = ?",
+                    (now, now, row["id"]),
+                )
+                job = db.execute("SELECT * FROM jobs WHERE id = ?", (row["id"],)).fetchone()
+                return Job(**dict(job))
+
+    def _fail(self, db: sqlite3.Connection, job_id: int, reason: str, now: float) -> None:
+        db.execute(
+            "UPDATE jobs SET status = 'failed', detail = ?, finished_at = ?, updated_at = ?, "
+            "not_before = NULL WHERE id = ?",
+            (self._scrub(reason), now, now, job_id),
+        )
 
     def finish(
         self,
@@ -236,17 +308,29 @@ class JobQueue:
         *,
         pr_url: str | None = None,
         commit_url: str | None = None,
+        audited_sha: str | None = None,
         now: float | None = None,
     ) -> None:
-        """Record a final status (done, failed, skipped) with what happened."""
+        """Record a final status (done, failed, skipped) with what happened (scrubbed)."""
         if status not in ("done", "failed", "skipped"):
             raise ValueError(f"not a final status: {status}")
         now = time.time() if now is None else now
+        scrub = self._scrub
         with self._tx() as db:
             db.execute(
                 "UPDATE jobs SET status = ?, detail = ?, pr_url = ?, commit_url = ?, "
-                "finished_at = ?, updated_at = ? WHERE id = ?",
-                (status, detail, pr_url, commit_url, now, now, job_id),
+                "audited_sha = COALESCE(?, audited_sha), finished_at = ?, updated_at = ? "
+                "WHERE id = ?",
+                (
+                    status,
+                    scrub(detail),
+                    None if pr_url is None else scrub(pr_url),
+                    None if commit_url is None else scrub(commit_url),
+                    audited_sha,
+                    now,
+                    now,
+                    job_id,
+                ),
             )
 
     @staticmethod
@@ -280,28 +364,52 @@ class JobQueue:
             db.execute(
                 "UPDATE jobs SET status = 'queued', not_before = ?, detail = ?, updated_at = ? "
                 "WHERE id = ?",
-                (now + max(delay, 0.0), detail, now, job_id),
+                (now + max(delay, 0.0), self._scrub(detail), now, job_id),
             )
             return True
 
-    def recover(self, now: float | None = None) -> int:
-        """After a crash or restart: jobs left ``running`` are queued again (unless a newer
-        push of their repo supersedes them). Returns how many were queued again."""
+    def recover(self, max_attempts: int | None = None, now: float | None = None) -> Recovery:
+        """After a crash or restart: what to do with the jobs left ``running``.
+
+        Their attempt was counted when they were claimed. A job superseded by a newer push of
+        its repo is skipped; one that has used ``max_attempts`` is failed with the reason (the
+        process died in every attempt: it is what kills the service); any other goes to the
+        end of the queue (runnable now, after every job already waiting).
+        """
         now = time.time() if now is None else now
-        count = 0
+        requeued, failed, superseded = [], [], []
         with self._tx() as db:
-            for row in db.execute("SELECT id FROM jobs WHERE status = 'running'").fetchall():
-                newer = self._successor(db, row[0])
+            rows = db.execute("SELECT id, attempts FROM jobs WHERE status = 'running'").fetchall()
+            for row in rows:
+                job_id, tries = int(row["id"]), int(row["attempts"])
+                newer = self._successor(db, job_id)
                 if newer is not None:
-                    self._supersede(db, row[0], newer, now)
-                    continue
-                db.execute(
-                    "UPDATE jobs SET status = 'queued', updated_at = ?, "
-                    "detail = 'interrupted by a restart; run again' WHERE id = ?",
-                    (now, row[0]),
-                )
-                count += 1
-        return count
+                    self._supersede(db, job_id, newer, now)
+                    superseded.append(job_id)
+                elif max_attempts is not None and tries >= max_attempts:
+                    self._fail(
+                        db,
+                        job_id,
+                        f"gave up after {tries} attempts: the process stopped while running "
+                        "it every time (killed: out of memory, or a hang the platform "
+                        "restarted?)",
+                        now,
+                    )
+                    failed.append(job_id)
+                else:
+                    db.execute(
+                        "UPDATE jobs SET status = 'queued', not_before = ?, updated_at = ?, "
+                        "detail = ? WHERE id = ?",
+                        (
+                            now,
+                            now,
+                            f"interrupted: the process stopped during attempt {tries}; "
+                            "queued again behind the waiting jobs",
+                            job_id,
+                        ),
+                    )
+                    requeued.append(job_id)
+        return Recovery(tuple(requeued), tuple(failed), tuple(superseded))
 
     # -- reads --------------------------------------------------------------------------------
 

@@ -11,15 +11,15 @@ import json
 import os
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from gradience_hub.errors import ConfigError, MissingExtraError, UsageError
 from gradience_hub.serve.config import ServeConfig, ServeOptions, load_config
-from gradience_hub.serve.events import PayloadError, decide
-from gradience_hub.serve.log import EventLog, forward_library_logs
+from gradience_hub.serve.events import PayloadError, decide, parse_payload
+from gradience_hub.serve.log import EventLog, forward_library_logs, service_secrets
 from gradience_hub.serve.queue import Job, JobQueue
 
 
@@ -80,11 +80,15 @@ def serve(options: ServeOptions, config: ServeConfig, log: EventLog) -> None:
     import uvicorn
 
     from gradience_hub.serve.app import Service, create_app
-    from gradience_hub.serve.worker import WorkerPool
+    from gradience_hub.serve.pool import WorkerPool
 
     with state_lock(options.state_dir):
-        queue = JobQueue(options.state_dir)
-        recovered = queue.recover()
+        queue = JobQueue(options.state_dir, scrub=log.secrets.scrub)
+        recovery = queue.recover(max_attempts=options.max_attempts)
+        for job_id in recovery.failed:
+            job = queue.get(job_id)
+            assert job is not None
+            log("job.failed", level="error", job=job.id, repo=job.repo, detail=job.detail)
         pool = WorkerPool(queue, config, options, log)
         app = create_app(Service(queue, config, options, pool, log))
         sock = _bind(options.host, options.port)
@@ -98,8 +102,11 @@ def serve(options: ServeOptions, config: ServeConfig, log: EventLog) -> None:
             workers=options.workers,
             state_dir=str(options.state_dir),
             queued=counts["queued"],
-            recovered=recovered,
+            recovered=len(recovery.requeued),
+            gave_up=len(recovery.failed),
             watch=config.watch.ref,
+            status_pages="on" if options.status_token else "off",
+            job_timeout=options.job_timeout,
         )
         forward_library_logs(log)
         server = uvicorn.Server(
@@ -116,6 +123,7 @@ def serve(options: ServeOptions, config: ServeConfig, log: EventLog) -> None:
         try:
             server.run(sockets=[sock])
         finally:
+            pool.stop(timeout=0.0)  # the lifespan stopped it; this covers a failed start
             sock.close()
             queue.close()
         log("serve.stopped")
@@ -139,8 +147,8 @@ def run_once(
             hint="serve --once runs the event a webhook-triggered Job receives in WEBHOOK_PAYLOAD",
         )
     try:
-        decision = decide(json.loads(payload_text), config)
-    except (ValueError, PayloadError) as exc:
+        decision = decide(parse_payload(payload_text), config)
+    except PayloadError as exc:
         raise UsageError(f"WEBHOOK_PAYLOAD: {exc}", hint="pass the Hub's webhook JSON") from None
     if not decision.queued:
         log("webhook.ignored", repo=decision.repo, reason=decision.reason)
@@ -179,9 +187,10 @@ def run_once(
     return (outcome.exit_code or 1) if outcome.status == "failed" else 0, out
 
 
-def stdout_json(data: dict[str, Any]) -> None:
-    """Print one JSON line on stdout."""
-    sys.stdout.write(json.dumps(data) + "\n")
+def stdout_json(data: dict[str, Any], scrub: Callable[[str], str] | None = None) -> None:
+    """Print one JSON line on stdout (through ``scrub``, the service's secret scrubber)."""
+    line = json.dumps(data)
+    sys.stdout.write((scrub(line) if scrub is not None else line) + "\n")
     sys.stdout.flush()
 
 
@@ -223,15 +232,18 @@ def run_command(config_path: str | None, *, once: bool, insecure: bool, **option
     """``gradience-hub serve``: read the config and the secrets, then serve (or run --once).
 
     Returns the exit code. The secrets come from the environment only: WEBHOOK_SECRET is
-    checked here, HF_TOKEN is read by huggingface_hub itself on every request.
+    checked here, STATUS_TOKEN (optional) opens the status pages to whoever holds it, HF_TOKEN
+    is read by huggingface_hub itself on every request.
     """
     config = load_config(config_path)
-    log = EventLog(secrets=(os.environ.get("HF_TOKEN"), os.environ.get("WEBHOOK_SECRET")))
+    log = EventLog(secrets=service_secrets())
     secret = None if once else environment_secret(insecure, log)
-    settings = ServeOptions(secret=secret, **options)
+    settings = ServeOptions(
+        secret=secret, status_token=os.environ.get("STATUS_TOKEN") or None, **options
+    )
     if once:
         code, out = run_once(os.environ.get("WEBHOOK_PAYLOAD"), config, settings, log)
-        stdout_json(out)
+        stdout_json(out, log.secrets.scrub)
         return code
     if not os.environ.get("HF_TOKEN"):
         log("serve.no_token", level="warning", message="HF_TOKEN is not set: jobs cannot publish")

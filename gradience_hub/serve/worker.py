@@ -1,9 +1,18 @@
 """What a job does, and the worker threads that run the queue.
 
-A job is ``annotate`` of one repo at one sha, by Hub PR (default) or on the branch
-(``direct: true``), with the bench of its config rule: the same card section, files and commit
-the CLI writes (:func:`gradience_hub.publish.annotate.annotate`). Repos without an adapter
-(no ``adapter_config.json`` and no LoRA weight file) are recorded as skipped.
+A job is ``annotate`` of one repo, by Hub PR (default) or on the branch (``direct: true``),
+with the bench of its config rule: the same card section, files and commit the CLI writes
+(:func:`gradience_hub.publish.annotate.annotate`). It audits the head of the watched branch as
+the Hub reports it when the job starts, not the sha of the event that queued it: the Hub may
+deliver pushes out of order, and the newest commit must win whatever the order (the job
+records what it audited in ``audited_sha``). Jobs of one repo never run at once (the queue), so
+a card is never built from an older commit than the one a previous job published. Repos
+without an adapter (no ``adapter_config.json`` and no LoRA weight file) are recorded as
+skipped.
+
+The worker threads (:mod:`.pool`) run each job in a process of their own, under a wall-clock
+limit (``--job-timeout``): a job that hangs is stopped and failed, one that kills its process
+(out of memory) costs an attempt, and the service goes on with the other jobs.
 
 Failures are sorted once, in :func:`classify_failure`: 429, 5xx, 412 and dropped connections
 are transient (the job goes back to the queue with a backoff that honours ``Retry-After``);
@@ -16,7 +25,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -48,6 +56,7 @@ class Outcome:
     exit_code: int = 0
     seconds: float | None = None  # the attempt's wall time
     annotate_seconds: float | None = None  # of which annotate itself
+    audited_sha: str | None = None  # the branch head the attempt read and audited
 
 
 def is_adapter_listing(paths: list[str]) -> bool:
@@ -91,6 +100,23 @@ def classify_failure(exc: BaseException, attempt: int, options: ServeOptions) ->
     return Outcome("failed", f"internal error: {type(exc).__name__}: {exc}", exit_code=70)
 
 
+def interrupted(job: Job, options: ServeOptions, why: str) -> Outcome:
+    """The next step of a job whose process died under it: the attempt was counted when the
+    job was claimed; below ``max_attempts`` it is tried again after a backoff, at it failed."""
+    if job.attempts >= options.max_attempts:
+        return Outcome("failed", f"gave up after {job.attempts} attempts: {why}", exit_code=70)
+    return Outcome("retry", why, delay=backoff(job.attempts, options.retry_base, None))
+
+
+def timed_out(limit: float) -> Outcome:
+    """A job stopped at its wall-clock limit: failed, not retried (it would hang again)."""
+    return Outcome(
+        "failed",
+        f"stopped after the wall-clock limit of {limit:g} s (--job-timeout)",
+        exit_code=3,
+    )
+
+
 def _fetch_bench_json(repo: str, sha: str, where: str, directory: Path) -> str:
     """The rule's bench_json as a local file: a path in the repo at ``sha``, or a URL."""
     target = directory / "bench.json"
@@ -116,31 +142,38 @@ def _fetch_bench_json(repo: str, sha: str, where: str, directory: Path) -> str:
     return str(target)
 
 
-def run_job(job: Job, config: ServeConfig, log: Log) -> Outcome:
+def run_job(job: Job, rule: RepoRule | None, log: Log) -> Outcome:
     """One attempt at a job; raises whatever annotate raises (see :func:`classify_failure`)."""
     from gradience_hub import hub
     from gradience_hub.publish.annotate import annotate
 
-    rule: RepoRule | None = config.rule_for(job.repo)
     if rule is None:
         return Outcome("skipped", "the repo no longer matches a rule of the config")
     if os.path.exists(job.repo):
         # annotate reads an existing path as a local directory: never let a repo name
         # from a webhook make the service write into the machine's files
         return Outcome("failed", "a local path of that name exists in the working directory")
-    if not is_adapter_listing(hub.repo_files(job.repo, job.sha)):
-        return Outcome("skipped", f"not an adapter: no adapter_config.json at {job.sha[:7]}")
+    branch = job.ref.removeprefix("refs/heads/")
+    # The branch head now, not the event's sha: deliveries may come out of order, and an
+    # older event run last would otherwise publish a stale card over a newer one.
+    head = hub.resolve_sha(job.repo, branch)
+    if head != job.sha:
+        log("job.head", job=job.id, repo=job.repo, sha=job.sha, head=head)
+    if not is_adapter_listing(hub.repo_files(job.repo, head)):
+        return Outcome(
+            "skipped", f"not an adapter: no adapter_config.json at {head[:7]}", audited_sha=head
+        )
     with tempfile.TemporaryDirectory(prefix="gradience-serve-") as tmp:
         bench_json = (
-            _fetch_bench_json(job.repo, job.sha, rule.bench_json, Path(tmp))
+            _fetch_bench_json(job.repo, head, rule.bench_json, Path(tmp))
             if rule.bench_json
             else None
         )
         started = time.perf_counter()
         result = annotate(
             job.repo,
-            # a Hub PR branches from the pushed sha; a direct commit goes on the branch head
-            revision=(job.ref.removeprefix("refs/heads/") if rule.direct else job.sha),
+            # a Hub PR branches from the head read above; a direct commit goes on the branch
+            revision=(branch if rule.direct else head),
             create_pr=not rule.direct,
             bench_json=bench_json,
             bench_config=rule.bench_config,
@@ -153,20 +186,23 @@ def run_job(job: Job, config: ServeConfig, log: Log) -> Outcome:
         detail = f"Hub PR updated ({result.status})"
     else:
         detail = f"committed to {job.ref} ({result.status})"
+    if head != job.sha:
+        detail += f"; audited the branch head {head[:7]}, newer than this push"
     return Outcome(
         "done",
         detail,
         pr_url=result.pr_url,
         commit_url=result.commit_url,
         annotate_seconds=time.perf_counter() - started,
+        audited_sha=head,
     )
 
 
-def attempt(job: Job, config: ServeConfig, options: ServeOptions, log: Log) -> Outcome:
+def attempt(job: Job, rule: RepoRule | None, options: ServeOptions, log: Log) -> Outcome:
     """Run one attempt and classify its failure; never raises."""
     started = time.perf_counter()
     try:
-        outcome = run_job(job, config, log)
+        outcome = run_job(job, rule, log)
     except Exception as exc:
         outcome = classify_failure(exc, job.attempts, options)
         if outcome.exit_code == 70:
@@ -191,7 +227,12 @@ def record(queue: JobQueue, job: Job, outcome: Outcome, log: Log) -> None:
         )
         return
     queue.finish(
-        job.id, outcome.status, outcome.detail, pr_url=outcome.pr_url, commit_url=outcome.commit_url
+        job.id,
+        outcome.status,
+        outcome.detail,
+        pr_url=outcome.pr_url,
+        commit_url=outcome.commit_url,
+        audited_sha=outcome.audited_sha,
     )
     log(
         f"job.{outcome.status}",
@@ -199,6 +240,7 @@ def record(queue: JobQueue, job: Job, outcome: Outcome, log: Log) -> None:
         job=job.id,
         repo=job.repo,
         sha=job.sha,
+        audited_sha=outcome.audited_sha,
         attempt=job.attempts,
         detail=outcome.detail,
         pr_url=outcome.pr_url,
@@ -225,73 +267,11 @@ def warm_up(log: Log) -> None:
         log("worker.warm_up", level="warning", error=f"{type(exc).__name__}: {exc}")
 
 
-class WorkerPool:
-    """``options.workers`` threads that claim jobs from the queue and run them."""
-
-    def __init__(
-        self, queue: JobQueue, config: ServeConfig, options: ServeOptions, log: Log
-    ) -> None:
-        self.queue, self.config, self.options, self.log = queue, config, options, log
-        self._wake = threading.Condition()
-        self._stopping = False
-        self._threads: list[threading.Thread] = []
-
-    def start(self) -> None:
-        """Start the worker threads (none with ``--workers 0``: queue only)."""
-        for i in range(self.options.workers):
-            thread = threading.Thread(target=self._loop, name=f"gradience-worker-{i}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
-
-    def wake(self) -> None:
-        """A job was queued: let an idle worker look now."""
-        with self._wake:
-            self._wake.notify()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Ask the workers to stop after their current job; wait up to ``timeout`` seconds.
-
-        A job still running then is simply left ``running``: the next start runs it again.
-        """
-        with self._wake:
-            self._stopping = True
-            self._wake.notify_all()
-        deadline = time.monotonic() + timeout
-        for thread in self._threads:
-            thread.join(max(deadline - time.monotonic(), 0.0))
-
-    def _idle_wait(self) -> None:
-        due = self.queue.next_due()
-        timeout = 5.0 if due is None else min(max(due - time.time(), 0.01), 5.0)
-        with self._wake:
-            if not self._stopping:
-                self._wake.wait(timeout)
-
-    def _loop(self) -> None:
-        warm_up(self.log)
-        while not self._stopping:
-            try:
-                job = self.queue.claim()
-            except Exception as exc:  # the database failed: say so, keep trying
-                self.log("queue.error", level="error", error=f"{type(exc).__name__}: {exc}")
-                time.sleep(1.0)
-                continue
-            if job is None:
-                self._idle_wait()
-                continue
-            self.log("job.started", job=job.id, repo=job.repo, sha=job.sha, attempt=job.attempts)
-            outcome = attempt(job, self.config, self.options, self.log)
-            try:
-                record(self.queue, job, outcome, self.log)
-            except Exception as exc:
-                self.log("queue.error", level="error", error=f"{type(exc).__name__}: {exc}")
-
-
 def run_inline(job: Job, config: ServeConfig, options: ServeOptions, log: Log) -> Outcome:
     """Run one job to the end in this thread (``serve --once``): retry with backoff in place."""
-    current = job
+    current, rule = job, config.rule_for(job.repo)
     while True:
-        outcome = attempt(current, config, options, log)
+        outcome = attempt(current, rule, options, log)
         if outcome.status != "retry":
             return outcome
         log(
