@@ -248,3 +248,14 @@ def test_header_probes_stop_at_the_cap_and_say_so(
     assert len({p.path for p in probed}) == cap
     assert all("range" in p.headers for p in probed)
     assert len(hub.requests_to(r".")) <= cap * 2 + 10
+
+
+def test_compress_carries_the_skipped_file_warning(hub_client_env, tmp_path: Path) -> None:
+    hub = hub_client_env
+    hub.create_repo(
+        "org/odd",
+        {"a_odd.safetensors": _raw_safetensors(b"null"), "b_style.safetensors": _kohya_bytes(4)},
+    )
+    result = compress("org/odd", tmp_path / "out", rank=2)
+    assert (tmp_path / "out" / "b_style.safetensors").is_file()
+    assert any(w.startswith("skipped a_odd.safetensors: ") for w in result.warnings)

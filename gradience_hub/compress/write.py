@@ -469,4 +469,5 @@ def compress(
         source=info.display,
     )
     result.mode = rule.mode
+    result.warnings[:0] = info.warnings  # what choosing the Hub repo's LoRA file skipped
     return result
