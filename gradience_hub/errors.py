@@ -65,6 +65,21 @@ class RecordError(GradienceError):
     """A bench.json or audit.json cannot be read (exit 2)."""
 
 
+class RecordMismatch(RecordError):
+    """A bench.json measured another adapter than the one it would be published for (exit 2).
+
+    ``record_adapter`` and ``adapter`` name both, each with its content hash."""
+
+    def __init__(self, record_adapter: str, adapter: str) -> None:
+        super().__init__(
+            f"the bench record measured another adapter: {record_adapter}, not {adapter}",
+            hint="publish the record made for this adapter (gradience-hub bench SOURCE), "
+            "or annotate the adapter the record names",
+        )
+        self.record_adapter = record_adapter
+        self.adapter = adapter
+
+
 class MissingExtraError(GradienceError):
     """A command needs an optional dependency group that is not installed (exit 2)."""
 

@@ -747,3 +747,41 @@ def test_max_drop_re_judges_the_record(actions: Actions) -> None:
     report = actions.workspace / "gradience-report" / "alice--tiny-lora" / "bench.json"
     assert json.loads(report.read_text())["policy"]["max_drop"] == 0.1
     assert actions.github.requests == []
+
+
+def test_a_record_of_another_adapter_is_refused_naming_both(actions: Actions) -> None:
+    from gradience_hub.identity import HASH_KEY, content_sha256
+
+    def digest(directory: Path) -> str:
+        return content_sha256(
+            directory / "adapter_config.json", directory / "adapter_model.safetensors"
+        )
+
+    other = llama_like_adapter(actions.tmp / "other-r16", n_layers=2, d=32, r=16)
+    record = pass_record("alice/other-lora")
+    record["adapter"][HASH_KEY] = digest(other)
+    (actions.workspace / "bench.json").write_text(json.dumps(record))
+    report = actions.workspace / "gradience-report" / "alice--tiny-lora"
+    for mode in ("audit", "annotate"):
+        inputs = {"repo-id": HUB_REPO, "hf-token": HF_TOKEN, "bench-json": "bench.json"}
+        run = actions.run({**inputs, "mode": mode})
+        assert run.returncode == 2, run.stdout + run.stderr
+        [error] = [x for x in run.stdout.splitlines() if x.startswith("::error")]
+        assert "measured another adapter: alice/other-lora" in error
+        assert record["adapter"][HASH_KEY][:12] in error and HUB_REPO in error
+        assert run.outputs["status"] == "ERROR"
+        assert not (report / "bench.json").exists()
+    assert actions.hub.prs(HUB_REPO) == []
+    # Its own record passes without a word about the link; one without the hash warns.
+    record["adapter"][HASH_KEY] = digest(actions.tmp / "adapter-r8")
+    (actions.workspace / "bench.json").write_text(json.dumps(record))
+    run = actions.run({"repo-id": HUB_REPO, "hf-token": HF_TOKEN, "bench-json": "bench.json"})
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "could not check" not in run.summary
+    record["adapter"].pop(HASH_KEY)
+    (actions.workspace / "bench.json").write_text(json.dumps(record))
+    run = actions.run({"repo-id": HUB_REPO, "hf-token": HF_TOKEN, "bench-json": "bench.json"})
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.summary.count("could not check that this bench record measured this adapter") == 1
+    saved = json.loads((report / "bench.json").read_text())
+    assert any("carries no adapter hash" in w for w in saved["warnings"])

@@ -191,6 +191,14 @@ def test_posthoc_scores_each_model_and_example_once(
     assert len(union) < 3 * 120  # the samples overlap: pooling saves work
     assert sum(rows) == models_scored * len(union)
     assert loads == ["base"]  # one base model for every cell of the process
+    # The record names the adapter it measured (what annotate checks before publishing it).
+    from gradience_hub.identity import content_sha256
+
+    assert record.adapter.content_sha256 == content_sha256(
+        embedded_adapter / "adapter_config.json", embedded_adapter / "adapter_model.safetensors"
+    )
+    saved = json.loads((tmp_path / "bench.json").read_text(encoding="utf-8"))
+    assert saved["adapter"]["content_sha256"] == record.adapter.content_sha256
 
 
 # --------------------------------------------------------------------------- retrain
@@ -255,6 +263,7 @@ def test_retrain_end_to_end_on_a_tiny_model(retrain_run: dict[str, Any]) -> None
     # Wall time is a benchmark figure (benchmarks/bench_speed.py), not asserted here; this
     # cell grid of 2 seeds x (probe + 3 variants) takes ~10 s on 2 cores.
     assert record.protocol.kind == "retrain" and record.protocol.seeds == [7, 8]
+    assert record.adapter.content_sha256 is None  # trained from the config: no adapter read
     assert [v.name for v in record.variants] == ["uniform_median", "per_layer", "r2"]
     for v in record.variants:
         assert set(v.per_seed) == {7, 8}

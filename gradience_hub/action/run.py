@@ -48,6 +48,7 @@ from gradience_hub.errors import (
     GradienceError,
     MissingExtraError,
 )
+from gradience_hub.identity import link_bench
 from gradience_hub.output import emit_command
 from gradience_hub.policy import ERROR, FAIL, is_failing, overall_status, status_of
 from gradience_hub.publish.markers import COMMENT_MARKER
@@ -171,6 +172,10 @@ def run_repo(source: str, index: int, settings: Settings, report_dir: Path) -> R
             result.bench = rec.to_dict()
         else:
             result.bench = _bench_record(bench_json, settings.max_drop)
+        if result.bench is not None:
+            # another adapter's record is refused (exit 2, naming both); an uncheckable one
+            # is reported with a warning (annotate mode checks in annotate itself)
+            result.bench = link_bench(result.bench, result.audit)
         result.status = status_of(result.bench)
     from gradience_hub._io import write_file
 

@@ -72,6 +72,7 @@ from gradience_hub.bench.variants import (
     write_zeroed,
 )
 from gradience_hub.errors import ConfigError, GradienceError, UsageError
+from gradience_hub.identity import HASH_KEY
 
 if TYPE_CHECKING:
     from gradience_hub.record import BenchRecord
@@ -204,6 +205,8 @@ def _posthoc(
             "base_model": config.model.name_or_path,
             "allocated_rank": report.summary.allocated_rank,
             "lora_params": report.summary.lora_params,
+            # what annotate checks before publishing this record beside an adapter
+            "content_sha256": report.source.get(HASH_KEY),
         },
         audit_summary=summary_dict(report),
         probe_rank=report.summary.allocated_rank,

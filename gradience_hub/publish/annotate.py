@@ -26,6 +26,7 @@ from gradience_hub import adapter as adapter_io
 from gradience_hub._io import resolve_within, write_file
 from gradience_hub.audit import AuditReport, audit_adapter
 from gradience_hub.errors import CardError, GradienceError, HubError, UsageError
+from gradience_hub.identity import link_bench
 from gradience_hub.policy import status_of
 from gradience_hub.publish.markers import (
     AUDIT_JSON,
@@ -401,10 +402,13 @@ def annotate(
     def evidence_for(src: str, rev: str | None) -> _Evidence:
         adapter, info = adapter_io.load(src, rev, adapter_name)
         report = audit_adapter(adapter, info, energy)
+        b: dict[str, Any] | None = bench
+        md: str | None = bench_md
         if bench_config:
             b, md = _run_bench(src if rev is None else f"{src}@{rev}", bench_config, max_drop)
-            return _Evidence(report, b, md)
-        return _Evidence(report, bench, bench_md)
+        # A record of another adapter must never be published as this one's evidence (exit
+        # 2 before anything is written); one that cannot be checked carries a warning.
+        return _Evidence(report, link_bench(b, report.to_dict()) if b else None, md)
 
     if spec.local_path is not None:
         if comment_on_pr is not None:

@@ -712,7 +712,9 @@ def render_files(
     either path may be None, not both. The record is re-judged on reading; ``strict`` makes
     stored verdicts that disagree with its numbers an error (exit 2) instead of a warning. The
     ``card`` comes wrapped in the gradience markers, ready to paste into a README (a later
-    ``annotate`` replaces it in place).
+    ``annotate`` replaces it in place). With both files, a record of another adapter than the
+    audited one is refused (:class:`~gradience_hub.errors.RecordMismatch`, exit 2) and one that
+    cannot be checked is shown with a warning (:mod:`gradience_hub.identity`).
     """
     if bench_path is None and audit_path is None:
         raise UsageError(
@@ -730,6 +732,11 @@ def render_files(
         from gradience_hub.record import load_bench
 
         bench = load_bench(bench_path, strict=strict).to_dict()
+    if audit is not None and bench is not None:
+        from gradience_hub.identity import link_bench
+
+        # The record must have measured the audited adapter (else exit 2, naming both).
+        bench = link_bench(bench, audit)
     text = render(kind, audit, bench, template_dir=template_dir)
     return wrap_section(text) if kind == "card" else text
 

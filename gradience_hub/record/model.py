@@ -70,13 +70,16 @@ def audit_fields(summary: Mapping[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class AdapterInfo:
-    """The adapter that was benched (bench.json ``adapter``)."""
+    """The adapter that was benched (bench.json ``adapter``). ``content_sha256`` is the hash
+    of its adapter_config.json and weights (:mod:`gradience_hub.identity`); None in
+    records that carry none (gradience 0.11's, ours before it, retrain records)."""
 
     source: str
     revision: str | None = None
     base_model: str | None = None
     allocated_rank: int | None = None
     lora_params: int | None = None
+    content_sha256: str | None = None
 
 
 @dataclass
@@ -365,6 +368,7 @@ class BenchRecord:
                 "base_model": self.adapter.base_model,
                 "allocated_rank": self.adapter.allocated_rank,
                 "lora_params": self.adapter.lora_params,
+                "content_sha256": self.adapter.content_sha256,
             },
             "task": {
                 "name": self.task.name,

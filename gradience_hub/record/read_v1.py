@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gradience_hub.errors import RecordError
+from gradience_hub.identity import HASH_KEY, HASH_RE
 from gradience_hub.record.fields import (
     as_base,
     as_int,
@@ -32,7 +33,19 @@ from gradience_hub.record.model import (
 )
 
 
+def as_content_hash(value: Any, path: str) -> str | None:
+    """The adapter content hash (64 hex digits), or None where the record has none (written
+    before the hash existed)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not HASH_RE.match(value):
+        raise field_error(path, "must be 64 lowercase hex digits (a SHA-256)")
+    return value
+
+
 def read_v1(data: dict[str, Any]) -> BenchRecord:
+    """Our bench.json into a record; ``adapter.content_sha256`` is optional, so records
+    written before it existed still load."""
     adapter = as_object(required(data, "adapter", ""), "adapter")
     task = as_object(required(data, "task", ""), "task")
     protocol = dict(as_object(required(data, "protocol", ""), "protocol"))
@@ -116,6 +129,7 @@ def read_v1(data: dict[str, Any]) -> BenchRecord:
                 adapter.get("allocated_rank"), "adapter.allocated_rank", optional=True
             ),
             lora_params=as_int(adapter.get("lora_params"), "adapter.lora_params", optional=True),
+            content_sha256=as_content_hash(adapter.get(HASH_KEY), f"adapter.{HASH_KEY}"),
         ),
         task=TaskInfo(
             name=str(required(task, "name", "task.")),
