@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -627,3 +628,73 @@ def test_merge_bad_input_exit_2(tmp_path: Path, tiny_base: Path, capsys, monkeyp
     )
     assert code == 2 and "'peft'" in err and "gradience-hub[bench]" in err
     assert out == "" and not (tmp_path / "m").exists()
+
+
+def _bert_adapter(
+    directory: Path, base: Path, d: int = 32, layers: int = 2, seed: int = 0, **extra: Any
+) -> Path:
+    names = [n for n in BERT if int(n.split(".")[2]) < layers]
+    mods = {n: planted_factors(d, d, 4, seed=seed + k) for k, n in enumerate(names)}
+    config = lora_config(
+        r=4,
+        lora_alpha=8,
+        target_modules=["query", "value"],
+        task_type=None,
+        base_model_name_or_path=str(base),
+    )
+    return write_adapter(directory, mods, config, extra=extra or None)
+
+
+def test_failed_merge_is_one_error_without_library_warnings(
+    tmp_path: Path, tiny_base: Path
+) -> None:
+    """Adapters of another hidden size (16 on a 32-wide base), one carrying a full weight: peft
+    fails with torch's multi-line state_dict error, after torch's UserWarning about copying
+    onto a meta parameter and transformers' FutureWarning. The user sees one error line and a
+    hint (a subprocess: pytest would otherwise record the warnings itself)."""
+    pooler = {"base_model.model.pooler.dense.weight": np.ones((32, 32), np.float32)}
+    a = _bert_adapter(tmp_path / "a", tiny_base, d=16, **pooler)
+    b = _bert_adapter(tmp_path / "b", tiny_base, d=16, seed=5)
+    proc = run_subprocess(["merge-audit", str(a), str(b), "--merge", str(tmp_path / "m")])
+    assert (proc.returncode, proc.stdout) == (2, ""), proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 2, proc.stderr
+    assert lines[0].startswith("Error: peft could not merge the adapters (cat): size mismatch for ")
+    assert lines[0].endswith("(and 7 more)") and lines[1].startswith("Hint: ")
+    assert not (tmp_path / "m").exists()
+
+
+def test_failed_merge_names_the_factors_peft_expected(
+    tmp_path: Path, tiny_base: Path, capsys
+) -> None:
+    """target_modules covers both layers, the file holds layer 0 only: peft's own error is
+    about devices; its missing-keys warning, captured, is the cause and becomes the hint."""
+    a = _bert_adapter(tmp_path / "a", tiny_base, layers=1)
+    b = _bert_adapter(tmp_path / "b", tiny_base, layers=1, seed=5)
+    before = list(warnings.filters)
+    code, out, err = run_cli(
+        ["merge-audit", str(a), str(b), "--merge", str(tmp_path / "m")], capsys
+    )
+    assert (code, out) == (2, "")
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and lines[1].startswith("Hint: peft expects factors (")
+    assert "encoder.layer.1.attention.self." in lines[1] and "and 3 more" in lines[1]
+    assert warnings.filters == before  # the capture is undone
+
+
+def test_merge_reports_a_full_weight_it_does_not_carry(
+    tmp_path: Path, tiny_base: Path, capsys
+) -> None:
+    """torch's 'copying ... to a meta parameter ... is a no-op' is a tensor the merged adapter
+    lacks: a report warning naming it, not a torch warning on stderr."""
+    pooler = {"base_model.model.pooler.dense.weight": np.ones((32, 32), np.float32)}
+    a = _bert_adapter(tmp_path / "a", tiny_base, **pooler)
+    b = _bert_adapter(tmp_path / "b", tiny_base, seed=5)
+    code, out, _ = run_cli(
+        ["merge-audit", str(a), str(b), "--json", "--merge", str(tmp_path / "m")], capsys
+    )
+    assert code == 0
+    assert (
+        "the merged adapter does not carry base_model.model.pooler.dense.weight: it is not a LoRA "
+        "factor (a modules_to_save or other full weight) and only LoRA factors are merged"
+    ) in json.loads(out)["warnings"]

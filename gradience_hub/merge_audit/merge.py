@@ -12,7 +12,9 @@ the LoRA factors are merged and saved.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -98,27 +100,109 @@ def _peft_merge(
     density: float,
     base_model: str,
     tmp: Path,
-) -> Path:
+) -> tuple[Path, list[str]]:
+    """peft's merge written to ``tmp``; returns the merged adapter's directory and what the
+    libraries warned about, as report warnings (:func:`report_warnings`)."""
+    # torch, peft and transformers warn on stderr about the skeleton (meta parameters, missing
+    # keys) and their own deprecations. They are recorded for this block only (the process's
+    # filters are restored on exit) and turned into our own words: one error line when the
+    # merge fails, report warnings when it succeeds.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            _peft_merge_calls(opened, labels, weights, method, density, base_model, tmp)
+        except (ValueError, KeyError, RuntimeError, TypeError) as exc:
+            missing = _missing_keys(caught)
+            hint = (
+                f"peft expects factors ({missing}) that an adapter's weights file does not "
+                "hold; fix target_modules in its adapter_config.json"
+                if missing
+                else "check that every adapter loads on this base model with peft"
+            )
+            raise AdapterError(
+                f"peft could not merge the adapters ({method}): {first_problem(exc)}", hint=hint
+            ) from None
+    return tmp / MERGED, report_warnings(caught)
+
+
+def _peft_merge_calls(
+    opened: Sequence[tuple[Adapter, SourceInfo]],
+    labels: Sequence[str],
+    weights: Sequence[float],
+    method: str,
+    density: float,
+    base_model: str,
+    tmp: Path,
+) -> None:
     from peft import PeftModel
 
     first = opened[0][0]
     modules = list(dict.fromkeys(m for a, _ in opened for m in a.module_names))
     model = build_skeleton(base_model, first.config.raw.get("task_type"), modules)
-    try:
-        peft_model = PeftModel.from_pretrained(model, str(first.directory), adapter_name=labels[0])
-        for (adapter, _), label in zip(opened[1:], labels[1:], strict=True):
-            peft_model.load_adapter(str(adapter.directory), adapter_name=label)
-        kwargs: dict[str, Any] = {"density": density} if method == "ties" else {}
-        peft_model.add_weighted_adapter(
-            list(labels), list(weights), MERGED, combination_type=method, **kwargs
-        )
-        peft_model.save_pretrained(str(tmp), selected_adapters=[MERGED])
-    except (ValueError, KeyError, RuntimeError, TypeError) as exc:
-        raise AdapterError(
-            f"peft could not merge the adapters ({method}): {exc}",
-            hint="check that every adapter loads on this base model with peft",
-        ) from None
-    return tmp / MERGED
+    peft_model = PeftModel.from_pretrained(model, str(first.directory), adapter_name=labels[0])
+    for (adapter, _), label in zip(opened[1:], labels[1:], strict=True):
+        peft_model.load_adapter(str(adapter.directory), adapter_name=label)
+    kwargs: dict[str, Any] = {"density": density} if method == "ties" else {}
+    peft_model.add_weighted_adapter(
+        list(labels), list(weights), MERGED, combination_type=method, **kwargs
+    )
+    peft_model.save_pretrained(str(tmp), selected_adapters=[MERGED])
+
+
+def first_problem(exc: BaseException, limit: int = 300) -> str:
+    """One line for a library exception: its first line, or, for a list such as torch's
+    "Error(s) in loading state_dict ...:" and one "size mismatch for ..." per tensor, the first
+    entry and how many follow."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    text = lines[0]
+    if text.endswith(":") and len(lines) > 1:
+        text = lines[1] + (f" (and {len(lines) - 2} more)" if len(lines) > 2 else "")
+    return text[:limit]
+
+
+# torch's Module._load_from_state_dict for a key whose parameter is on the meta device
+_META_NO_OP = re.compile(r"^for (?P<key>\S+): copying from a non-meta parameter", re.DOTALL)
+# peft's PeftModel.load_adapter when the model has LoRA layers the file has no tensors for
+_MISSING = re.compile(r"Found missing adapter keys while loading the checkpoint: \[(?P<keys>.*)\]")
+
+
+def _missing_keys(caught: Sequence[warnings.WarningMessage]) -> str | None:
+    """The first module peft expected factors for but the file lacked, and how many more."""
+    for record in caught:
+        found = _MISSING.search(str(record.message))
+        if found:
+            keys = [k.strip(" '\"") for k in found.group("keys").split(",") if k.strip()]
+            if keys:
+                more = f" and {len(keys) - 1} more" if len(keys) > 1 else ""
+                return f"{keys[0]}{more}"
+    return None
+
+
+def report_warnings(caught: Sequence[warnings.WarningMessage]) -> list[str]:
+    """What the libraries warned about that concerns the user's adapters, in our words.
+
+    A tensor torch could not copy onto the meta skeleton is a full weight in an adapter file
+    (``modules_to_save``): only LoRA factors are merged, so the merged adapter lacks it.
+    Library deprecations (FutureWarning, DeprecationWarning) concern nobody running the CLI.
+    """
+    out: list[str] = []
+    for record in caught:
+        if issubclass(record.category, (FutureWarning, DeprecationWarning)):
+            continue
+        text = str(record.message)
+        meta = _META_NO_OP.match(text)
+        if meta:
+            line = (
+                f"the merged adapter does not carry {meta.group('key')}: it is not a LoRA "
+                "factor (a modules_to_save or other full weight) and only LoRA factors are merged"
+            )
+        else:
+            line = f"peft: {first_problem(Exception(text), 200)}"
+        if line not in out:
+            out.append(line)
+    return out
 
 
 def measure(
@@ -190,7 +274,9 @@ def merge(
     labels = [s["label"] for s in report.sources]
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
-        written = _peft_merge(opened, labels, report.weights, method, density, base, Path(tmp))
+        written, notes = _peft_merge(
+            opened, labels, report.weights, method, density, base, Path(tmp)
+        )
         merged = open_adapter(written)
         measured = measure(opened, labels, report.weights, method, merged, report.energy_threshold)
         if out.exists():
@@ -213,4 +299,5 @@ def merge(
         **measured,
     }
     report.merge = entry
+    report.warnings.extend(notes)
     return entry
