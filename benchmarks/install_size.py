@@ -1,12 +1,15 @@
-"""The core install's size on disk: the wheel built from this checkout, installed alone (no
-extras) under requirements/lock.txt into a fresh venv without pip, as a PyPI user's
-``pip install gradience-hub`` would. Prints the venv's total and its largest packages.
+"""The install's size on disk: the wheel built from this checkout, installed under
+requirements/lock.txt into a fresh venv without pip, as a PyPI user's ``pip install
+gradience-hub`` would (the core, no extras), or with ``--extra bench`` ``torch==2.13.0`` first
+and then ``gradience-hub[bench]``, as the bench image does. Prints the venv's total and its
+largest packages.
 
-    python benchmarks/install_size.py
+    python benchmarks/install_size.py [--extra bench]
 """
 
 from __future__ import annotations
 
+import argparse
 import platform
 import subprocess
 import sys
@@ -25,6 +28,9 @@ def du(path: Path) -> int:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--extra", choices=["bench", "serve"], default=None)
+    extra = parser.parse_args().extra
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         subprocess.run(
@@ -37,8 +43,13 @@ def main() -> None:
         venv.create(prefix, with_pip=False)
         python = prefix / "bin" / "python"
         start = time.monotonic()
+        if extra == "bench":  # torch first and pinned, as the Makefile and the Dockerfile do
+            subprocess.run(
+                [*PIP, "--python", str(python), "install", "--quiet", "torch==2.13.0"], check=True
+            )
+        spec = f"{wheel}[{extra}]" if extra else str(wheel)
         subprocess.run(
-            [*PIP, "--python", str(python), "install", "--quiet", "-c", str(LOCK), str(wheel)],
+            [*PIP, "--python", str(python), "install", "--quiet", "-c", str(LOCK), spec],
             check=True,
             capture_output=True,
         )
@@ -49,7 +60,8 @@ def main() -> None:
             f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, Python {platform.python_version()}"
         )
         print(
-            f"core install (fresh venv, no pip): {du(prefix) / 1e6:.0f} MB, "
+            f"{'core' + (f' + {extra}' if extra else '')} install (fresh venv, no pip): "
+            f"{du(prefix) / 1e6:.0f} MB, "
             f"installed in {took:.0f} s"
         )
         print("largest: " + ", ".join(f"{name} {size / 1e6:.0f} MB" for size, name in parts[:6]))
