@@ -531,6 +531,10 @@ def test_several_repos_one_section_each_and_one_comment(actions: Actions) -> Non
     assert "alice/tiny-lora" in comment["body"] and "adapters/local" in comment["body"]
     reports = actions.workspace / "gradience-report"
     assert sorted(p.name for p in reports.iterdir()) == ["adapters--local", "alice--tiny-lora"]
+    # Nothing was published: each section names its evidence in this run's report folder.
+    assert "**Evidence:** `gradience-report/adapters--local/audit.json`" in run.summary
+    assert "**Evidence:** `gradience-report/alice--tiny-lora/audit.json`" in run.summary
+    assert "`gradience/audit.json`" not in run.summary
 
 
 @pytest.mark.parametrize(

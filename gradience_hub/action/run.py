@@ -179,6 +179,10 @@ def run_repo(source: str, index: int, settings: Settings, report_dir: Path) -> R
         result.status = status_of(result.bench)
     from gradience_hub._io import write_file
 
+    if not result.context:
+        # Nothing was published on the Hub: the evidence is in this run's report folder.
+        where = f"{REPORT_DIR}/{report_dir.name}"
+        result.context = {"files": {"audit": f"{where}/audit.json", "bench": f"{where}/bench.json"}}
     write_file(report_dir / "audit.json", json.dumps(result.audit, indent=2) + "\n", parents=True)
     if result.bench is not None:
         write_file(

@@ -409,14 +409,22 @@ def _metric_scale(bench: dict[str, Any]) -> str:
     return "fraction" if all(0.0 <= v <= 1.0 for v in known) else "raw"
 
 
+def _paths(context: dict[str, Any]) -> dict[str, str]:
+    """Where the record files are, by role: the repo paths annotate writes, or the caller's
+    ``files`` (e.g. the Action's report folder, when nothing was published on the Hub)."""
+    given = _mapping(context.get("files"))
+    return {role: str(given.get(role) or path) for role, path in PATHS.items()}
+
+
 def _links(kind: str, context: dict[str, Any], has_bench: bool, picture: bool) -> dict:
     """Links to the record files: relative in the card, absolute Hub links elsewhere when the
     caller gives ``repo_url`` (else None: templates then name the files without a link)."""
+    paths = _paths(context)
     files = {
-        "audit": PATHS["audit"],
-        "bench": PATHS["bench"] if has_bench else None,
-        "bench_md": PATHS["bench_md"] if has_bench else None,
-        "picture": PATHS["picture"] if picture else None,
+        "audit": paths["audit"],
+        "bench": paths["bench"] if has_bench else None,
+        "bench_md": paths["bench_md"] if has_bench else None,
+        "picture": paths["picture"] if picture else None,
     }
     if kind == "card":
         return {key: Markup(path) if path else None for key, path in files.items()}
@@ -627,7 +635,7 @@ def template_context(
         "bench_tool": bench_tool,
         "generated_at": ctx.get("generated_at"),
         "markers": {role: Markup(text) for role, text in MARKERS.items()},
-        "paths": dict(PATHS),
+        "paths": _paths(ctx),
     }
 
 
@@ -649,7 +657,8 @@ def render(
     and ``revision`` (sha or ref) for absolute links in the comment and summary, ``repo_id``
     (named when the audit source is local), ``utilization_png=True`` when
     ``gradience/utilization.png`` is published alongside (the card then shows it), and
-    ``generated_at`` (shown only when given, so the same input gives the same bytes); all of it
+    ``generated_at`` (shown only when given, so the same input gives the same bytes), ``files``
+    {audit, bench} naming where the record files are when they are not in the repo; all of it
     is also available to templates as ``context``. A ``template_dir`` is searched
     first for every template name. The card is the text that goes between the markers (no
     markers); the comment always starts with :data:`COMMENT_MARKER`.
