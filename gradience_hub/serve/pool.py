@@ -42,6 +42,8 @@ from gradience_hub.serve.worker import Log, Outcome, interrupted, record, timed_
 
 # How long a child may take to leave after its pipe closes before it is killed.
 _GRACE = 2.0
+# How long a fresh child may take to import what jobs need (seconds on a loaded machine).
+_WARM_UP = 300.0
 
 
 def _died(exitcode: int | None) -> str:
@@ -64,6 +66,7 @@ class JobProcess:
         self._name = name
         self._proc: BaseProcess | None = None
         self._conn: Connection | None = None
+        self._ready = False  # the child said it is warmed up
         self._lock = threading.Lock()
         self._stopped: str | None = None  # why stop() ended the process, when it did
 
@@ -79,7 +82,7 @@ class JobProcess:
             proc = context.Process(target=child_main, args=(theirs,), name=self._name)
             proc.start()
             theirs.close()
-            self._proc, self._conn = proc, ours
+            self._proc, self._conn, self._ready = proc, ours, False
 
     def run(self, job: Job, rule: RepoRule | None, options: ServeOptions) -> Outcome:
         """Run one attempt of ``job`` in the child; never raises."""
@@ -92,37 +95,50 @@ class JobProcess:
             outcome = interrupted(job, options, f"the job's process failed: {exc}")
         return dataclasses.replace(outcome, seconds=time.perf_counter() - started)
 
-    def _exchange(self, job: Job, rule: RepoRule | None, options: ServeOptions) -> Outcome:
+    def _receive(self, until: float) -> tuple[str, Any]:
+        """The child's next message other than a log event (those are written as they come):
+        ``("ready", None)``, ``("outcome", Outcome)``, ``("lost", None)`` when the child
+        ended without one, ``("timeout", None)`` at ``until`` (a monotonic time)."""
         proc, conn = self._proc, self._conn
         assert proc is not None and conn is not None
-        # the child needs the retry policy, not the secrets
-        conn.send((job, rule, dataclasses.replace(options, secret=None, status_token=None)))
-        deadline = time.monotonic() + options.job_timeout
         while True:
-            left = deadline - time.monotonic()
+            left = until - time.monotonic()
             ready = multiprocessing.connection.wait([conn, proc.sentinel], max(left, 0.0))
             if conn in ready:
                 try:
                     kind, payload = conn.recv()
                 except (EOFError, OSError):
-                    return self._lost(job, options)
+                    return "lost", None
                 if kind == "log":
                     fields = dict(payload)
                     self._log(fields.pop("event"), **fields)
                     continue
-                assert isinstance(payload, Outcome)
-                return payload
+                return kind, payload
             if ready:  # the sentinel alone: the child ended without an answer
+                return "lost", None
+            return "timeout", None
+
+    def _exchange(self, job: Job, rule: RepoRule | None, options: ServeOptions) -> Outcome:
+        if not self._ready:
+            # a fresh child imports what jobs need first: that is not the job's time
+            kind, _ = self._receive(time.monotonic() + _WARM_UP)
+            if kind != "ready":
                 return self._lost(job, options)
-            self._log(
-                "job.timeout",
-                level="error",
-                job=job.id,
-                repo=job.repo,
-                limit=options.job_timeout,
-            )
-            self._discard()
-            return timed_out(options.job_timeout)
+            self._ready = True
+        assert self._conn is not None
+        # the child needs the retry policy, not the secrets
+        self._conn.send((job, rule, dataclasses.replace(options, secret=None, status_token=None)))
+        kind, payload = self._receive(time.monotonic() + options.job_timeout)
+        if kind == "outcome":
+            assert isinstance(payload, Outcome)
+            return payload
+        if kind == "lost":
+            return self._lost(job, options)
+        self._log(
+            "job.timeout", level="error", job=job.id, repo=job.repo, limit=options.job_timeout
+        )
+        self._discard()
+        return timed_out(options.job_timeout)
 
     def _lost(self, job: Job, options: ServeOptions) -> Outcome:
         proc = self._proc
@@ -262,6 +278,7 @@ def child_main(conn: Connection) -> None:
     # this process is ours from its first line, as the CLI's is: its output is scrubbed
     with guarded(service_secrets()):
         warm_up(log)
+        conn.send(("ready", None))
         while True:
             try:
                 job, rule, options = conn.recv()
