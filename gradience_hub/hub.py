@@ -144,10 +144,11 @@ def hub_errors(repo_id: str, revision: str | None = None) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class Download:
-    """A downloaded adapter snapshot: local directory, the commit sha it came from, and what
-    choosing its LoRA file skipped or left unprobed (warnings for the report)."""
+    """A downloaded adapter snapshot: local directory (None when the repo's listing holds no
+    adapter file, so nothing was downloaded), the commit sha it came from, and what choosing
+    its LoRA file skipped or left unprobed (warnings for the report)."""
 
-    path: Path
+    path: Path | None
     repo_id: str
     revision: str | None
     sha: str
@@ -163,6 +164,7 @@ def download_adapter(
     guaranteed to match even when the branch moves during the download.
     """
     from huggingface_hub import HfApi, constants, hf_hub_download, snapshot_download
+    from huggingface_hub.utils import filter_repo_objects
 
     patterns = list(ADAPTER_FILES)
     if adapter_name and adapter_name != "default":
@@ -172,10 +174,10 @@ def download_adapter(
     with hub_errors(repo_id, revision):
         token = _token()
         if constants.HF_HUB_OFFLINE:
-            path = Path(
+            cached = Path(
                 snapshot_download(repo_id, revision=revision, allow_patterns=patterns, token=token)
             )
-            return Download(path=path, repo_id=repo_id, revision=revision, sha=path.name)
+            return Download(path=cached, repo_id=repo_id, revision=revision, sha=cached.name)
         api = HfApi(token=token)
         info = api.model_info(repo_id, revision=revision, files_metadata=True)
         sha = info.sha or (revision or "")
@@ -184,6 +186,10 @@ def download_adapter(
         lora = None
         if adapter_name is None and not any(f.endswith(ADAPTER_FILES[0]) for f in files):
             lora = _lora_file(api, repo_id, sha, files, warnings)
+        wanted = [
+            f for f in filter_repo_objects(files, allow_patterns=patterns) if f != "README.md"
+        ]
+        path: Path | None = None  # no adapter file in the listing: nothing worth downloading
         if lora is not None:
             # a kohya/diffusers LoRA repo: that one file and the card, by name. Not through
             # snapshot_download, which pages through the whole tree listing (a request per
@@ -191,7 +197,7 @@ def download_adapter(
             for name in [n for n in ("README.md", lora) if n in files]:
                 local = hf_hub_download(repo_id, name, revision=sha, token=token)
             path = Path(local).parent  # the snapshot folder of ``sha``: both are top level
-        else:
+        elif wanted:
             path = Path(
                 snapshot_download(repo_id, revision=sha, allow_patterns=patterns, token=token)
             )

@@ -114,7 +114,7 @@ def load(
 
     assert spec.repo_id is not None
     dl = hub.download_adapter(spec.repo_id, spec.revision, adapter_name)
-    if not list_adapters(dl.path) and not lora_files(dl.path):
+    if dl.path is None or (not list_adapters(dl.path) and not lora_files(dl.path)):
         # what the search skipped is the likeliest reason, so it is the hint
         raise AdapterError(
             f"{spec.repo_id} has no {CONFIG_NAME} and no kohya/diffusers LoRA file at {dl.sha[:7]}",
