@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from gradience_hub.bench.cells import Cell, CellResult, CellRunner
-from gradience_hub.bench.config import config_from_dict
+from gradience_hub.bench.config import config_from_dict, load_config
 from gradience_hub.bench.executors import make_executor
 from gradience_hub.bench.executors.cell_command import parse_cell
 from gradience_hub.bench.executors.hf_jobs import (
@@ -36,9 +36,16 @@ from gradience_hub.bench.executors.hf_jobs import (
     parse_results,
     result_line,
 )
-from gradience_hub.bench.executors.portable import config_data
+from gradience_hub.bench.executors.portable import (
+    CONFIG_PREFIX,
+    config_data,
+    config_from_data,
+    pack_config,
+    write_files,
+)
 from gradience_hub.bench.executors.ray_exec import RayExecutor
 from gradience_hub.bench.protocol import run_bench
+from gradience_hub.bench.tasks import resolve_path
 from gradience_hub.cli import main
 from gradience_hub.errors import CellError, UsageError
 from tests.hubserver import HubServer, configure_client
@@ -121,6 +128,100 @@ def test_config_round_trips_through_the_job_spec() -> None:
     )
     assert config_from_dict(config_data(original)) == original
     assert original.resources.gpus_per_cell == 1.0 and original.executor == "ray"
+
+
+EXAMPLES = sorted(
+    [*(ROOT / "examples").glob("*.yaml"), *(ROOT / "examples" / "lm-eval").glob("*.yaml")]
+)
+
+
+def _tree_bytes(path: Path) -> dict[str, bytes]:
+    if path.is_file():
+        return {path.name: path.read_bytes()}
+    return {p.relative_to(path).as_posix(): p.read_bytes() for p in path.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_every_example_config_round_trips_through_the_job_s_reader(
+    example: Path, tmp_path: Path
+) -> None:
+    """What a Job reads (spec.json's config through the same config_from_dict, its files
+    under a fresh root on another machine) is the config the driver read: every local file
+    the config names travels, byte for byte."""
+    original = load_config(example)
+    data, files = pack_config(original)
+    data = json.loads(json.dumps(data))  # spec.json is JSON
+    write_files({f"{CONFIG_PREFIX}/{name}": blob for name, blob in files.items()}, tmp_path)
+    remote = config_from_data(data, tmp_path)
+    mine, theirs = original.to_dict(), remote.to_dict()
+    spec, remote_spec = original.lm_eval_spec(), remote.lm_eval_spec()
+    if spec is not None and spec.include_path is not None:
+        assert remote_spec is not None and remote_spec.include_path is not None
+        assert tmp_path in remote_spec.include_path.parents  # read from the inputs, not here
+        assert _tree_bytes(remote_spec.include_path) == _tree_bytes(spec.include_path)
+        for doc in (mine, theirs):
+            doc["task"]["lm_eval"].pop("include_path")
+    for key in ("train", "dataset"):
+        local = resolve_path(getattr(original.task, key) or "", original)
+        if getattr(original.task, key) and local is not None:
+            there = resolve_path(getattr(remote.task, key), remote)
+            assert there is not None and tmp_path in there.parents
+            assert _tree_bytes(there) == _tree_bytes(local)
+            mine["task"].pop(key), theirs["task"].pop(key)
+    assert theirs == mine
+    if example.parent.name == "lm-eval":  # the case of the issue: files that must travel
+        assert files and remote_spec is not None
+
+
+def _lm_eval_example(tmp_path: Path, **task: Any) -> Path:
+    """examples/lm-eval copied to ``tmp_path`` (its relative paths kept), with ``task`` keys
+    changed."""
+    folder = tmp_path / "lm-eval"
+    shutil.copytree(ROOT / "examples" / "lm-eval", folder)
+    path = folder / "gsm8k-local.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data["task"].update(task)
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def test_the_driver_refuses_files_that_cannot_travel_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    # A task YAML that reads a data file outside its folder.
+    path = _lm_eval_example(tmp_path)
+    outside = tmp_path / "outside.jsonl"
+    shutil.copy(path.parent / "tasks" / "local_gsm8k.jsonl", outside)
+    task_yaml = path.parent / "tasks" / "local_gsm8k.yaml"
+    task_yaml.write_text(
+        task_yaml.read_text(encoding="utf-8").replace(
+            "test: local_gsm8k.jsonl", "test: ../../outside.jsonl"
+        ),
+        encoding="utf-8",
+    )
+    # A local base model directory.
+    model_dir = tmp_path / "base-model"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text("{}", encoding="utf-8")
+    local_model = tmp_path / "local-model.yaml"
+    cfg = yaml.safe_load((ROOT / "examples" / "lm-eval" / "mc-local.yaml").read_text())
+    cfg["model"]["name_or_path"] = str(model_dir)
+    cfg["task"]["lm_eval"]["include_path"] = str(ROOT / "examples" / "lm-eval" / "tasks")
+    local_model.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    for config_path, needles in (
+        (path, ["local_gsm8k.yaml in task.lm_eval.include_path reads ../../outside.jsonl"]),
+        (local_model, ["model.name_or_path", str(model_dir), "local directory"]),
+    ):
+        out = tmp_path / f"out-{config_path.stem}"
+        argv = ["bench", "alice/some-adapter", "--config", str(config_path), "--output", str(out)]
+        with pytest.raises(SystemExit) as info:
+            main([*argv, "--executor", "hf-jobs", "--flavor", "cpu-basic"])
+        err = capsys.readouterr().err
+        assert info.value.code == 2, err
+        assert err.startswith("Error: bench config: ") and len(err.splitlines()) == 2
+        assert all(needle in err for needle in needles), err
+        assert not out.exists()  # refused before anything was written
 
 
 def test_executor_choice_flag_wins_over_the_config() -> None:

@@ -363,6 +363,9 @@ def run_bench(
     if driver_loads_task(executor):  # else the Jobs hold the bench extra, this install need not
         require_bench_extra()
     config = config_path if isinstance(config_path, BenchConfig) else load_config(config_path)
+    check = getattr(executor, "check_config", None)
+    if check is not None:  # e.g. the Jobs: local files that cannot travel, before any work
+        check(config)
     if seeds is not None:
         config.seeds = parse_seeds(seeds if isinstance(seeds, str) else list(seeds), "--seeds")
     protocol = protocol or config.protocol or ("posthoc" if source else "retrain")

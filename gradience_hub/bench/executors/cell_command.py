@@ -59,7 +59,8 @@ def run_cells(
 
             if not revision:
                 raise UsageError("--revision is needed with a Hub --inputs repo")
-            hub.download_files(inputs, revision, ["spec.json"], root)
+            # the config's local files first: reading the config checks that they exist
+            hub.download_files(inputs, revision, ["spec.json", f"{portable.CONFIG_PREFIX}/*"], root)
         try:
             spec = json.loads((root / "spec.json").read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:

@@ -2,8 +2,10 @@
 
 Inputs go through a private scratch model repo, ``{namespace}/gradience-bench-{run id}``: the
 driver commits ``spec.json`` (the config and the variant plans, JSON; see
-:func:`~gradience_hub.bench.executors.portable.runner_spec`) and the adapter directories the
-cells read, in one commit, and each Job runs ``gradience-hub bench-cell --inputs REPO
+:func:`~gradience_hub.bench.executors.portable.runner_inputs`), the local files the config
+names (``config/``: the lm-eval task folder, a local train or dataset file; a config whose
+files cannot travel is refused before anything runs) and the adapter directories the cells
+read, in one commit, and each Job runs ``gradience-hub bench-cell --inputs REPO
 --revision SHA --cell KEY ...`` in the image. ``HF_TOKEN`` reaches the Job only as a Job
 secret (never in ``env`` or the command line). A Job prints each finished cell as one line
 ``GRADIENCE_CELL_RESULT {json}``; the driver reads it with ``fetch_job_logs`` once the Job has
@@ -34,6 +36,7 @@ from typing import Any
 
 from gradience_hub import __version__
 from gradience_hub.bench.cells import CELLS_DIR, PROBE, Cell, CellResult, CellRunner
+from gradience_hub.bench.config import BenchConfig
 from gradience_hub.bench.executors import portable
 from gradience_hub.errors import EXIT_REMOTE, CellError, HubError, UsageError
 
@@ -153,6 +156,12 @@ class HFJobsExecutor:
         self.remote_task = True
         self.pool_size: int | None = None
         self.task_warnings: list[str] = []
+
+    def check_config(self, config: BenchConfig) -> None:
+        """Refuse, before anything runs or is written, a config whose local files could not
+        travel to the Jobs (a local base model, a data file outside its task folder); the
+        ConfigError names the key and the path."""
+        portable.pack_config(config)
 
     # -- the run's state -------------------------------------------------------------------
 
@@ -279,7 +288,8 @@ class HFJobsExecutor:
     def _upload_inputs(
         self, hub: Any, scratch: str, runner: CellRunner, cells: Sequence[Cell]
     ) -> str:
-        files = {"spec.json": json.dumps(portable.runner_spec(runner), sort_keys=True).encode()}
+        spec, files = portable.runner_inputs(runner)  # the config's local files travel too
+        files["spec.json"] = json.dumps(spec, sort_keys=True).encode()
         for cell in cells:
             for prefix, path in portable.cell_sources(runner, cell).items():
                 for name, data in portable.dir_files(path).items():

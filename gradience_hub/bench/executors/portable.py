@@ -17,11 +17,21 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from gradience_hub.bench.cells import BASE, PROBE, RETRAIN_DIR, Cell, CellResult, CellRunner
-from gradience_hub.bench.config import SUGGESTED_VARIANTS, BenchConfig, config_from_dict
+from gradience_hub.bench.config import (
+    EMBEDDED_MODEL,
+    SUGGESTED_VARIANTS,
+    BenchConfig,
+    config_from_dict,
+)
 from gradience_hub.bench.variants import VariantPlan
 from gradience_hub.errors import ConfigError
 
 SPEC_SCHEMA = "gradience-hub/cell-inputs/v1"
+CONFIG_PREFIX = "config"
+# The config's local paths are read as relative to this (never written) file in CONFIG_PREFIX.
+CONFIG_NAME = "bench.yaml"
+# The most bytes of local files one config path may send to remote cells (held in memory).
+MAX_PACKED = 2 * 2**30
 PROBE_PREFIX = "probe"
 OUT_PREFIX = "out"
 BASE_PREFIX = "base"
@@ -121,8 +131,12 @@ def adopt(runner: CellRunner, cell: Cell, result: CellResult, trained: dict[str,
 
 def config_data(config: BenchConfig) -> dict[str, Any]:
     """``config`` as the YAML mapping :func:`~gradience_hub.bench.config.config_from_dict`
-    reads back into an equal config."""
+    reads back into an equal config (local paths as written: see :func:`pack_config` for a
+    config that travels to another machine)."""
     data = config.to_dict()
+    if config.task.lm_eval is not None:
+        # Derived from task.lm_eval.metric on reading; the reader refuses it beside lm_eval.
+        data["task"].pop("metric", None)
     variants = []
     for spec in config.compression.variants:
         if spec.kind in SUGGESTED_VARIANTS:
@@ -135,8 +149,143 @@ def config_data(config: BenchConfig) -> dict[str, Any]:
     return {k: v for k, v in data.items() if v is not None}
 
 
+def _too_big(key: str, path: Path, size: int) -> ConfigError:
+    return ConfigError(
+        f"bench config: {key} {path} is {size / 2**30:.1f} GiB, more than the "
+        f"{MAX_PACKED / 2**30:.0f} GiB of local files a remote cell is sent",
+        hint=f"upload it to the Hub and name its repo id in {key}",
+        key=key,
+    )
+
+
+def _tree(root: Path, key: str) -> dict[str, bytes]:
+    """Every regular file under ``root`` (a file: itself) by its POSIX path relative to
+    ``root``'s parent; a symlink out of ``root`` is refused, naming it."""
+    if root.is_file():
+        if root.stat().st_size > MAX_PACKED:
+            raise _too_big(key, root, root.stat().st_size)
+        return {root.name: root.read_bytes()}
+    base = root.resolve()
+    files: dict[str, bytes] = {}
+    total = 0
+    for path in sorted(root.rglob("*")):
+        if not path.is_file() or "__pycache__" in path.parts:
+            continue
+        if base not in path.resolve().parents:
+            raise ConfigError(
+                f"bench config: {key} {root} holds {path}, a link to a file outside it, which "
+                "a remote cell could not read",
+                hint=f"copy that file into {root}",
+                key=key,
+            )
+        total += path.stat().st_size
+        if total > MAX_PACKED:
+            raise _too_big(key, root, total)
+        files[f"{root.name}/{path.relative_to(root).as_posix()}"] = path.read_bytes()
+    return files
+
+
+def _yaml_files(value: Any) -> list[str]:
+    """The paths of a task YAML's ``dataset_kwargs.data_files`` (a string, list or mapping)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [p for item in value for p in _yaml_files(item)]
+    if isinstance(value, dict):
+        return [p for item in value.values() for p in _yaml_files(item)]
+    return []
+
+
+def _check_task_files(folder: Path, key: str) -> None:
+    """Every local ``data_files`` path of the task YAMLs in ``folder`` must lie inside it (it
+    travels with the folder); one outside it, absolute or ``../``, is refused, naming it."""
+    import yaml
+
+    class _Lenient(yaml.SafeLoader):
+        """lm-eval's YAMLs use tags (``!function utils.f``) that need no resolving here."""
+
+    _Lenient.add_multi_constructor("!", lambda loader, suffix, node: None)
+    root = folder.resolve()
+    for path in sorted(folder.rglob("*.y*ml")):
+        try:
+            # a SafeLoader subclass: nothing is constructed but plain data
+            doc = yaml.load(path.read_text(encoding="utf-8"), Loader=_Lenient)
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue  # lm-eval reports a broken YAML itself, in the cell
+        kwargs = doc.get("dataset_kwargs") if isinstance(doc, dict) else None
+        if not isinstance(kwargs, dict):
+            continue
+        for name in _yaml_files(kwargs.get("data_files")):
+            if "://" in name:
+                continue  # a URL (hf://, https://): the remote worker reads it itself
+            target = Path(name).expanduser()
+            target = target if target.is_absolute() else path.parent / target
+            if target.exists() and root not in target.resolve().parents:
+                raise ConfigError(
+                    f"bench config: {path.name} in {key} reads {name}, a file outside "
+                    f"{folder}, which a remote cell could not read",
+                    hint=f"move it into {folder} and name it relative to {path.name}",
+                    key=key,
+                )
+
+
+def pack_config(config: BenchConfig) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """``config`` for a machine without this one's files: its data (:func:`config_data`) with
+    every local path it names replaced by a path under :data:`CONFIG_PREFIX`, and those files
+    ``{path under CONFIG_PREFIX: bytes}``. :func:`config_from_data` reads it back.
+
+    Local paths are ``task.lm_eval.include_path`` (the folder, with the data files its task
+    YAMLs name), ``task.train`` and ``task.dataset``. A local ``model.name_or_path`` is refused
+    (a base model is gigabytes: it goes to the Hub), as is any file a path reaches outside its
+    folder; every refusal is a ConfigError naming the key and the path.
+    """
+    from gradience_hub.bench.tasks import resolve_path
+
+    data = config_data(config)
+    files: dict[str, bytes] = {}
+    model = config.model.name_or_path
+    if model != EMBEDDED_MODEL and resolve_path(model, config) is not None:
+        raise ConfigError(
+            f"bench config: model.name_or_path {model} is a local directory, which a remote "
+            "cell cannot read",
+            hint="upload the model to the Hub (hf upload ORG/NAME DIR) and name its repo id",
+            key="model.name_or_path",
+        )
+    spec = config.lm_eval_spec()
+    if spec is not None and spec.include_path is not None:
+        key = "task.lm_eval.include_path"
+        _check_task_files(spec.include_path, key)
+        tree = _tree(spec.include_path, key)
+        files.update({f"include_path/{name}": blob for name, blob in tree.items()})
+        data["task"]["lm_eval"]["include_path"] = f"include_path/{spec.include_path.name}"
+    for name in ("train", "dataset"):
+        value = getattr(config.task, name)
+        local = resolve_path(value, config) if value else None
+        if local is None:
+            continue  # a datasets id: the remote worker loads it from the Hub
+        tree = _tree(local, f"task.{name}")
+        files.update({f"{name}/{path}": blob for path, blob in tree.items()})
+        data["task"][name] = f"{name}/{local.name}"
+    return data, files
+
+
+def config_from_data(data: Any, root: Path) -> BenchConfig:
+    """The config of :func:`pack_config`, its files under ``root / CONFIG_PREFIX``."""
+    return config_from_dict(data, path=root / CONFIG_PREFIX / CONFIG_NAME)
+
+
+def runner_inputs(runner: CellRunner) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """What a Job needs besides the adapters: :func:`runner_spec` and the config's local
+    files, by their path in the inputs (under :data:`CONFIG_PREFIX`)."""
+    data, files = pack_config(runner.config)
+    spec = runner_spec(runner)
+    spec["config"] = data
+    return spec, {f"{CONFIG_PREFIX}/{name}": blob for name, blob in files.items()}
+
+
 def runner_spec(runner: CellRunner) -> dict[str, Any]:
-    """The JSON form of a runner (a Job's inputs; paths excluded: they are the worker's)."""
+    """The JSON form of a runner (a Job's inputs; paths excluded: they are the worker's; the
+    config's local files travel beside it: :func:`runner_inputs`)."""
     return {
         "schema": SPEC_SCHEMA,
         "protocol": runner.protocol,
@@ -150,7 +299,8 @@ def runner_spec(runner: CellRunner) -> dict[str, Any]:
 
 
 def runner_from_spec(spec: dict[str, Any], root: Path, device: str) -> CellRunner:
-    """The runner of :func:`runner_spec`, with its files under ``root``."""
+    """The runner of :func:`runner_spec`, with its files under ``root`` (the config's under
+    ``root / CONFIG_PREFIX``: download them first, the config checks that they exist)."""
     if not isinstance(spec, dict) or spec.get("schema") != SPEC_SCHEMA:
         raise ConfigError(
             f"the cell inputs are not {SPEC_SCHEMA}",
@@ -161,7 +311,7 @@ def runner_from_spec(spec: dict[str, Any], root: Path, device: str) -> CellRunne
         plans = {key: VariantPlan(**plan) for key, plan in spec["plans"].items()}
         return CellRunner(
             protocol=str(spec["protocol"]),
-            config=config_from_dict(spec["config"]),
+            config=config_from_data(spec["config"], root),
             output_dir=root / OUT_PREFIX,
             device=device,
             probe_dir=root / PROBE_PREFIX if spec["has_probe"] else None,
