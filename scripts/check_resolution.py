@@ -99,11 +99,13 @@ def _installs(data: dict) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--index-url", default=PUBLIC_INDEX)
+    parser.add_argument("--lock", type=Path, default=LOCK, help="the constraints file to check")
     args = parser.parse_args(argv)
-    lock_text = LOCK.read_text(encoding="utf-8")
+    lock = args.lock.resolve()
+    lock_text = lock.read_text(encoding="utf-8")
     labelled = [line for line in lock_text.splitlines() if "==" in line and "+" in line]
     if labelled:
-        print(f"FAIL {LOCK.relative_to(ROOT)} pins local version labels: {labelled}")
+        print(f"FAIL {lock.name} pins local version labels: {labelled}")
         return 1
     index = ["--index-url", args.index_url, *_cert_args()]
     with tempfile.TemporaryDirectory(prefix="resolve-") as tmp:
@@ -121,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             str(report),
             *index,
             "-c",
-            str(LOCK),
+            str(lock),
             f"torch=={TORCH}",
             f"{ROOT}[{ALL_EXTRAS}]",
         )
@@ -150,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
                 str(report),
                 *index,
                 "-c",
-                str(LOCK),
+                str(lock),
                 f"{ROOT}[bench]",
             )
             data = _resolve(f".[bench] -c lock over torch {TORCH}+{build}", cmd, report)
