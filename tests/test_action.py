@@ -80,7 +80,7 @@ def test_action_yml_matches_the_github_actions_schema() -> None:
 
 
 def test_workflows_match_the_github_workflows_schema() -> None:
-    assert len(WORKFLOWS) == 4, WORKFLOWS
+    assert len(WORKFLOWS) == 5, WORKFLOWS
     proc = check_jsonschema("vendor.github-workflows", *WORKFLOWS)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -142,8 +142,13 @@ def test_every_input_is_read_by_the_runtime() -> None:
 
 def _action_steps(workflow: dict[str, Any]) -> list[dict[str, Any]]:
     steps = [s for job in workflow["jobs"].values() for s in job.get("steps", [])]
-    uses = ("./", "gradience/audit-action@")
+    uses = ("./", "gradience/audit-action@", IMAGE_STEP)
     return [s for s in steps if str(s.get("uses", "")).startswith(uses)]
+
+
+# A step that runs the released image directly (`uses: docker://...`): GitHub reads no action.yml
+# for it, so none of its defaults apply.
+IMAGE_STEP = "docker://ghcr.io/gradience/audit-action:"
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: str(p.relative_to(ROOT)))
@@ -176,6 +181,41 @@ def test_example_workflows() -> None:
     assert "safe" in text.lower()
     self_test = load_yaml(ROOT / ".github" / "workflows" / "self-test.yml")
     assert next(s["uses"] for s in _action_steps(self_test)) == "./"
+    bench = load_yaml(ROOT / "examples" / "workflows" / "bench-on-runner.yml")
+    [step] = _action_steps(bench)
+    assert step["uses"] == IMAGE_STEP + "v1-bench"
+    assert step["with"]["mode"] == "bench" and step["with"]["bench-config"]
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_docker_image_steps_pass_what_action_yml_would_default(path: Path) -> None:
+    # action.yml's only default the runtime cannot supply itself is the comment token.
+    defaults = load_yaml(ROOT / "action.yml")["inputs"]
+    assert defaults["github-token"]["default"] == "${{ github.token }}"
+    for step in _action_steps(load_yaml(path)):
+        if step["uses"].startswith(IMAGE_STEP):
+            assert step["with"].get("github-token") == "${{ github.token }}", step
+
+
+def test_the_release_publishes_action_yml_with_the_pushed_image() -> None:
+    # action.yml on the development branch builds the Dockerfile; the release rewrites exactly
+    # that line to the image it pushed, then runs the rewritten copy before publishing it.
+    assert (ROOT / "action.yml").read_text(encoding="utf-8").count("\n  image: Dockerfile\n") == 1
+    release = load_yaml(ROOT / ".github" / "workflows" / "release.yml")
+    jobs = release["jobs"]
+    action_job = jobs["action"]
+    assert action_job["needs"] == "images"
+    image = action_job["env"]["IMAGE"]
+    assert image == "ghcr.io/${{ github.repository_owner }}/audit-action:${{ github.ref_name }}"
+    scripts = [s.get("run", "") for s in action_job["steps"]]
+    assert any("s|^  image: Dockerfile$|  image: docker://${IMAGE}|" in s for s in scripts)
+    assert [s["uses"] for s in _action_steps(release) if s["uses"] == "./"] == ["./", "./"]
+    assert any("git push -f origin" in s and "${TAG%%.*}" in s for s in scripts)
+    pypi = jobs["pypi"]
+    assert pypi["environment"]["name"] == "pypi"
+    assert pypi["permissions"] == {"id-token": "write"}
+    assert pypi["steps"][-1]["uses"].startswith("pypa/gh-action-pypi-publish@")
+    assert set(pypi["needs"]) == {"dist", "action"}
 
 
 def dockerfile_instructions() -> list[tuple[str, str]]:
