@@ -407,6 +407,7 @@ def merge_audit_command(
     """Will these LoRA adapters merge well? Subspace overlap, cosine and merge shares per module,
     a verdict and the peft merge method to use. Exit 0, 1 when they conflict, 2 on bad input."""
     from gradience_hub import merge_audit as ma
+    from gradience_hub.publish.merge_audit import format_markdown
 
     if as_json and fmt != "text":
         raise click.UsageError("--json and --format markdown exclude each other")
@@ -430,7 +431,7 @@ def merge_audit_command(
     if as_json:
         shown = text
     elif fmt == "markdown":  # rendered before --output is written: a broken template writes nothing
-        shown = ma.format_markdown(report, template_dir)
+        shown = format_markdown(report, template_dir)
     else:
         shown = ma.format_text(report, layers=layers)
     _write_output(text, output)

@@ -30,11 +30,11 @@ from urllib3.util.retry import Retry
 
 from gradience_hub import __version__
 from gradience_hub.errors import GitHubError, UsageError
-from gradience_hub.publish.markers import COMMENT_MARKER
+from gradience_hub.markers import COMMENT_MARKER
 
 MARKER = COMMENT_MARKER
 """Hidden HTML comment that makes a PR comment ours to update (docs/architecture.md, "Sticky
-comments"); defined in :mod:`gradience_hub.publish.markers`."""
+comments"); defined in :mod:`gradience_hub.markers`."""
 
 DEFAULT_API_URL = "https://api.github.com"
 """REST base URL of github.com; GitHub Enterprise Server uses ``https://HOST/api/v3``."""

@@ -160,10 +160,16 @@ def delta(value: Any, scale: str = "fraction", signed: bool = True, digits: int 
     return Markup(f"{x:{sign}.4g}")
 
 
+def human_count(n: float) -> str:
+    """589800 -> '589.8K' (the format gradience users know)."""
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(int(n))
+
+
 def human(value: Any) -> Markup:
     """589800 -> ``589.8K`` (the format gradience users know)."""
-    from gradience_hub.audit import human_count
-
     x = number(value)
     return md(value) if x is None else Markup(human_count(x))
 

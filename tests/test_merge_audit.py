@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from gradience_hub.cli import main
-from gradience_hub.merge_audit import format_markdown, run_merge_audit
+from gradience_hub.merge_audit import run_merge_audit
+from gradience_hub.publish.merge_audit import format_markdown
 from tests.factories import (
     factors_from_svd,
     lora_config,

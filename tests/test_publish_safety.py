@@ -24,9 +24,9 @@ import pytest
 from gradience_hub import _io, hub
 from gradience_hub.cli import main
 from gradience_hub.errors import CardError, UsageError
+from gradience_hub.markers import COMMENT_MARKER, SECTION_END, SECTION_START
 from gradience_hub.output import clean, strip_controls
 from gradience_hub.publish import annotate as ann
-from gradience_hub.publish.markers import COMMENT_MARKER, SECTION_END, SECTION_START
 from gradience_hub.publish.readme import splice_readme
 from tests.factories import (
     adapter_files,

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gradience_hub.errors import CardError
-from gradience_hub.publish.markers import SECTION_END, SECTION_START
+from gradience_hub.markers import SECTION_END, SECTION_START
 from gradience_hub.publish.readme import splice_readme
 
 SECTION = "## Gradience\n\nutilization 14.5% of rank 8"

@@ -29,6 +29,7 @@ from gradience_hub.record import (
     TaskInfo,
     format_table,
     load_bench,
+    record_from_dict,
     save_bench,
     to_markdown,
     with_policy,
@@ -210,13 +211,13 @@ def test_reads_gradience_011_canonical(tmp_path: Path) -> None:
     assert median.verdicts == {"worst-seed": PASS, "non-inferiority": None}
     assert record.warnings == []  # its stored verdicts agree with its numbers
     # and it converts to our schema losslessly from there on
-    again = BenchRecord.from_dict(json.loads(record.to_json()))
+    again = record_from_dict(json.loads(record.to_json()))
     assert again.to_dict() == record.to_dict()
     assert "uniform_median (r=2)" in to_markdown(record)
 
 
 def test_reads_gradience_011_aggregate() -> None:
-    record = BenchRecord.from_dict(copy.deepcopy(GRADIENCE_011_AGGREGATE))
+    record = record_from_dict(copy.deepcopy(GRADIENCE_011_AGGREGATE))
     assert record.protocol.seeds == [42, 43, 44]
     assert record.probe.per_seed == {42: 0.22, 43: 0.20, 44: 0.21}
     assert record.probe.params == 442368
@@ -247,7 +248,7 @@ def test_gradience_011_missing_field_names_it(mutate, field: str) -> None:  # ty
     data = copy.deepcopy(GRADIENCE_011)
     mutate(data)
     with pytest.raises(RecordError) as info:
-        BenchRecord.from_dict(data)
+        record_from_dict(data)
     expected = field.replace("median.", "uniform_median.").replace(".delta", ".delta_vs_probe")
     assert expected.split(".")[-1] in info.value.message
     assert expected.split(".")[0] in info.value.message
@@ -274,20 +275,20 @@ def test_ours_missing_field_names_it(path: tuple, field: str) -> None:
         target = target[key]
     del target[path[-1]]
     with pytest.raises(RecordError, match=field.replace("[", r"\[").replace("]", r"\]")):
-        BenchRecord.from_dict(data)
+        record_from_dict(data)
 
 
 def test_bad_values_and_files(tmp_path: Path) -> None:
     data = _record().to_dict()
     data["variants"][0]["verdict"] = "MAYBE"
     with pytest.raises(RecordError, match=r"variants\[0\]\.verdict"):
-        BenchRecord.from_dict(data)
+        record_from_dict(data)
     data = _record().to_dict()
     data["policy"]["max_drop"] = -1
     with pytest.raises(RecordError, match="policy"):
-        BenchRecord.from_dict(data)
+        record_from_dict(data)
     with pytest.raises(RecordError, match=r"not a bench\.json"):
-        BenchRecord.from_dict({"schema": "something/else"})
+        record_from_dict({"schema": "something/else"})
     with pytest.raises(RecordError, match="not found"):
         load_bench(tmp_path / "nope.json")
     (tmp_path / "bad.json").write_text("{")
@@ -392,7 +393,7 @@ def test_with_policy_rejudges_the_same_measurements() -> None:
         assert v.delta_ci is not None
         assert v.verdict == (PASS if v.delta_ci.low >= -0.025 else FAIL)
     # gradience 0.11 records are re-judged from their recorded figures too
-    old = with_policy(BenchRecord.from_dict(copy.deepcopy(GRADIENCE_011)), max_drop=0.005)
+    old = with_policy(record_from_dict(copy.deepcopy(GRADIENCE_011)), max_drop=0.005)
     assert {v.name: v.verdict for v in old.variants} == {
         "uniform_median": FAIL,
         "uniform_p90": FAIL,

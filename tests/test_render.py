@@ -19,8 +19,8 @@ import pytest
 import yaml
 
 from gradience_hub.errors import CardError, RecordError, TemplateError, UsageError
+from gradience_hub.markdown import delta, human, md, metric, num, pct, ranks, signed_pct
 from gradience_hub.publish import render as R
-from gradience_hub.publish.filters import delta, human, md, metric, num, pct, ranks, signed_pct
 
 GOLDEN = Path(__file__).parent / "golden"
 REPO_URL = "https://huggingface.co/acme/llama-3.2-1b-sst2-lora"

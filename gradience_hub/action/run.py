@@ -49,9 +49,9 @@ from gradience_hub.errors import (
     MissingExtraError,
 )
 from gradience_hub.identity import link_bench
+from gradience_hub.markers import COMMENT_MARKER
 from gradience_hub.output import emit_command
 from gradience_hub.policy import ERROR, FAIL, is_failing, overall_status, status_of
-from gradience_hub.publish.markers import COMMENT_MARKER
 
 REPORT_DIR = "gradience-report"
 """Reports go to ``$GITHUB_WORKSPACE/gradience-report/<repo>/`` (audit.json, bench.json)."""

@@ -3,14 +3,7 @@
 from __future__ import annotations
 
 from gradience_hub.audit.report import AuditReport
-
-
-def human_count(n: float) -> str:
-    """589800 -> '589.8K' (the format gradience users know)."""
-    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= size:
-            return f"{n / size:.1f}{unit}"
-    return str(int(n))
+from gradience_hub.markdown import human_count
 
 
 def _num(x: float) -> str:

@@ -4,11 +4,11 @@ weights alone (the QR route, never the dense product), a verdict, the peft merge
 and optionally the merge itself through peft with measured against predicted retention.
 
 ``geometry`` and ``predict`` are pure math, ``verdict`` the rule table, ``report`` the
-merge_audit.json model, ``run`` the I/O, ``text``/``markdown`` the outputs, ``merge`` peft.
+merge_audit.json model, ``run`` the I/O, ``text`` the terminal output, ``merge`` peft (the
+Markdown is :mod:`gradience_hub.publish.merge_audit`).
 """
 
 from gradience_hub.merge_audit.geometry import PairFigures, Update, pair_figures, update
-from gradience_hub.merge_audit.markdown import format_markdown
 from gradience_hub.merge_audit.report import SCHEMA, MergeAuditReport, ModuleRow, PairReport
 from gradience_hub.merge_audit.run import audit_adapters, parse_weights, run_merge_audit
 from gradience_hub.merge_audit.text import format_text
@@ -24,7 +24,6 @@ __all__ = [
     "Thresholds",
     "Update",
     "audit_adapters",
-    "format_markdown",
     "format_text",
     "load_thresholds",
     "pair_figures",

@@ -27,8 +27,7 @@ from gradience_hub._io import resolve_within, write_file
 from gradience_hub.audit import AuditReport, audit_adapter
 from gradience_hub.errors import CardError, GradienceError, HubError, UsageError
 from gradience_hub.identity import link_bench
-from gradience_hub.policy import status_of
-from gradience_hub.publish.markers import (
+from gradience_hub.markers import (
     AUDIT_JSON,
     BENCH_JSON,
     BENCH_MD,
@@ -36,6 +35,7 @@ from gradience_hub.publish.markers import (
     PICTURE,
     README,
 )
+from gradience_hub.policy import status_of
 from gradience_hub.publish.readme import library_for
 
 __all__ = [

@@ -8,7 +8,9 @@ from typing import Any
 
 from markupsafe import Markup
 
+from gradience_hub.markdown import md, number
 from gradience_hub.merge_audit.report import MergeAuditReport
+from gradience_hub.publish.render import render_document
 
 TEMPLATE = "merge_audit.md.j2"
 
@@ -16,8 +18,6 @@ TEMPLATE = "merge_audit.md.j2"
 def fixed(value: Any, digits: int = 3) -> Markup:
     """A number with ``digits`` decimals (``-1.000``), an em dash for None; a formatted number
     cannot carry Markdown, anything else is escaped."""
-    from gradience_hub.publish.filters import md, number
-
     x = number(value)
     return md(value) if x is None else Markup(f"{x:.{digits}f}")
 
@@ -37,8 +37,6 @@ def format_markdown(
     report: MergeAuditReport, template_dir: str | os.PathLike[str] | None = None
 ) -> str:
     """Render ``merge_audit.md.j2`` (a ``template_dir`` is tried first) for ``report``."""
-    from gradience_hub.publish.render import render_document
-
     data = report.to_dict()
     variables = {
         "report": data,

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from gradience_hub._io import write_file
 from gradience_hub.errors import CardError
-from gradience_hub.publish.filters import is_repo_id, md
-from gradience_hub.publish.markers import (
+from gradience_hub.markdown import is_repo_id, md
+from gradience_hub.markers import (
     SECTION_END,
     SECTION_END_RE,
     SECTION_START,

@@ -9,7 +9,7 @@ them can be overridden; every template, shipped or not, renders in a
 mutation of the data) with :class:`~jinja2.StrictUndefined`.
 
 Escaping is the default, not an opt-in. The environment has ``autoescape=True`` and a
-``finalize`` hook, :func:`~gradience_hub.publish.filters.md`, that turns every printed
+``finalize`` hook, :func:`~gradience_hub.markdown.md`, that turns every printed
 value that is not already :class:`~markupsafe.Markup` into Markdown-escaped Markup; Jinja's
 HTML escape then leaves it alone. So ``{{ variant.name }}`` is safe as written. The number
 filters return Markup (a
@@ -40,6 +40,9 @@ from markupsafe import Markup
 from gradience_hub import __version__
 from gradience_hub.audit import V011_ENERGY_ALIASES, energy_fields
 from gradience_hub.errors import ConfigError, RecordError, TemplateError, UsageError
+from gradience_hub.markdown import FILTERS, is_repo_id, md, safe_url
+from gradience_hub.markdown import number as to_number
+from gradience_hub.markers import COMMENT_MARKER, MARKERS, PATHS
 from gradience_hub.policy import (
     AUDIT,
     FAIL,
@@ -49,9 +52,6 @@ from gradience_hub.policy import (
     RULE_WORST_SEED,
     Policy,
 )
-from gradience_hub.publish.filters import FILTERS, is_repo_id, md, safe_url
-from gradience_hub.publish.filters import number as to_number
-from gradience_hub.publish.markers import COMMENT_MARKER, MARKERS, PATHS
 from gradience_hub.publish.readme import (
     DEFAULT_TAGS,
     END,
@@ -521,7 +521,7 @@ def template_context(
     - ``warnings`` (audit's then bench's, de-duplicated), ``tool`` {name, version, url},
       ``bench_tool`` {name, version} when another tool wrote the bench, ``generated_at``,
       ``markers`` {start, end, comment} and ``paths`` {readme, audit, bench, bench_md,
-      picture} (from :mod:`gradience_hub.publish.markers`).
+      picture} (from :mod:`gradience_hub.markers`).
     """
     ctx = dict(context or {})
     if audit is not None and not isinstance(audit, Mapping):

@@ -8,7 +8,7 @@ its path (``variants[2].per_seed.42.delta``).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal, overload
 
 from gradience_hub.errors import ConfigError, RecordError
 from gradience_hub.policy import (
@@ -59,6 +59,10 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 40 else f"{text[:20]}...({len(text)} characters)"
 
 
+@overload
+def as_number(value: Any, path: str, *, optional: Literal[False] = False) -> float: ...
+@overload
+def as_number(value: Any, path: str, *, optional: bool) -> float | None: ...
 def as_number(value: Any, path: str, *, optional: bool = False) -> float | None:
     if value is None and optional:
         return None
@@ -69,6 +73,10 @@ def as_number(value: Any, path: str, *, optional: bool = False) -> float | None:
     return float(value)
 
 
+@overload
+def as_int(value: Any, path: str, *, optional: Literal[False] = False) -> int: ...
+@overload
+def as_int(value: Any, path: str, *, optional: bool) -> int | None: ...
 def as_int(value: Any, path: str, *, optional: bool = False) -> int | None:
     if value is None and optional:
         return None
@@ -119,7 +127,7 @@ def as_pairs(data: dict[str, Any], path: str) -> Pairs:
     worse = as_int(required(data, "worse", p), f"{p}worse")
     better = as_int(required(data, "better", p), f"{p}better")
     try:
-        return Pairs(n, worse, better)  # type: ignore[arg-type]
+        return Pairs(n, worse, better)
     except RecordError as exc:
         raise field_error(path, exc.message) from None
 
@@ -145,32 +153,6 @@ def as_interval(value: Any, path: str) -> Interval | None:
                 f"{path}.{key}", f"is {stored!r}, but its counts give {getattr(interval, key)!r}"
             )
     return interval
-
-
-def as_base(value: Any, path: str) -> Any:
-    """bench.json ``base`` (None when the record has no base-model control)."""
-    from gradience_hub.record.model import BaseRecord
-
-    if value is None:
-        return None
-    data = as_object(value, path)
-    scores = as_object(required(data, "per_seed", f"{path}."), f"{path}.per_seed")
-    per_seed = {
-        as_seed(s, f"{path}.per_seed"): as_number(x, f"{path}.per_seed.{s}")
-        for s, x in scores.items()
-    }
-    if not per_seed:
-        raise field_error(f"{path}.per_seed", "is empty")
-    gain = as_object(data.get("gain") or {}, f"{path}.gain")
-    pairs = as_pairs(gain, f"{path}.gain") if "n" in gain else None
-    mean = as_number(required(data, "mean", f"{path}."), f"{path}.mean")
-    return BaseRecord(
-        per_seed=per_seed,  # type: ignore[arg-type]
-        mean=mean,  # type: ignore[arg-type]
-        gain=as_number(gain.get("mean", 0.0), f"{path}.gain.mean"),  # type: ignore[arg-type]
-        pairs=pairs,
-        p_value=as_number(gain.get("p_value"), f"{path}.gain.p_value", optional=True),
-    )
 
 
 def as_seed(key: Any, path: str) -> int:

@@ -405,15 +405,6 @@ class BenchRecord:
         """bench.json text (2-space indent, trailing newline)."""
         return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
 
-    @classmethod
-    def from_dict(cls, data: Any, *, strict: bool = False) -> BenchRecord:
-        """Read a bench.json document (ours or gradience 0.11's), re-judged: see
-        :func:`~gradience_hub.record.io.record_from_dict`."""
-        # The readers build this module's classes, so they import it: import the table when called.
-        from gradience_hub.record.io import record_from_dict
-
-        return record_from_dict(data, strict=strict)
-
 
 def variant_record(v: Any, spec: int | Mapping[str, int] | None = None) -> VariantRecord:
     """A :class:`~gradience_hub.policy.VariantOutcome` as a record row; ``spec`` is the

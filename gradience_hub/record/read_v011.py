@@ -41,22 +41,22 @@ def _values(value: Any, path: str) -> tuple[list[float], float]:
         raw = value.get("values")
         if raw is None:
             mean = as_number(required(value, "mean", f"{path}."), f"{path}.mean")
-            return [mean], mean  # type: ignore[list-item, return-value]
+            return [mean], mean
         value = raw
     if isinstance(value, list):
         if not value:
             raise field_error(path, "is an empty list")
         values = [as_number(x, f"{path}[{i}]") for i, x in enumerate(value)]
-        return values, sum(values) / len(values)  # type: ignore[arg-type, return-value]
+        return values, sum(values) / len(values)
     number = as_number(value, path)
-    return [number], number  # type: ignore[list-item, return-value]
+    return [number], number
 
 
 def _scalar(value: Any, path: str) -> float:
     """A number, or the mean of a 0.11 aggregate ``{"mean", ...}``."""
     if isinstance(value, dict):
-        return as_number(required(value, "mean", f"{path}."), f"{path}.mean")  # type: ignore[return-value]
-    return as_number(value, path)  # type: ignore[return-value]
+        return as_number(required(value, "mean", f"{path}."), f"{path}.mean")
+    return as_number(value, path)
 
 
 def _dig(data: Any, *keys: str) -> Any:

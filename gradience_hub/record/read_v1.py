@@ -7,12 +7,12 @@ from typing import Any
 from gradience_hub.errors import RecordError
 from gradience_hub.identity import HASH_KEY, HASH_RE
 from gradience_hub.record.fields import (
-    as_base,
     as_int,
     as_interval,
     as_list,
     as_number,
     as_object,
+    as_pairs,
     as_policy,
     as_seed,
     as_status,
@@ -23,6 +23,7 @@ from gradience_hub.record.fields import (
 )
 from gradience_hub.record.model import (
     AdapterInfo,
+    BaseRecord,
     BenchRecord,
     ProbeRecord,
     ProtocolInfo,
@@ -80,8 +81,8 @@ def read_v1(data: dict[str, Any]) -> BenchRecord:
             c = as_object(cell, f"{p}per_seed.{seed}")
             q = f"{p}per_seed.{seed}."
             per_seed[as_seed(seed, f"{p}per_seed")] = SeedScore(
-                score=as_number(required(c, "score", q), f"{q}score"),  # type: ignore[arg-type]
-                delta=as_number(required(c, "delta", q), f"{q}delta"),  # type: ignore[arg-type]
+                score=as_number(required(c, "score", q), f"{q}score"),
+                delta=as_number(required(c, "delta", q), f"{q}delta"),
                 delta_ci=as_interval(c.get("delta_ci"), f"{q}delta_ci"),
                 retained_gain=as_number(c.get("retained_gain"), f"{q}retained_gain", optional=True),
             )
@@ -105,7 +106,7 @@ def read_v1(data: dict[str, Any]) -> BenchRecord:
                 verdicts=as_verdicts(v.get("verdicts"), f"{p}verdicts"),
                 rank=as_int(v.get("rank"), f"{p}rank", optional=True),
                 rank_pattern=(
-                    {str(k): as_int(r, f"{p}rank_pattern.{k}") for k, r in pattern.items()}  # type: ignore[misc]
+                    {str(k): as_int(r, f"{p}rank_pattern.{k}") for k, r in pattern.items()}
                     if isinstance(pattern, dict)
                     else None
                 ),
@@ -142,10 +143,10 @@ def read_v1(data: dict[str, Any]) -> BenchRecord:
             rank=as_int(required(probe, "rank", "probe."), "probe.rank", optional=True),
             params=as_int(required(probe, "params", "probe."), "probe.params", optional=True),
             per_seed={
-                as_seed(s, "probe.per_seed"): as_number(x, f"probe.per_seed.{s}")  # type: ignore[misc]
+                as_seed(s, "probe.per_seed"): as_number(x, f"probe.per_seed.{s}")
                 for s, x in probe_scores.items()
             },
-            mean=as_number(required(probe, "mean", "probe."), "probe.mean"),  # type: ignore[arg-type]
+            mean=as_number(required(probe, "mean", "probe."), "probe.mean"),
         ),
         variants=out_variants,
         status=as_status(required(data, "status", ""), "status"),
@@ -156,4 +157,28 @@ def read_v1(data: dict[str, Any]) -> BenchRecord:
         environment=dict(as_object(data.get("environment") or {}, "environment")),
         tool=dict(as_object(data.get("tool") or {}, "tool")),
         created_at=str(data.get("created_at") or ""),
+    )
+
+
+def as_base(value: Any, path: str) -> BaseRecord | None:
+    """bench.json ``base`` (None when the record has no base-model control)."""
+    if value is None:
+        return None
+    data = as_object(value, path)
+    scores = as_object(required(data, "per_seed", f"{path}."), f"{path}.per_seed")
+    per_seed = {
+        as_seed(s, f"{path}.per_seed"): as_number(x, f"{path}.per_seed.{s}")
+        for s, x in scores.items()
+    }
+    if not per_seed:
+        raise field_error(f"{path}.per_seed", "is empty")
+    gain = as_object(data.get("gain") or {}, f"{path}.gain")
+    pairs = as_pairs(gain, f"{path}.gain") if "n" in gain else None
+    mean = as_number(required(data, "mean", f"{path}."), f"{path}.mean")
+    return BaseRecord(
+        per_seed=per_seed,
+        mean=mean,
+        gain=as_number(gain.get("mean", 0.0), f"{path}.gain.mean"),
+        pairs=pairs,
+        p_value=as_number(gain.get("p_value"), f"{path}.gain.p_value", optional=True),
     )

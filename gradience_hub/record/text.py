@@ -2,7 +2,7 @@
 
 bench.md is escaped as the card is: every string that came from outside (variant, task and
 metric names, warnings, the adapter's source) goes through
-:func:`gradience_hub.publish.filters.md`, the one Markdown escaping path, so it cannot open
+:func:`gradience_hub.markdown.md`, the one Markdown escaping path, so it cannot open
 HTML, a link or image, @-mention, break a table row or leave its line; every line starts with
 our own text, never with untrusted data (a ``::error`` workflow command cannot start a line).
 The terminal table strips control characters from names before they are printed.
@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from gradience_hub.markdown import md
 from gradience_hub.policy import FAIL, INCONCLUSIVE, PASS, RULE_WORST_SEED
 
 if TYPE_CHECKING:
@@ -105,7 +106,6 @@ def format_table(record: BenchRecord) -> str:
 
 def status_sentence(record: BenchRecord) -> str:
     """The status in one plain sentence (Markdown-escaped where it quotes the record)."""
-    from gradience_hub.publish.filters import md
 
     if record.status == INCONCLUSIVE:
         scores = ""
@@ -151,7 +151,6 @@ def _policy_line(record: BenchRecord) -> str:
 def to_markdown(record: BenchRecord) -> str:
     """bench.md: a status heading, the status in words, the facts that frame it and the
     variants as a Markdown table (every untrusted string escaped)."""
-    from gradience_hub.publish.filters import md
 
     seeds = ", ".join(str(s) for s in record.protocol.seeds) or "none"
     if record.recommendation:
