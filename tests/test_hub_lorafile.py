@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from safetensors.numpy import save, save_file
 
-from gradience_hub import hub as hub_module
 from gradience_hub.audit import run_audit
 from gradience_hub.compress import compress
 from gradience_hub.errors import AdapterError
+from gradience_hub.hub import download as hub_module
 
 
 def _kohya_bytes(seed: int) -> bytes:

@@ -161,11 +161,11 @@ def test_compress_expert_lora_round_trip(moe, tmp_path: Path) -> None:  # type: 
 
 def test_experts_of_one_parameter_share_the_largest_asked_rank(moe, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """peft stacks one rank per parameter: asking rank 1 for one expert only keeps all at r."""
-    from gradience_hub.adapter import load
     from gradience_hub.compress import compress_adapter
+    from gradience_hub.hub import load_adapter
 
     directory, _ = moe
-    adapter, _ = load(str(directory))
+    adapter, _ = load_adapter(str(directory))
     name = "model.layers.0.mlp.experts.down_proj"
     result = compress_adapter(adapter, {f"{name}[0]": 1}, tmp_path / "out", verify=False)
     assert {row.r_new for row in result.modules if row.name.startswith(name)} == {4}

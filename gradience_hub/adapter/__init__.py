@@ -17,7 +17,7 @@ from gradience_hub.adapter.config import (
     select_adapter,
     weights_file,
 )
-from gradience_hub.adapter.source import SourceInfo, SourceSpec, load, parse_source
+from gradience_hub.adapter.source import SourceInfo, SourceSpec, parse_source
 from gradience_hub.adapter.weights import (
     Adapter,
     LoraModule,
@@ -43,7 +43,6 @@ __all__ = [
     "UnreadableModule",
     "layer_index",
     "list_adapters",
-    "load",
     "module_type",
     "open_adapter",
     "open_lora_file",

@@ -11,9 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gradience_hub.adapter.config import CONFIG_NAME, list_adapters
-from gradience_hub.adapter.lorafile import lora_files
-from gradience_hub.adapter.weights import Adapter, open_adapter
 from gradience_hub.errors import AdapterError
 
 
@@ -95,39 +92,3 @@ class SourceInfo:
             "adapter_name": self.adapter_name,
             "display": self.display,
         }
-
-
-def load(
-    source: str, revision: str | None = None, adapter_name: str | None = None
-) -> tuple[Adapter, SourceInfo]:
-    """Open SOURCE (local directory, ``org/name``, ``org/name@rev``) as an :class:`Adapter`.
-
-    Hub sources are downloaded (adapter files only) through :mod:`gradience_hub.hub`.
-    """
-    spec = parse_source(source, revision)
-    if spec.local_path is not None:
-        adapter = open_adapter(spec.local_path, adapter_name)
-        return adapter, SourceInfo(
-            kind="local", path=str(adapter.directory), adapter_name=adapter_name
-        )
-    from gradience_hub import hub  # deferred: local audits never import huggingface_hub
-
-    assert spec.repo_id is not None
-    dl = hub.download_adapter(spec.repo_id, spec.revision, adapter_name)
-    if dl.path is None or (not list_adapters(dl.path) and not lora_files(dl.path)):
-        # what the search skipped is the likeliest reason, so it is the hint
-        raise AdapterError(
-            f"{spec.repo_id} has no {CONFIG_NAME} and no kohya/diffusers LoRA file at {dl.sha[:7]}",
-            hint="; ".join(dl.warnings[-2:])
-            or "is this repo a LoRA adapter? (a full model has no adapter_config.json)",
-        )
-    adapter = open_adapter(dl.path, adapter_name)
-    return adapter, SourceInfo(
-        kind="hub",
-        path=str(adapter.directory),
-        repo_id=spec.repo_id,
-        revision=spec.revision,
-        sha=dl.sha,
-        adapter_name=adapter_name,
-        warnings=dl.warnings,
-    )

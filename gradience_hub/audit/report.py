@@ -14,39 +14,9 @@ from typing import Any
 
 from gradience_hub import __version__
 from gradience_hub.errors import RecordError
+from gradience_hub.record.model import V011_ENERGY_ALIASES, energy_fields
 
 SCHEMA = "gradience-hub/audit/v1"
-
-# gradience 0.11 names the energy-rank percentiles for the 0.90 threshold it always used.
-# Ours hold k at whatever threshold was asked (``energy_threshold``), so they are named for no
-# threshold; the 0.11 names are written as aliases only when the threshold is 0.90, where
-# they mean the same.
-V011_ENERGY_ALIASES = {
-    "energy_rank_p50": "energy_rank_90_p50",
-    "energy_rank_p90": "energy_rank_90_p90",
-}
-_V011_THRESHOLD = 0.9
-
-
-def energy_fields(summary: Mapping[str, Any]) -> dict[str, Any]:
-    """The energy-rank fields of an audit summary, normalised: ``energy_threshold`` (0.90 when
-    absent, as in gradience 0.11), ``energy_rank_p50``/``_p90``, and the 0.11 aliases
-    ``energy_rank_90_p50``/``_p90`` exactly when the threshold is 0.90.
-
-    Reads summaries of every vintage: ours (new names), gradience 0.11's (only the 0.11 names,
-    threshold 0.90), and audit.json written before the rename, whose 0.11-named fields held k
-    at its ``energy_threshold``.
-    """
-    threshold = summary.get("energy_threshold")
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
-        threshold = _V011_THRESHOLD
-    out: dict[str, Any] = {"energy_threshold": threshold}
-    for new, old in V011_ENERGY_ALIASES.items():
-        out[new] = summary.get(new, summary.get(old))
-    if threshold == _V011_THRESHOLD:
-        for new, old in V011_ENERGY_ALIASES.items():
-            out[old] = out[new]
-    return out
 
 
 @dataclass

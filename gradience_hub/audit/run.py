@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from gradience_hub import spectral
-from gradience_hub.adapter import Adapter, LoraModule, SourceInfo, UnreadableModule, load
+from gradience_hub.adapter import Adapter, LoraModule, SourceInfo, UnreadableModule
 from gradience_hub.audit.report import AuditReport, LayerReport, Summary
 from gradience_hub.errors import AdapterError, UsageError
+from gradience_hub.hub.source import load_adapter
 from gradience_hub.identity import HASH_KEY, adapter_content_sha256
 from gradience_hub.parallel import map_ordered
 
@@ -156,5 +157,5 @@ def run_audit(
 ) -> AuditReport:
     """Audit SOURCE (a local directory or a Hub repo id) end to end."""
     check_energy(energy)  # before any download
-    adapter, info = load(source, revision, adapter_name)
+    adapter, info = load_adapter(source, revision, adapter_name)
     return audit_adapter(adapter, info, energy)

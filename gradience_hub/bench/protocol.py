@@ -135,11 +135,11 @@ def _posthoc(
     echo: Echo,
     progress: bool,
 ) -> RunResults:
-    from gradience_hub.adapter import load
     from gradience_hub.audit import audit_adapter, format_text
     from gradience_hub.bench.tasks import load_task
+    from gradience_hub.hub.source import load_adapter
 
-    adapter, info = load(source)
+    adapter, info = load_adapter(source)
     report = audit_adapter(adapter, info)
     # Dispatching Jobs from the slim image: the Jobs load the task and report its facts. The
     # task is loaded before anything is written, so a bad task leaves OUTPUT as it was.

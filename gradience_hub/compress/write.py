@@ -41,7 +41,6 @@ from gradience_hub.adapter import (
     SAFETENSORS_NAME,
     Adapter,
     LoraModule,
-    load,
     widen,
 )
 from gradience_hub.compress import files
@@ -54,6 +53,7 @@ from gradience_hub.compress.verify import (
     verify_with_peft,
 )
 from gradience_hub.errors import AdapterError, UsageError
+from gradience_hub.hub.source import load_adapter
 from gradience_hub.parallel import map_ordered
 
 # --------------------------------------------------------------------------- math
@@ -457,7 +457,7 @@ def compress(
 ) -> CompressionResult:
     """Load SOURCE, audit it, plan ranks (one mode) and write the compressed adapter."""
     rule = RankRule(rank=rank, energy=energy, per_layer=per_layer)  # refuses bad modes first
-    adapter, info = load(source, revision, adapter_name)
+    adapter, info = load_adapter(source, revision, adapter_name)
     _check_output(Path(output), adapter, force)
     result = compress_adapter(
         adapter,

@@ -8,9 +8,10 @@ import string
 from collections.abc import Sequence
 from typing import Any
 
-from gradience_hub.adapter import Adapter, LoraModule, SourceInfo, load
+from gradience_hub.adapter import Adapter, LoraModule, SourceInfo
 from gradience_hub.audit import check_energy
 from gradience_hub.errors import AdapterError, UsageError
+from gradience_hub.hub.source import load_adapter
 from gradience_hub.merge_audit.geometry import Update, pair_figures, update
 from gradience_hub.merge_audit.report import MergeAuditReport, ModuleRow, PairReport
 from gradience_hub.merge_audit.verdict import Thresholds, verdict
@@ -53,7 +54,7 @@ def open_sources(sources: Sequence[str]) -> list[tuple[Adapter, SourceInfo]]:
         raise UsageError(
             "merge-audit needs at least two adapters", hint="gradience-hub merge-audit A B"
         )
-    return [load(source) for source in sources]
+    return [load_adapter(source) for source in sources]
 
 
 def check_base_models(opened: list[tuple[Adapter, SourceInfo]], names: list[str]) -> list[str]:

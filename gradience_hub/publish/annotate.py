@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from gradience_hub import adapter as adapter_io
+from gradience_hub import hub
 from gradience_hub._io import resolve_within, write_file
 from gradience_hub.audit import AuditReport, audit_adapter
 from gradience_hub.errors import CardError, GradienceError, HubError, UsageError
@@ -328,7 +329,7 @@ def write_local_card(
 ) -> AnnotateResult:
     """Audit the adapter in directory ``source`` and write the card section and gradience/*
     into ``output`` (default: the same directory). Used by the Trainer callback."""
-    adapter, info = adapter_io.load(str(source), None, adapter_name)
+    adapter, info = hub.load_adapter(str(source), None, adapter_name)
     evidence = _Evidence(audit_adapter(adapter, info, energy), None, None)
     return _annotate_local(
         Path(output or source), evidence, dry_run=False, template_dir=template_dir
@@ -400,7 +401,7 @@ def annotate(
     spec = adapter_io.parse_source(source, revision)
 
     def evidence_for(src: str, rev: str | None) -> _Evidence:
-        adapter, info = adapter_io.load(src, rev, adapter_name)
+        adapter, info = hub.load_adapter(src, rev, adapter_name)
         report = audit_adapter(adapter, info, energy)
         b: dict[str, Any] | None = bench
         md: str | None = bench_md
@@ -419,8 +420,6 @@ def annotate(
             dry_run=dry_run,
             template_dir=template_dir,
         )
-
-    from gradience_hub import hub
 
     assert spec.repo_id is not None
     repo = spec.repo_id
