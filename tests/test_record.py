@@ -30,6 +30,7 @@ from gradience_hub.record import (
     format_table,
     load_bench,
     record_from_dict,
+    rejudge,
     save_bench,
     to_markdown,
     with_policy,
@@ -84,6 +85,15 @@ def _record(base: dict[int, float] | None = None) -> BenchRecord:
         audit={"allocated_rank": 64, "lora_params": 2000, "stable_rank_mean": 3.2, "other": 1},
         environment={"python": "3.11"},
     )
+
+
+def test_a_bench_and_a_load_judge_through_the_same_function() -> None:
+    """A record as the bench writes it and the same record re-judged after loading are equal:
+    both are made by record.model.judged, so they cannot drift."""
+    record = _record()
+    assert rejudge(record).to_dict() == record.to_dict()
+    loaded = record_from_dict(json.loads(record.to_json()))
+    assert loaded.to_dict() == record.to_dict()
 
 
 def test_round_trip(tmp_path: Path) -> None:

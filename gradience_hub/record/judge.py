@@ -27,13 +27,7 @@ from gradience_hub.policy import (
     judge_recorded,
     judge_variant,
 )
-from gradience_hub.record.model import (
-    BenchRecord,
-    Recommendation,
-    VariantRecord,
-    base_record,
-    variant_record,
-)
+from gradience_hub.record.model import BenchRecord, VariantRecord, judged
 
 # Substrings of the warnings the policy writes (replaced on every re-judging).
 POLICY_WARNINGS = ("cannot resolve the tolerance", "below the noise floor of the eval set")
@@ -145,25 +139,17 @@ def _judged(record: BenchRecord, policy: Policy) -> tuple[BenchRecord, list[str]
     if record.base is not None:
         base = judge_base(record.base.per_seed, record.probe.per_seed, record.base.pairs)
     decision = decide(outcomes, policy, base)
-    new = copy.deepcopy(record)
-    new.policy = policy
-    rows = []
-    for v, o in zip(record.variants, outcomes, strict=True):
-        row = variant_record(o, v.rank_pattern if v.rank_pattern is not None else v.rank)
+    measured = copy.copy(record)
+    kept = [w for w in record.warnings if not any(m in w for m in POLICY_WARNINGS)]
+    measured.warnings = [w for w in kept if not w.startswith(DISAGREEMENT)]
+    ranks = {
+        v.name: v.rank_pattern if v.rank_pattern is not None else v.rank for v in record.variants
+    }
+    new = judged(measured, decision, ranks)
+    for row, v, o in zip(new.variants, record.variants, outcomes, strict=True):
         if not o.per_seed:  # nothing per seed to recompute: keep what was recorded
             row.mean, row.p_value, row.p_value_test = v.mean, v.p_value, v.p_value_test
             row.pass_rate = v.pass_rate
-        rows.append(row)
-    new.variants = rows
-    new.status = decision.status
-    new.status_reason = decision.reason
-    best = decision.recommendation
-    new.recommendation = Recommendation(best.name, best.param_reduction) if best else None
-    new.base = base_record(base) if base is not None else None
-    new.noise_floor = decision.noise_floor
-    kept = [w for w in record.warnings if not any(m in w for m in POLICY_WARNINGS)]
-    kept = [w for w in kept if not w.startswith(DISAGREEMENT)]
-    new.warnings = [*decision.warnings, *kept]
     return new, _disagreements(record, outcomes, base, new)
 
 

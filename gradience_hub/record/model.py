@@ -15,6 +15,7 @@ This module holds the model and its writing (:meth:`BenchRecord.to_dict`); readi
 
 from __future__ import annotations
 
+import copy
 import json
 import platform
 from collections.abc import Mapping, Sequence
@@ -364,25 +365,20 @@ class BenchRecord:
         per-layer ``rank_pattern``); ``audit`` may be a full audit summary (only the
         :data:`AUDIT_FIELDS` are kept); ``environment`` defaults to :func:`environment_info`.
         """
-        ranks = ranks or {}
-        variants = [variant_record(v, ranks.get(v.name)) for v in decision.variants]
-        best = decision.recommendation
-        return cls(
+        record = cls(
             adapter=adapter,
             task=task,
             protocol=protocol,
             policy=decision.policy,
             probe=probe,
-            variants=variants,
+            variants=[],
             status=decision.status,
-            recommendation=Recommendation(best.name, best.param_reduction) if best else None,
-            base=base_record(decision.base),
-            status_reason=decision.reason,
-            noise_floor=decision.noise_floor,
+            recommendation=None,
             audit=audit_fields(audit) if audit else {},
-            warnings=[*decision.warnings, *warnings],
+            warnings=list(warnings),
             environment=dict(environment) if environment is not None else environment_info(),
         )
+        return judged(record, decision, ranks)
 
     # ------------------------------------------------------------------ JSON
 
@@ -461,6 +457,31 @@ def variant_record(v: Any, spec: int | Mapping[str, int] | None = None) -> Varia
         retained_gain_worst=v.retained_gain_worst,
         verdicts=dict(v.verdicts),
     )
+
+
+def judged(
+    record: BenchRecord,
+    decision: Decision,
+    ranks: Mapping[str, int | Mapping[str, int] | None] | None = None,
+) -> BenchRecord:
+    """THE judged record: ``record``'s measurements (adapter, task, protocol, probe, audit,
+    environment, its own warnings) with every field the policy decides taken from
+    ``decision``: policy, variant rows and verdicts, status and its reason, recommendation,
+    base, noise floor, the policy's warnings first. A bench's record
+    (:meth:`BenchRecord.from_decision`) and a loaded one (:func:`~gradience_hub.record.judge.
+    rejudge`) are both made here, so they cannot drift. ``ranks`` maps variant name -> its
+    uniform rank or ``rank_pattern``. ``record`` is not modified."""
+    new = copy.deepcopy(record)
+    new.policy = decision.policy
+    new.variants = [variant_record(v, (ranks or {}).get(v.name)) for v in decision.variants]
+    new.status = decision.status
+    new.status_reason = decision.reason
+    best = decision.recommendation
+    new.recommendation = Recommendation(best.name, best.param_reduction) if best else None
+    new.base = base_record(decision.base)
+    new.noise_floor = decision.noise_floor
+    new.warnings = [*decision.warnings, *record.warnings]
+    return new
 
 
 def base_record(base: Any) -> BaseRecord | None:
