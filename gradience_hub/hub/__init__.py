@@ -25,6 +25,8 @@ from gradience_hub.hub.client import (
 from gradience_hub.hub.commit import (
     CommitOutcome,
     ParentMoved,
+    Retries,
+    RetryPolicy,
     Transient,
     classify,
     commit_files,
@@ -75,6 +77,8 @@ __all__ = [
     "HubPR",
     "JobRef",
     "ParentMoved",
+    "Retries",
+    "RetryPolicy",
     "Transient",
     "Webhook",
     "api",

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from gradience_hub.errors import HubError
 from gradience_hub.hub.client import api, hub_errors, reason
 from gradience_hub.hub.discussions import HubPR
 
@@ -157,3 +158,64 @@ def retry_after(exc: BaseException) -> float | None:
             return float(headers.get("Retry-After", ""))
         current = current.__cause__ or current.__context__
     return None
+
+
+# --------------------------------------------------------------------------- the retry policy
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a publish retries its commit: a 412 (the branch moved since we read it) is spliced
+    again on the new head at most ``max_parent_retries`` times; a 429, a 5xx or a dropped
+    connection waits the Hub's ``Retry-After`` (else ``backoff * 2**n`` seconds, at most 30)
+    at most ``max_transient_retries`` times. Past either, the publish gives up with a
+    :class:`~gradience_hub.errors.HubError` (exit 3)."""
+
+    backoff: float = 1.0
+    max_parent_retries: int = 3
+    max_transient_retries: int = 4
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        """Seconds to wait before transient retry number ``attempt`` (0-based)."""
+        if retry_after is not None and math.isfinite(retry_after):
+            return min(max(retry_after, 0.0), 30.0)
+        return min(self.backoff * 2**attempt, 30.0)
+
+
+@dataclass
+class Retries:
+    """One publish's retries under a :class:`RetryPolicy`: each failure is counted here, and
+    here it is decided whether to try again.
+
+    ``unanswered``: a commit whose answer was lost (a 5xx, a dropped connection) may have
+    landed, so a retry that then finds nothing to commit has found our own commit.
+    """
+
+    repo_id: str
+    policy: RetryPolicy = RetryPolicy()
+    parent_moved: int = 0
+    transient: int = 0
+    unanswered: bool = False
+
+    def after_parent_moved(self, exc: ParentMoved) -> None:
+        """Count a 412; raise HubError (status 412, exit 3) once the policy's tries are spent."""
+        self.parent_moved += 1
+        if self.parent_moved > self.policy.max_parent_retries:
+            raise HubError(
+                f"{self.repo_id} kept changing while publishing: {exc}",
+                hint="retry when the repo is quiet",
+                status=412,
+            ) from None
+
+    def after_transient(self, exc: Transient) -> float:
+        """Count a transient failure and return the seconds to wait before the next try; raise
+        HubError (exit 3) once the policy's tries are spent."""
+        if self.transient >= self.policy.max_transient_retries:
+            raise HubError(
+                f"publishing to {self.repo_id} failed: {exc}",
+                hint="the Hub is busy or down; retry later",
+            ) from None
+        self.unanswered = self.unanswered or exc.outcome_unknown
+        delay = self.policy.delay(self.transient, exc.retry_after)
+        self.transient += 1
+        return delay

@@ -339,12 +339,6 @@ def write_local_card(
 # --------------------------------------------------------------------------- the Hub
 
 
-def _backoff(attempt: int, base: float, retry_after: float | None) -> float:
-    if retry_after is not None and math.isfinite(retry_after):
-        return min(max(retry_after, 0.0), 30.0)
-    return min(base * 2**attempt, 30.0)
-
-
 def _check_options(
     bench_config: str | None,
     bench_json: str | None,
@@ -389,167 +383,224 @@ def annotate(
 ) -> AnnotateResult:
     """Audit SOURCE (and bench it) and publish the evidence; see the module docstring.
 
-    ``dry_run`` sends no write request. Raises GradienceError subclasses (exit 2/3).
+    ``dry_run`` sends no write request. Raises GradienceError subclasses (exit 2/3); the
+    retries of the commit follow :class:`~gradience_hub.hub.commit.RetryPolicy`.
     """
-    say = log or (lambda _msg: None)
     _check_options(bench_config, bench_json, max_drop, comment_on_pr)
-    if bench_json:
-        # read it first: a bad record must fail before any Hub traffic
-        bench, bench_md = _load_bench(bench_json, max_drop)
-    else:
-        bench, bench_md = None, None
+    # a given record is read first: a bad one must fail before any Hub traffic
+    bench, bench_md = _load_bench(bench_json, max_drop) if bench_json else (None, None)
+    evidence = _EvidenceSource(adapter_name, energy, bench, bench_md, bench_config, max_drop)
     spec = adapter_io.parse_source(source, revision)
-
-    def evidence_for(src: str, rev: str | None) -> _Evidence:
-        adapter, info = hub.load_adapter(src, rev, adapter_name)
-        report = audit_adapter(adapter, info, energy)
-        b: dict[str, Any] | None = bench
-        md: str | None = bench_md
-        if bench_config:
-            b, md = _run_bench(src if rev is None else f"{src}@{rev}", bench_config, max_drop)
-        # A record of another adapter must never be published as this one's evidence (exit
-        # 2 before anything is written); one that cannot be checked carries a warning.
-        return _Evidence(report, link_bench(b, report.to_dict()) if b else None, md)
-
     if spec.local_path is not None:
         if comment_on_pr is not None:
             raise UsageError("--comment-on-pr needs a Hub SOURCE", hint="pass org/name")
-        return _annotate_local(
-            spec.local_path,
-            evidence_for(str(spec.local_path), None),
-            dry_run=dry_run,
-            template_dir=template_dir,
-        )
-
+        local = evidence(str(spec.local_path), None)
+        return _annotate_local(spec.local_path, local, dry_run=dry_run, template_dir=template_dir)
     assert spec.repo_id is not None
-    repo = spec.repo_id
-    branch = spec.revision or "main"
+    run = _HubRun(
+        repo=spec.repo_id,
+        revision=spec.revision,
+        branch=_branch(spec.revision, create_pr),
+        create_pr=create_pr,
+        me=_identity(dry_run),
+        evidence=evidence,
+        template_dir=template_dir,
+        dry_run=dry_run,
+        say=log or (lambda _msg: None),
+    )
+    if dry_run:
+        return _prepare(run, []).result
+    policy = hub.RetryPolicy(retry_backoff, max_parent_retries, max_transient_retries)
+    done, outcome = _publish(run, hub.Retries(run.repo, policy))
+    if comment_on_pr is not None:
+        _comment(run, done, outcome, comment_on_pr)
+    return done.result
+
+
+@dataclass
+class _EvidenceSource:
+    """The evidence of one revision: its audit, and the given record or a bench run on it."""
+
+    adapter_name: str | None
+    energy: float
+    bench: dict[str, Any] | None
+    bench_md: str | None
+    bench_config: str | None
+    max_drop: float | None
+
+    def __call__(self, source: str, revision: str | None) -> _Evidence:
+        adapter, info = hub.load_adapter(source, revision, self.adapter_name)
+        report = audit_adapter(adapter, info, self.energy)
+        bench, bench_md = self.bench, self.bench_md
+        if self.bench_config:
+            at = source if revision is None else f"{source}@{revision}"
+            bench, bench_md = _run_bench(at, self.bench_config, self.max_drop)
+        # A record of another adapter must never be published as this one's evidence (exit
+        # 2 before anything is written); one that cannot be checked carries a warning.
+        return _Evidence(report, link_bench(bench, report.to_dict()) if bench else None, bench_md)
+
+
+def _branch(revision: str | None, create_pr: bool) -> str:
+    branch = revision or "main"
     if not create_pr and _SHA.match(branch):
         raise UsageError(
             f"--direct needs a branch to commit to, not the commit {branch[:7]}",
             hint="use --revision BRANCH with --direct, or the default --create-pr",
         )
-    if dry_run:
-        # a dry run needs no token; with one (HF_TOKEN or a saved login) it also shows which
-        # of our PRs the commit would go to
-        try:
-            me: str | None = hub.whoami()
-        except HubError:
-            me = None
-    else:
-        me = hub.whoami()
-    cache: dict[str, _Evidence] = {}
-    parent_retries = transient_retries = 0
-    # a commit whose answer was lost (5xx, dropped connection) may have landed: a retry that
-    # then finds nothing to commit has found our own commit, not "up to date"
-    unanswered = False
-    notes: list[str] = []  # what this run did besides the final commit, carried across passes
+    return branch
+
+
+def _identity(dry_run: bool) -> str | None:
+    """Who publishes. A dry run needs no token; with one (HF_TOKEN or a saved login) it also
+    shows which of our PRs the commit would go to."""
+    if not dry_run:
+        return hub.whoami()
+    try:
+        return hub.whoami()
+    except HubError:
+        return None
+
+
+@dataclass
+class _HubRun:
+    """What stays the same across the passes of one publish to a Hub repo."""
+
+    repo: str
+    revision: str | None
+    branch: str
+    create_pr: bool
+    me: str | None
+    evidence: _EvidenceSource
+    template_dir: str | None
+    dry_run: bool
+    say: Callable[[str], None]
+    audited: dict[str, _Evidence] = field(default_factory=dict)  # by sha
+
+
+@dataclass
+class _Pass:
+    """One pass: the head it read, the evidence, where it commits, the files."""
+
+    sha: str
+    evidence: _Evidence
+    pr: hub.HubPR | None
+    parent: str
+    context: dict[str, Any]
+    files: dict[str, bytes]
+    result: AnnotateResult
+
+
+def _prepare(run: _HubRun, notes: list[str]) -> _Pass:
+    """Read the branch head (auditing a sha not seen yet), our open PR, and everything at the
+    exact commit we will commit on top of: our PR's head (where a reviewer may have pushed
+    edits outside the markers) or the audited sha; splice the card there."""
+    sha = hub.resolve_sha(run.repo, run.revision)
+    if sha not in run.audited:
+        run.say(f"Auditing {run.repo} @ {sha[:7]}")
+        run.audited[sha] = run.evidence(run.repo, sha)
+    evidence = run.audited[sha]
+    pr = hub.find_open_pr(run.repo, run.me) if (run.create_pr and run.me) else None
+    parent = hub.resolve_sha(run.repo, pr.ref) if pr else sha
+    current = _decode_readme(hub.read_bytes(run.repo, README, parent), run.repo)
+    evidence = keep_published(
+        evidence,
+        hub.read_bytes(run.repo, AUDIT_JSON, parent),
+        hub.read_bytes(run.repo, BENCH_JSON, parent) if evidence.bench is not None else None,
+    )
+    shown = evidence.audit.source.get("sha") or sha
+    context = {"repo_id": run.repo, "revision": shown, "repo_url": hub.repo_url(run.repo)}
+    files = render_files(evidence, current, template_dir=run.template_dir, context=context)
+    result = AnnotateResult(
+        status=status_of(evidence.bench),
+        audit=evidence.audit,
+        bench=evidence.bench,
+        target="pr" if run.create_pr else "direct",
+        sha=sha,
+        dry_run=run.dry_run,
+        files=list(files),
+        diff=readme_diff(current, files[README].decode("utf-8")),
+        location=run.repo,
+        pr_url=pr.url if pr else None,
+        notes=notes,
+    )
+    return _Pass(sha, evidence, pr, parent, context, files, result)
+
+
+def _publish(run: _HubRun, retries: hub.Retries) -> tuple[_Pass, hub.CommitOutcome]:
+    """Prepare and commit until one commit lands (or there is nothing to commit): a 412 is
+    spliced again on the new head, a transient failure waits, both as ``retries`` decides; a
+    duplicate PR another run opened first is closed and the next pass commits to the oldest."""
+    notes: list[str] = []  # what this run did besides the final commit, kept across passes
     while True:
-        sha = hub.resolve_sha(repo, spec.revision)
-        if sha not in cache:
-            say(f"Auditing {repo} @ {sha[:7]}")
-            cache[sha] = evidence_for(repo, sha)
-        evidence = cache[sha]
-        pr = hub.find_open_pr(repo, me) if (create_pr and me) else None
-        # Read everything at the exact commit we will commit on top of: our PR's head (where a
-        # reviewer may have pushed edits outside the markers) or the audited sha.
-        parent = hub.resolve_sha(repo, pr.ref) if pr else sha
-        current = _decode_readme(hub.read_bytes(repo, README, parent), repo)
-        evidence = keep_published(
-            evidence,
-            hub.read_bytes(repo, AUDIT_JSON, parent),
-            hub.read_bytes(repo, BENCH_JSON, parent) if evidence.bench is not None else None,
-        )
-        shown = evidence.audit.source.get("sha") or sha
-        context = {"repo_id": repo, "revision": shown, "repo_url": hub.repo_url(repo)}
-        files = render_files(evidence, current, template_dir=template_dir, context=context)
-        result = AnnotateResult(
-            status=status_of(evidence.bench),
-            audit=evidence.audit,
-            bench=evidence.bench,
-            target="pr" if create_pr else "direct",
-            sha=sha,
-            dry_run=dry_run,
-            files=list(files),
-            diff=readme_diff(current, files[README].decode("utf-8")),
-            location=repo,
-            pr_url=pr.url if pr else None,
-            notes=notes,
-        )
-        if dry_run:
-            return result
-        title, body = _commit_message(evidence)
+        done = _prepare(run, notes)
+        title, body = _commit_message(done.evidence)
         try:
             outcome = hub.commit_files(
-                repo,
-                files,
-                parent_sha=parent,
+                run.repo,
+                done.files,
+                parent_sha=done.parent,
                 message=title,
                 description=body,
-                create_pr=create_pr,
-                pr=pr,
-                branch=branch,
+                create_pr=run.create_pr,
+                pr=done.pr,
+                branch=run.branch,
             )
         except hub.ParentMoved as exc:
-            parent_retries += 1
-            if parent_retries > max_parent_retries:
-                raise HubError(
-                    f"{repo} kept changing while publishing: {exc}",
-                    hint="retry when the repo is quiet",
-                    status=412,
-                ) from None
-            say(f"{branch if not pr else pr.ref} moved; splicing again on the new head")
+            retries.after_parent_moved(exc)
+            run.say(
+                f"{done.pr.ref if done.pr else run.branch} moved; splicing again on the new head"
+            )
             continue
         except hub.Transient as exc:
-            if transient_retries >= max_transient_retries:
-                raise HubError(
-                    f"publishing to {repo} failed: {exc}",
-                    hint="the Hub is busy or down; retry later",
-                ) from None
-            unanswered = unanswered or exc.outcome_unknown
-            delay = _backoff(transient_retries, retry_backoff, exc.retry_after)
-            transient_retries += 1
-            say(f"{exc}; retrying in {delay:.1f}s")
+            delay = retries.after_transient(exc)
+            run.say(f"{exc}; retrying in {delay:.1f}s")
             time.sleep(delay)
             continue
-        if pr is None and outcome.changed and outcome.pr_num is not None and me:
-            duplicate = _converge(hub, repo, me, outcome.pr_num)
+        if done.pr is None and outcome.changed and outcome.pr_num is not None and run.me:
+            duplicate = _converge(hub, run.repo, run.me, outcome.pr_num)
             if duplicate is not None:
-                # another run opened a PR first: ours is closed, and the next pass commits to
-                # the oldest one (usually nothing to add: it holds the same evidence)
                 notes.append(
                     f"another run opened a Gradience PR at the same time; closed our "
                     f"duplicate #{duplicate}"
                 )
                 continue
-        result.changed = outcome.changed
-        result.commit_url = outcome.commit_url
-        result.pr_url = outcome.pr_url or result.pr_url
-        if not outcome.changed and unanswered:
-            # The earlier attempt's commit landed; its answer was lost on the way back.
-            result.changed = True
-            if not result.pr_url:
-                result.commit_url = f"{hub.repo_url(repo)}/commit/{parent}"
-            result.notes.append("the Hub lost its answer to our commit; the files are in place")
-        break
-    if comment_on_pr is not None:
-        from gradience_hub.publish import render
+        _record_outcome(run, done, outcome, retries.unanswered)
+        return done, outcome
 
-        assert me is not None
-        # link to where gradience/* now lives: the commit we made, or (nothing changed) the PR
-        # or branch that already holds it; the audited sha itself does not have the files
-        where = outcome.oid if outcome.changed and outcome.oid else (pr.ref if pr else sha)
-        comment = render.render(
-            "comment",
-            evidence.audit.to_dict(),
-            evidence.bench,
-            template_dir=template_dir,
-            context={**context, "revision": where},
-        )
-        result.hub_comment_url = hub.upsert_comment(
-            repo, comment_on_pr, comment, COMMENT_MARKER, me
-        )
-    return result
+
+def _record_outcome(
+    run: _HubRun, done: _Pass, outcome: hub.CommitOutcome, unanswered: bool
+) -> None:
+    result = done.result
+    result.changed = outcome.changed
+    result.commit_url = outcome.commit_url
+    result.pr_url = outcome.pr_url or result.pr_url
+    if not outcome.changed and unanswered:
+        # The earlier attempt's commit landed; its answer was lost on the way back.
+        result.changed = True
+        if not result.pr_url:
+            result.commit_url = f"{hub.repo_url(run.repo)}/commit/{done.parent}"
+        result.notes.append("the Hub lost its answer to our commit; the files are in place")
+
+
+def _comment(run: _HubRun, done: _Pass, outcome: hub.CommitOutcome, num: int) -> None:
+    """The sticky comment on Hub discussion ``num``, linking to where gradience/* now lives:
+    the commit we made, or (nothing changed) the PR or branch that already holds it; the
+    audited sha itself does not have the files."""
+    from gradience_hub.publish import render
+
+    assert run.me is not None
+    where = (
+        outcome.oid if outcome.changed and outcome.oid else (done.pr.ref if done.pr else done.sha)
+    )
+    comment = render.render(
+        "comment",
+        done.evidence.audit.to_dict(),
+        done.evidence.bench,
+        template_dir=run.template_dir,
+        context={**done.context, "revision": where},
+    )
+    done.result.hub_comment_url = hub.upsert_comment(run.repo, num, comment, COMMENT_MARKER, run.me)
 
 
 def _converge(hub: Any, repo: str, me: str, opened: int) -> int | None:

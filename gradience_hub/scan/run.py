@@ -173,6 +173,8 @@ def ray_map(
         raise MissingExtraError("ray", "ray") from None
     if not ray.is_initialized():
         try:
+            # "local" always starts a fresh cluster of this machine; none means a running one
+            # (ray start), else a fresh one
             ray.init(address=address or "auto", log_to_driver=False)
         except (ConnectionError, ValueError, RuntimeError):
             if address:
