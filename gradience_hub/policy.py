@@ -76,11 +76,6 @@ TEST_MCNEMAR = "mcnemar-exact"
 TEST_SIGN = "sign-test-seeds"
 
 
-def status_exit_code(status: str) -> int:
-    """The process exit code of a bench status: 0 for PASS, 1 for FAIL and INCONCLUSIVE."""
-    return 0 if status == PASS else 1
-
-
 def status_of(bench: dict[str, Any] | None) -> str:
     """The status a published result shows: AUDIT without a bench, else the record's status
     (an unknown one counts as FAIL: a record never passes by being unreadable)."""

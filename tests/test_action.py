@@ -35,6 +35,7 @@ from gradience_hub.action import (
 )
 from gradience_hub.action import io as action_io
 from gradience_hub.github import ACTIONS_BOT_LOGIN, MARKER
+from gradience_hub.output import GuardedStream
 from tests.factories import llama_like_adapter
 from tests.githubserver import GitHubServer
 from tests.hubserver import HubServer
@@ -763,7 +764,7 @@ def test_outside_actions_the_token_is_not_echoed_for_masking(
     assert "::add-mask::" not in captured.out
     assert "::error title=gradience-hub%3A invalid input 'repo-id'::" in captured.out
     assert dict(os.environ) == before  # the token goes to the Hub calls as token=
-    assert sys.stdout is not None and not isinstance(sys.stdout, action.ScrubbedStream)
+    assert sys.stdout is not None and not isinstance(sys.stdout, GuardedStream)
 
 
 def test_an_internal_error_exits_70(

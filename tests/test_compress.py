@@ -352,7 +352,8 @@ def test_per_layer_compress_writes_audit_rank_pattern(tmp_path: Path) -> None:
     for name, k in result.rank_pattern.items():
         assert written.config.rank_for(name) == k
         assert written.module(name).r == k
-    assert result.verified in (C.VERIFIED_PEFT_CONFIG, C.VERIFIED_PEFT_LOAD)
+    # no base model given and none resolvable offline: the config-level check, exactly
+    assert result.verified == C.VERIFIED_PEFT_CONFIG
 
 
 def test_overlapping_module_names_get_escaped_patterns() -> None:

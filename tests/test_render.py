@@ -283,7 +283,7 @@ ALLOWED_LINKS = ("https://huggingface.co/", "https://github.com/gradience/", "gr
 def assert_inert(text: str, kind: str) -> None:
     """The rendered text cannot escape the section, open HTML, mention, or inject links."""
     body = text.removeprefix(R.COMMENT_MARKER) if kind == "comment" else text
-    assert R.START not in body and R.END not in body
+    assert R.SECTION_START not in body and R.SECTION_END not in body
     assert "<" not in body and ">" not in body.replace("&gt;", "")
     assert not re.search(r"@\w", body), re.search(r".{20}@\w.{20}", body)
     assert "](javascript" not in body and "](http://x" not in body
@@ -314,8 +314,8 @@ def test_hostile_strings_cannot_break_out(audit, bench, kind: str, with_context:
     assert "&lt;script&gt;" in text  # the data is shown, escaped, not dropped
     if kind == "card":
         readme = R.splice_readme("# Card\n", text, base_model=HOSTILE_TEXT)
-        assert readme.count(R.START) == 1 and readme.count(R.END) == 1
-        assert readme.index(R.START) < readme.index(R.END)
+        assert readme.count(R.SECTION_START) == 1 and readme.count(R.SECTION_END) == 1
+        assert readme.index(R.SECTION_START) < readme.index(R.SECTION_END)
         front = yaml.safe_load(readme.split("---\n")[1])
         assert front == {"library_name": "peft", "tags": ["lora", "gradience"]}
 
@@ -382,7 +382,7 @@ def test_hostile_user_template_join_and_filters(tmp_path: Path, audit) -> None:
 def test_safe_in_user_template_cannot_emit_markers(tmp_path: Path, audit) -> None:
     (tmp_path / "card_section.md.j2").write_text("{{ audit.warnings[0]|safe }}\n")
     audit = copy.deepcopy(audit)
-    audit["warnings"] = [R.END]
+    audit["warnings"] = [R.SECTION_END]
     with pytest.raises(TemplateError, match="marker"):
         R.render("card", audit, None, template_dir=tmp_path)
 
@@ -504,8 +504,8 @@ ODD_CARD = (
 
 
 def split_at_section(text: str) -> tuple[str, str, str]:
-    start = text.index(R.START) + len(R.START)
-    end = text.index(R.END)
+    start = text.index(R.SECTION_START) + len(R.SECTION_START)
+    end = text.index(R.SECTION_END)
     return text[:start], text[start:end], text[end:]
 
 
@@ -534,10 +534,10 @@ def test_splice_appends_at_end_of_body() -> None:
     card = "---\nlibrary_name: peft\ntags: [lora, gradience]\n---\n# Title\nno newline"
     out = R.splice_readme(card, SECTION, base_model=None)
     assert out.startswith(card)
-    assert out[len(card) :] == f"\n\n{R.START}\n{SECTION.strip()}\n{R.END}\n"
+    assert out[len(card) :] == f"\n\n{R.SECTION_START}\n{SECTION.strip()}\n{R.SECTION_END}\n"
     assert R.splice_readme(out, SECTION, base_model=None) == out
     out2 = R.splice_readme(card + "\n", SECTION, base_model=None)
-    assert out2 == card + f"\n\n{R.START}\n{SECTION.strip()}\n{R.END}\n"
+    assert out2 == card + f"\n\n{R.SECTION_START}\n{SECTION.strip()}\n{R.SECTION_END}\n"
 
 
 def test_splice_adds_missing_front_matter_keys_as_text() -> None:
@@ -575,7 +575,7 @@ def test_splice_without_front_matter_adds_one() -> None:
     card = "# Title\n\ntext\n"
     out = R.splice_readme(card, SECTION, base_model="org/base")
     assert out.startswith("---\nlibrary_name: peft\nbase_model: org/base\ntags:\n- lora\n")
-    assert f"---\n{card}\n{R.START}" in out
+    assert f"---\n{card}\n{R.SECTION_START}" in out
     assert R.splice_readme(out, SECTION, base_model="org/base") == out
 
 
@@ -588,7 +588,7 @@ def test_no_readme_gets_front_matter_and_body() -> None:
         "tags": ["lora", "gradience"],
     }
     assert body.startswith("\n# LoRA adapter\n")
-    assert body.endswith(f"{R.START}\n{SECTION.strip()}\n{R.END}\n")
+    assert body.endswith(f"{R.SECTION_START}\n{SECTION.strip()}\n{R.SECTION_END}\n")
     assert R.splice_readme(out, SECTION, base_model="meta-llama/Llama-3.2-1B") == out
 
 
@@ -602,11 +602,14 @@ def test_no_readme_without_a_hub_base_model(base_model: str | None) -> None:
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        (f"a\n{R.START}\nb\n", "no '<!-- gradience:end -->'"),
-        (f"a\n{R.END}\nb\n", "but no '<!-- gradience:start -->'"),
-        (f"{R.END}\nx\n{R.START}\n", "before"),
-        (f"{R.START}\n{R.END}\n{R.START}\n{R.END}\n", "2 gradience start and 2 end"),
-        (f"{R.START}\n{R.START}\n{R.END}\n", "expected one section"),
+        (f"a\n{R.SECTION_START}\nb\n", "no '<!-- gradience:end -->'"),
+        (f"a\n{R.SECTION_END}\nb\n", "but no '<!-- gradience:start -->'"),
+        (f"{R.SECTION_END}\nx\n{R.SECTION_START}\n", "before"),
+        (
+            f"{R.SECTION_START}\n{R.SECTION_END}\n{R.SECTION_START}\n{R.SECTION_END}\n",
+            "2 gradience start and 2 end",
+        ),
+        (f"{R.SECTION_START}\n{R.SECTION_START}\n{R.SECTION_END}\n", "expected one section"),
         ("<!--gradience:start-->\nx\n", "no '<!-- gradience:end -->'"),
     ],
 )
@@ -624,7 +627,7 @@ def test_broken_markers_are_card_errors(tmp_path: Path, body: str, message: str)
 
 def test_section_containing_a_marker_is_refused() -> None:
     with pytest.raises(CardError):
-        R.splice_readme("x\n", f"a\n{R.END}\n", base_model=None)
+        R.splice_readme("x\n", f"a\n{R.SECTION_END}\n", base_model=None)
 
 
 def test_tolerant_marker_spacing_is_kept() -> None:
@@ -658,7 +661,7 @@ def test_rendered_card_round_trip(audit, bench) -> None:
 
 
 def test_wrap_section() -> None:
-    assert R.wrap_section("x\n") == f"{R.START}\nx\n{R.END}\n"
+    assert R.wrap_section("x\n") == f"{R.SECTION_START}\nx\n{R.SECTION_END}\n"
 
 
 # --------------------------------------------------------------------------- CLI
@@ -679,8 +682,8 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
 def test_cli_audit_only_card() -> None:
     result = run_cli("--audit", str(GOLDEN / "audit.json"), "--format", "card")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith(R.START + "\n## Gradience: LoRA rank audit\n")
-    assert result.stdout.endswith(R.END + "\n")
+    assert result.stdout.startswith(R.SECTION_START + "\n## Gradience: LoRA rank audit\n")
+    assert result.stdout.endswith(R.SECTION_END + "\n")
     inner = split_at_section(result.stdout)[1]
     assert inner.strip("\n") == load_golden("card_audit_only").replace(
         "![LoRA utilization by layer and module](gradience/utilization.png)\n\n", ""
@@ -699,7 +702,6 @@ def test_cli_comment_and_summary() -> None:
 
 
 def test_cli_with_bench() -> None:
-    pytest.importorskip("gradience_hub.record")
     result = run_cli(
         "--bench", str(GOLDEN / "bench_pass.json"), "--audit", str(GOLDEN / "audit.json")
     )
@@ -712,7 +714,6 @@ GRADIENCE_011 = json.loads((GOLDEN / "gradience_011_bench.json").read_text())
 
 
 def test_cli_with_gradience_011_bench(tmp_path: Path) -> None:
-    pytest.importorskip("gradience_hub.record")
     path = tmp_path / "bench.json"
     path.write_text(json.dumps(GRADIENCE_011))
     for fmt in R.TEMPLATES:

@@ -4,7 +4,8 @@ In: the step's inputs, handed over as ``INPUT_<NAME>`` environment variables, va
 :class:`Settings` (:func:`parse_settings`; a bad one is an :class:`InputError` naming it, exit 2).
 Out: workflow commands on stdout (:func:`workflow_command`, escaped by the runner's rules),
 ``GITHUB_OUTPUT`` and ``GITHUB_STEP_SUMMARY`` (``Channel``), and the secrets that must never
-leave the process in clear text (:class:`Secrets`, and ``ScrubbedStream`` over stdout/stderr,
+leave the process in clear text (:class:`Secrets`, and the
+:class:`~gradience_hub.output.GuardedStream` over stdout/stderr,
 both from :mod:`gradience_hub.output`, shared with the CLI).
 
 What the action does with them, the modes, the comment and the exit code, is
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gradience_hub.errors import GradienceError, UsageError
-from gradience_hub.output import GuardedStream, Secrets, emit_command
+from gradience_hub.output import Secrets, emit_command
 
 INPUTS: dict[str, str] = {
     "repo-id": "",
@@ -78,11 +79,6 @@ def workflow_command(name: str, message: str = "", **properties: str) -> str:
     """``::name key=value,...::message`` with everything escaped."""
     props = ",".join(f"{k}={escape_property(v)}" for k, v in properties.items() if v)
     return f"::{name}{' ' + props if props else ''}::{escape_data(message)}"
-
-
-# The secrets and the guarded stdout/stderr are the CLI's too: one scrubber for every output.
-ScrubbedStream = GuardedStream
-"""The guarded text stream of :mod:`gradience_hub.output` (the Action's historic name)."""
 
 
 # -- inputs --------------------------------------------------------------------------------

@@ -16,8 +16,7 @@ as ``token=``, never through the environment.
 This module holds the orchestration: each repo's run of the mode (:func:`run_repo`), its
 summary and comment sections, the sticky PR comment, the outputs' values and the exit code
 (:func:`run`), and the entry point (:func:`main`). The runner protocol it speaks, inputs in and
-workflow commands, outputs, summary and secret scrubbing out, is :mod:`gradience_hub.action.io`;
-every public name stays importable from here.
+workflow commands, outputs, summary and secret scrubbing out, is :mod:`gradience_hub.action.io`.
 """
 
 from __future__ import annotations

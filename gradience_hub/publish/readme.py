@@ -31,10 +31,6 @@ from gradience_hub.markers import (
     SECTION_START_RE,
 )
 
-START = SECTION_START
-END = SECTION_END
-START_RE = SECTION_START_RE
-END_RE = SECTION_END_RE
 DEFAULT_TAGS = ("lora", "gradience")
 HUB_URL = "https://huggingface.co"
 
@@ -280,8 +276,8 @@ def _live(pattern: re.Pattern[str], body: str, spans: list[tuple[int, int]]) -> 
 
 def _splice_body(body: str, section: str, nl: str) -> str:
     spans, unclosed = code_spans(body)
-    starts = _live(START_RE, body, spans)
-    ends = _live(END_RE, body, spans)
+    starts = _live(SECTION_START_RE, body, spans)
+    ends = _live(SECTION_END_RE, body, spans)
     inner = section.replace("\r\n", "\n").strip("\n").replace("\n", nl)
     inner = f"{nl}{inner}{nl}" if inner else nl
     if not starts and not ends:
@@ -297,17 +293,17 @@ def _splice_body(body: str, section: str, nl: str) -> str:
         prefix = body if not body or body.endswith(("\n", "\r")) else body + nl
         if not re.search(r"(?:\r\n|\r|\n)(?:\r\n|\r|\n)\Z", prefix):
             prefix += nl
-        return f"{prefix}{START}{inner}{END}{nl}"
+        return f"{prefix}{SECTION_START}{inner}{SECTION_END}{nl}"
     hint = "fix the gradience markers in README.md (one start, then one end), then rerun"
     if len(starts) == 1 and len(ends) == 1:
         start, end = starts[0], ends[0]
         if start.end() <= end.start():
             return body[: start.end()] + inner + body[end.start() :]
-        raise CardError(f"README.md has '{END}' before '{START}'", hint=hint)
+        raise CardError(f"README.md has '{SECTION_END}' before '{SECTION_START}'", hint=hint)
     if starts and not ends:
-        raise CardError(f"README.md has '{START}' but no '{END}'", hint=hint)
+        raise CardError(f"README.md has '{SECTION_START}' but no '{SECTION_END}'", hint=hint)
     if ends and not starts:
-        raise CardError(f"README.md has '{END}' but no '{START}'", hint=hint)
+        raise CardError(f"README.md has '{SECTION_END}' but no '{SECTION_START}'", hint=hint)
     raise CardError(
         f"README.md has {len(starts)} gradience start and {len(ends)} end markers; "
         "expected one section",
@@ -340,7 +336,7 @@ def splice_readme(
     Raises CardError (exit 2) for broken markers (a start without an end, an end before the
     start, two sections) or a section that itself contains a marker.
     """
-    if START_RE.search(section) or END_RE.search(section):
+    if SECTION_START_RE.search(section) or SECTION_END_RE.search(section):
         raise CardError(
             "the section to splice contains a gradience marker",
             hint="pass the rendered card without <!-- gradience:start/end -->",

@@ -19,7 +19,7 @@ strings with an HTML-only escape (``e``, ``escape``, ``forceescape``, ``join``, 
 own template opts out, and even then output that contains a gradience marker is refused.
 
 README splicing lives in :mod:`gradience_hub.publish.readme` and is re-exported here
-(:data:`START`, :data:`END`, :func:`splice_readme`, :func:`splice_readme_file`).
+(:data:`SECTION_START`, :data:`SECTION_END`, :func:`splice_readme`, :func:`splice_readme_file`).
 """
 
 from __future__ import annotations
@@ -54,11 +54,11 @@ from gradience_hub.policy import (
 )
 from gradience_hub.publish.readme import (
     DEFAULT_TAGS,
-    END,
-    END_RE,
     HUB_URL,
-    START,
-    START_RE,
+    SECTION_END,
+    SECTION_END_RE,
+    SECTION_START,
+    SECTION_START_RE,
     splice_readme,
     splice_readme_file,
 )
@@ -67,8 +67,8 @@ from gradience_hub.record.model import AUDIT_FIELDS
 __all__ = [
     "COMMENT_MARKER",
     "DEFAULT_TAGS",
-    "END",
-    "START",
+    "SECTION_END",
+    "SECTION_START",
     "TEMPLATES",
     "render",
     "render_files",
@@ -694,7 +694,7 @@ def _template_directory(template_dir: str | os.PathLike[str] | None) -> str | No
 
 def _without_markers(text: str, what: str) -> str:
     """``text`` unless it prints a gradience marker (which would break the README splice)."""
-    if START_RE.search(text) or END_RE.search(text):
+    if SECTION_START_RE.search(text) or SECTION_END_RE.search(text):
         raise TemplateError(
             f"the rendered {what} contains a gradience marker, which would break the README",
             hint="templates must not print <!-- gradience:start/end --> (or mark data |safe)",
@@ -704,7 +704,7 @@ def _without_markers(text: str, what: str) -> str:
 
 def wrap_section(section: str) -> str:
     """``section`` between the gradience markers, as it appears in a README."""
-    return f"{START}\n{section.strip(chr(10))}\n{END}\n"
+    return f"{SECTION_START}\n{section.strip(chr(10))}\n{SECTION_END}\n"
 
 
 def render_files(
