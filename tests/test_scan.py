@@ -17,7 +17,8 @@ from safetensors.numpy import save_file
 
 from gradience_hub.audit import run_audit
 from gradience_hub.errors import UsageError
-from gradience_hub.scan import ScanQuery, listing, scan
+from gradience_hub.hub import listing
+from gradience_hub.scan import ScanQuery, scan
 from tests.factories import llama_like_adapter
 from tests.hubserver_listing import PlantedRepo, plant_fleet
 
@@ -237,6 +238,18 @@ def test_local_folder_scan(tmp_path: Path) -> None:
     assert rows["style.safetensors"]["format"] == "kohya"
     assert rows["base.safetensors"]["status"] == "not-an-adapter"
     assert rows["broken"]["status"] == "broken"
+
+
+def test_help_is_light_and_its_default_cap_is_the_readers() -> None:
+    import subprocess
+    import sys
+
+    from gradience_hub.scan import cli, worker
+
+    assert cli.DEFAULT_MAX_BYTES == worker.DEFAULT_MAX_BYTES
+    code = "import sys, gradience_hub.scan.cli; print('numpy' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.stdout.strip() == "False", proc.stderr
 
 
 def test_bad_queries_are_refused_before_any_request(tmp_path: Path) -> None:

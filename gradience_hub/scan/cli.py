@@ -12,7 +12,9 @@ from pathlib import Path
 
 import click
 
-from gradience_hub.scan.worker import DEFAULT_MAX_BYTES
+# worker.DEFAULT_MAX_BYTES (the Hub reader's LoRA file cap), written out so that --help does not
+# import the audit's numpy stack; tests/test_scan.py pins the two equal.
+DEFAULT_MAX_BYTES = 2 * 1024**3
 
 
 @click.command("scan")
