@@ -4,7 +4,8 @@
 HubError`, repo reads), :mod:`.download` (adapter files, LoRA-file choice), :mod:`.source`
 (SOURCE -> opened adapter), :mod:`.commit` (one commit, its failures classified, the retry
 policy), :mod:`.discussions` (our PRs, sticky comments), :mod:`.webhooks`, :mod:`.jobs` (Jobs and
-the scratch repo). Callers use the names exported here (``hub.commit_files(...)``).
+the scratch repo), :mod:`.listing` (the scan's listings, lean downloads and dataset push).
+Callers use the names exported here (``hub.commit_files(...)``).
 """
 
 from gradience_hub.hub.client import (

@@ -1,7 +1,7 @@
 """The Hub side of ``scan``: listings, lean downloads and the dataset push.
 
-The one module of the scan that imports huggingface_hub (the refactor files it under the Hub
-layer). A scan reads thousands of repos, so each costs as few requests as possible: one model
+Part of the Hub layer, the only importer of huggingface_hub, for :mod:`gradience_hub.scan`. A
+scan reads thousands of repos, so each costs as few requests as possible: one model
 info call (``blobs=true``: the file listing with sizes, the commit sha and the card's
 ``base_model``), then one plain GET per file the audit reads, pinned to that sha. Not
 ``snapshot_download``/``hf_hub_download``: they add a model-info call, a tree listing and a HEAD

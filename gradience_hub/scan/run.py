@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from gradience_hub.errors import MissingExtraError, UsageError
-from gradience_hub.scan import listing
+from gradience_hub.hub import listing
 from gradience_hub.scan.journal import Journal
 from gradience_hub.scan.records import RepoResult
 from gradience_hub.scan.worker import (

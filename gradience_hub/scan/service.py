@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from gradience_hub.errors import UsageError
+from gradience_hub.hub import listing
 from gradience_hub.output import clean
-from gradience_hub.scan import dataset, listing, portfolio
+from gradience_hub.scan import dataset, portfolio
 from gradience_hub.scan.run import ScanQuery, execute
 
 SUMMARY_SCHEMA = "gradience-hub/scan-summary/v1"

@@ -2,7 +2,7 @@
 
 Runs on a worker thread or in a Ray task, so it takes plain arguments and returns a
 :class:`~gradience_hub.scan.records.RepoResult` of plain rows. Nothing a repo holds can stop
-the scan: every failure becomes a row with its reason (:class:`~gradience_hub.scan.listing.Skip`).
+the scan: every failure becomes a row with its reason (:class:`~gradience_hub.hub.listing.Skip`).
 The downloaded files live in a temporary directory removed when the repo is done, so disk use
 is one repo's adapters, not the org's.
 """
@@ -29,10 +29,10 @@ from gradience_hub.hub import (
     MAX_HEADER_PROBES,
     MAX_LORA_FILE_BYTES,
     PREFERRED_LORA_FILE,
+    listing,
     lora_file_candidates,
 )
-from gradience_hub.scan import listing
-from gradience_hub.scan.listing import RepoInfo, Skip
+from gradience_hub.hub.listing import RepoInfo, Skip
 from gradience_hub.scan.records import RepoResult, audit_rows, skipped_row
 
 DEFAULT_MAX_BYTES = MAX_LORA_FILE_BYTES
