@@ -294,10 +294,11 @@ def test_retrain_end_to_end_on_a_tiny_model(retrain_run: dict[str, Any]) -> None
     assert "base__7" in cells and "base__8" in cells  # a per-seed control (heads differ)
 
 
-class Interrupting:
+class Interrupting(LocalExecutor):
     """An executor that dies after ``n`` cells, like a killed run."""
 
     def __init__(self, n: int) -> None:
+        super().__init__()
         self.left = n
 
     def map(

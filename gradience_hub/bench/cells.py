@@ -123,7 +123,22 @@ class CellResult:
 
 
 class Executor(Protocol):
-    """Runs cells; yields each result as soon as its cell finishes (any order)."""
+    """Runs cells; yields each result as soon as its cell finishes (any order). Everything the
+    bench reads of an executor is declared here."""
+
+    #: The device the cells run on when it is not this machine's (a remote executor's
+    #: workers': "cpu" or "cuda"), else None.
+    device: str | None
+    #: Whether the executor's workers load the task themselves, so the driver need not.
+    remote_task: bool
+    #: With ``remote_task``: the eval pool's size and the task's warnings as the workers
+    #: reported them (None and empty until they do).
+    pool_size: int | None
+    task_warnings: list[str]
+
+    def check_config(self, config: Any) -> None:
+        """Refuse a config this executor cannot run (ConfigError, exit 2) before any work."""
+        ...
 
     def map(
         self, cells: Sequence[Cell], runner: Callable[[Cell], CellResult]
@@ -134,6 +149,16 @@ class Executor(Protocol):
 
 class LocalExecutor:
     """Runs cells sequentially in this process (the default)."""
+
+    device: str | None = None
+    remote_task = False
+    pool_size: int | None = None
+
+    def __init__(self) -> None:
+        self.task_warnings: list[str] = []
+
+    def check_config(self, config: Any) -> None:
+        """Every config runs here."""
 
     def map(
         self, cells: Sequence[Cell], runner: Callable[[Cell], CellResult]
@@ -232,6 +257,15 @@ class CellRunner:
         state = dict(self.__dict__)
         state["_task"] = state["_pool"] = None
         return state
+
+    def loaded(self) -> tuple[Any, Any]:
+        """The task and model pool this runner has loaded so far (None where not yet)."""
+        return self._task, self._pool
+
+    def adopt(self, task: Any, pool: Any) -> None:
+        """Use a task and model pool loaded earlier in this process for the same config
+        (a Ray worker keeps them between the cells of one bench)."""
+        self._task, self._pool = task, pool
 
     @property
     def task(self) -> Any:

@@ -116,10 +116,7 @@ def _task_facts(task: Any, executor: Executor, warnings: list[str]) -> tuple[int
     else as the executor's workers reported them."""
     if task is not None:
         return len(task.eval_pool), warnings
-    return int(getattr(executor, "pool_size", None) or 0), [
-        *getattr(executor, "task_warnings", []),
-        *warnings,
-    ]
+    return int(executor.pool_size or 0), [*executor.task_warnings, *warnings]
 
 
 # --------------------------------------------------------------------------- posthoc
@@ -360,12 +357,11 @@ def run_bench(
     """
     from gradience_hub.bench.train import check_model, require_bench_extra, resolve_device
 
+    executor = executor or LocalExecutor()
     if driver_loads_task(executor):  # else the Jobs hold the bench extra, this install need not
         require_bench_extra()
     config = config_path if isinstance(config_path, BenchConfig) else load_config(config_path)
-    check = getattr(executor, "check_config", None)
-    if check is not None:  # e.g. the Jobs: local files that cannot travel, before any work
-        check(config)
+    executor.check_config(config)  # e.g. the Jobs: local files that cannot travel, before any work
     if seeds is not None:
         config.seeds = parse_seeds(seeds if isinstance(seeds, str) else list(seeds), "--seeds")
     protocol = protocol or config.protocol or ("posthoc" if source else "retrain")
@@ -383,8 +379,7 @@ def run_bench(
     if progress is None:
         progress = sys.stderr.isatty()
     say: Echo = echo or (lambda _line: None)
-    executor = executor or LocalExecutor()
-    remote = getattr(executor, "device", None)  # a remote executor's cells use its workers'
+    remote = executor.device  # a remote executor's cells use its workers'
     dev = (device or remote) if remote else resolve_device(device)
     if driver_loads_task(executor):
         check_model(config)  # a bad model.name_or_path is found before anything is written

@@ -18,7 +18,7 @@ from gradience_hub.errors import UsageError
 __all__ = ["EXECUTORS", "driver_loads_task", "make_executor"]
 
 
-def driver_loads_task(executor: Any) -> bool:
+def driver_loads_task(executor: Executor) -> bool:
     """Whether the protocol loads the task (and a model skeleton) on this machine: always,
     unless the executor's workers load it themselves (``remote_task``, the Jobs) and this
     install lacks the bench extra (the slim image dispatching Jobs)."""
@@ -26,7 +26,7 @@ def driver_loads_task(executor: Any) -> bool:
 
     from gradience_hub.bench.train import BENCH_PACKAGES
 
-    if not getattr(executor, "remote_task", False):
+    if not executor.remote_task:
         return True
     return all(importlib.util.find_spec(name) is not None for name in BENCH_PACKAGES)
 

@@ -49,12 +49,12 @@ def _run_task(
             portable.write_files({f"{prefix}/{name}": data for name, data in files.items()}, root)
         local = portable.localize(runner, root)
         if key in _SHARED:
-            local._task, local._pool = _SHARED[key]
+            local.adopt(*_SHARED[key])
         try:
             return portable.run_portable(local, cell)
         finally:
             _SHARED.clear()  # one bench per worker at a time: never grow on a shared cluster
-            _SHARED[key] = (local._task, local._pool)
+            _SHARED[key] = local.loaded()
 
 
 def connect(address: str | None) -> Any:
@@ -103,6 +103,13 @@ class RayExecutor:
         self.device: str | None = "cuda" if gpus_per_cell > 0 else "cpu"
         self.submitted: list[str] = []  # cell keys, in submission order
         self.cancelled: list[str] = []  # cell keys whose tasks were cancelled (Ctrl-C)
+        # The workers' task is loaded from the same config the driver loads it from.
+        self.remote_task = False
+        self.pool_size: int | None = None
+        self.task_warnings: list[str] = []
+
+    def check_config(self, config: Any) -> None:
+        """Every config runs on Ray: the cells ship their local files with them."""
 
     def map(
         self, cells: Sequence[Cell], runner: Callable[[Cell], CellResult]
