@@ -16,12 +16,14 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from gradience_hub import spectral
+from gradience_hub._io import replace_directory
 from gradience_hub.adapter import CONFIG_NAME, SAFETENSORS_NAME, Adapter, LoraModule
 from gradience_hub.compress import files
 from gradience_hub.compress.plan import build_config, config_number
@@ -107,14 +109,15 @@ def pad_adapter(
     verify: bool | None = None,
     base_model: Any = None,
     source: str | None = None,
-    check_output: Any = None,
-    install: Any = None,
+    check_output: Callable[[Path, Adapter], None] | None = None,
+    finish: Callable[[Path, CompressionResult], None] | None = None,
 ) -> CompressionResult:
     """Write ``adapter`` with every module at rank ``R`` (zero-padded) in its own format.
 
-    The same output rules, self-check and peft check as :func:`compress_adapter`:
-    ``check_output(output_dir, adapter)`` refuses a directory that must not be replaced and
-    ``install(tmp, output_dir)`` moves the finished directory into place.
+    The same self-check and peft check as :func:`compress_adapter`; ``check_output(output_dir,
+    adapter)`` refuses a directory that must not be replaced (before anything is read), and
+    ``finish(tmp, result)`` runs on the finished temporary directory before it replaces
+    ``output_dir`` (an exception there leaves ``output_dir`` as it was).
     """
     output_dir = Path(output_dir)
     check_padding(adapter, R)
@@ -158,19 +161,19 @@ def pad_adapter(
         level = self_check(tmp, expected, shapes)
         if adapter.layout is None:
             level = verify_with_peft(tmp, expected, base_model=base_model, verify=verify) or level
-        if install is not None:
-            install(tmp, output_dir)
-        else:
-            shutil.move(str(tmp), str(output_dir))
+        result = CompressionResult(
+            output_dir=output_dir,
+            modules=rows,
+            config=config,
+            verified=level,
+            source=source,
+            mode=f"padded to rank {R} (zeros; the update is unchanged)",
+            warnings=warnings,
+        )
+        if finish is not None:
+            finish(tmp, result)
+        replace_directory(tmp, output_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return CompressionResult(
-        output_dir=output_dir,
-        modules=rows,
-        config=config,
-        verified=level,
-        source=source,
-        mode=f"padded to rank {R} (zeros; the update is unchanged)",
-        warnings=warnings,
-    )
+    return result
