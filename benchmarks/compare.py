@@ -69,7 +69,8 @@ Running it:
         --sd-scripts /work/peers/sd-scripts --kohya-python /work/peers/kohya-venv/bin/python \\
         --sd-scripts-randomized /work/peers/sd-scripts-randomized \\
         --kohya-fraction 0.1 --kohya-flux-fraction 0.02
-    # --only ours,gradience,peft,kohya   --threads 1   --json-out results.json
+    # --only ours,gradience,peft,kohya  --inputs mistral,llama,sdxl,flux  --threads 1
+    # --json-out results.json
 
 A peer that is not installed or not given is reported as "skipped (why)", never as a number.
 """
@@ -98,6 +99,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
 TOOLS = ("ours", "gradience", "peft", "kohya")
+INPUTS = ("mistral", "llama", "sdxl", "flux")
 RANK = 16
 
 # --------------------------------------------------------------------------- safetensors, raw
@@ -1058,6 +1060,12 @@ def main() -> None:
         default=list(TOOLS),
         help="comma-separated subset of ours,gradience,peft,kohya",
     )
+    parser.add_argument(
+        "--inputs",
+        type=lambda s: [t.strip() for t in s.split(",") if t.strip()],
+        default=list(INPUTS),
+        help="comma-separated subset of mistral,llama,sdxl,flux",
+    )
     parser.add_argument("--repeat", type=int, default=1, help="best of N, tools alternating")
     parser.add_argument(
         "--work", type=Path, help="inputs and outputs (default: TMP/gh-compare[-quick])"
@@ -1086,6 +1094,9 @@ def main() -> None:
     bad = set(args.only) - set(TOOLS)
     if bad:
         parser.error(f"--only: unknown {sorted(bad)}; choose from {','.join(TOOLS)}")
+    bad = set(args.inputs) - set(INPUTS)
+    if bad:
+        parser.error(f"--inputs: unknown {sorted(bad)}; choose from {','.join(INPUTS)}")
     if args.kohya_flux_fraction is None:
         args.kohya_flux_fraction = args.kohya_fraction
     if not (0 < args.kohya_fraction <= 1 and 0 < args.kohya_flux_fraction <= 1):
@@ -1103,6 +1114,7 @@ def main() -> None:
         want.add("llama")
     if {"ours", "kohya"} & set(args.only):
         want |= {"sdxl", "flux"}
+    want &= set(args.inputs)
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
     log(f"writing inputs under {args.work} ...")
     inputs, notes = prepare_inputs(args.work, args.quick, want)
