@@ -26,7 +26,7 @@ from typing import TextIO
 
 # ESC [ ... final byte (CSI), ESC ] ... BEL or ESC \ (OSC), other two-byte ESC sequences, then
 # single control characters: C0 except TAB/LF/CR, DEL, C1, and the bidi controls that make
-# displayed text lie (the same set publish.filters.md replaces in Markdown).
+# displayed text lie (the same set gradience_hub.markdown.md replaces in Markdown).
 _ESCAPES = re.compile(
     r"\x1b\[[0-?]*[ -/]*[@-~]"
     r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"

@@ -15,8 +15,9 @@ import pytest
 
 from gradience_hub import hub
 from gradience_hub.errors import CardError, HubError
+from gradience_hub.markers import SECTION_END as END
+from gradience_hub.markers import SECTION_START as START
 from gradience_hub.publish import annotate as ann
-from gradience_hub.publish.render import END, START
 from tests.factories import (
     adapter_files,
     llama_like_adapter,

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from gradience_hub.publish.render import END, START
+from gradience_hub.markers import SECTION_END as END
+from gradience_hub.markers import SECTION_START as START
 
 
 def _trainer(
