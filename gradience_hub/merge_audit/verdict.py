@@ -23,6 +23,7 @@ from typing import Any
 
 from gradience_hub.errors import ConfigError
 from gradience_hub.merge_audit.geometry import PairFigures
+from gradience_hub.validate import config_fields
 
 # Figures computed in float64 land within a few ulps of an exact boundary (a planted overlap
 # of 2/4 comes out as 0.4999999999999999): "at or above" allows this much.
@@ -106,17 +107,7 @@ def load_thresholds(path: str | Path | None, **overrides: float | None) -> Thres
                 data = yaml.safe_load(text)
         except Exception as exc:  # json / yaml parse errors
             raise ConfigError(f"{p} is not valid YAML/JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{p} must hold a mapping of threshold names to numbers")
-        known = {f.name for f in fields(Thresholds)}
-        for key in data:
-            if key not in known:
-                raise ConfigError(
-                    f"{p}: unknown threshold {key!r}",
-                    hint=f"known thresholds: {', '.join(sorted(known))}",
-                    key=str(key),
-                )
-        base = Thresholds(**data)
+        base = Thresholds(**config_fields(Thresholds, data, "", label=str(p), noun="threshold"))
     return base.replace(**overrides)
 
 

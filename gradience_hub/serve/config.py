@@ -18,7 +18,6 @@ A repo that matches no rule is acknowledged and ignored.
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 import re
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from gradience_hub.errors import ConfigError
+from gradience_hub.validate import config_fields
 
 # A branch name as git allows it, minus the oddities nobody uses on the Hub.
 _BRANCH = re.compile(r"^(?!/)(?!.*//)(?!.*\.\.)[A-Za-z0-9._/-]+(?<!/)$")
@@ -40,19 +40,8 @@ def _fail(key: str, expected: str, value: Any) -> ConfigError:
 
 
 def _check_keys(cls: type, data: Any, where: str) -> dict[str, Any]:
-    """``data`` as a mapping with only ``cls``'s field names (unknown keys are an error)."""
-    if not isinstance(data, dict):
-        raise _fail(where or "the config", "a mapping", data)
-    names = {f.name for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in names:
-            path = f"{where}.{key}" if where else str(key)
-            raise ConfigError(
-                f"serve config: unknown key {path}",
-                hint=f"allowed here: {', '.join(sorted(names))}",
-                key=path,
-            )
-    return dict(data)
+    """``data`` as ``cls``'s keyword arguments (:func:`~gradience_hub.validate.config_fields`)."""
+    return config_fields(cls, data, where, label="serve config")
 
 
 @dataclass(frozen=True)
