@@ -55,7 +55,7 @@ def main() -> None:
 
         hub.load_adapter = timed("download + open", hub.load_adapter)
         annotate.audit_adapter = timed("audit", annotate.audit_adapter)
-        annotate.render_files = timed("render (card, json, png)", annotate.render_files)
+        annotate.evidence_files = timed("render (card, json, png)", annotate.evidence_files)
         hub.commit_files = timed("commit (Hub PR)", hub.commit_files)
         start = time.perf_counter()
         result = annotate.annotate("alice/mistral-7b-lora")

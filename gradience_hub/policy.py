@@ -33,6 +33,8 @@ empty (the data only bound the disagreement). The p-value is McNemar's exact tes
 without per-example pairs (gradience 0.11 records) it is the sign test on the per-seed deltas.
 """
 
+# Over 500 lines: every verdict rule, interval and test in one place, as DESIGN.md asks.
+
 from __future__ import annotations
 
 import contextlib

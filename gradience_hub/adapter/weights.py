@@ -4,6 +4,8 @@ Weights are read through ``safetensors.safe_open(framework="numpy")`` (memory-ma
 memory is one module's factors, not the whole adapter.
 """
 
+# Over 500 lines: PEFT, kohya-ss and diffusers layouts share one streamed pair reader.
+
 from __future__ import annotations
 
 import math

@@ -15,9 +15,17 @@ from typing import Any
 
 from gradience_hub.bench.cells import BASE, PROBE, Cell, CellResult
 from gradience_hub.bench.config import BenchConfig
-from gradience_hub.bench.tasks import score
+from gradience_hub.bench.tasks import eval_indices, score
 from gradience_hub.bench.variants import VariantPlan
-from gradience_hub.policy import Pairs
+from gradience_hub.policy import Pairs, decide, judge_base, judge_variant
+from gradience_hub.record import (
+    AdapterInfo,
+    BenchRecord,
+    ProbeRecord,
+    ProtocolInfo,
+    TaskInfo,
+    environment_info,
+)
 
 
 @dataclass
@@ -74,19 +82,8 @@ def _scores(run: RunResults, variant: str, samples: dict[int, list[int]]) -> dic
     return {seed: score(_cell(run, variant, seed).sample(ids)) for seed, ids in samples.items()}
 
 
-def build_record(run: RunResults) -> Any:
+def build_record(run: RunResults) -> BenchRecord:
     """Judge every variant with the policy and assemble the BenchRecord."""
-    from gradience_hub.bench.tasks import eval_indices
-    from gradience_hub.policy import decide, judge_base, judge_variant
-    from gradience_hub.record import (
-        AdapterInfo,
-        BenchRecord,
-        ProbeRecord,
-        ProtocolInfo,
-        TaskInfo,
-        environment_info,
-    )
-
     config = run.config
     seeds = config.seeds
     policy = config.policy

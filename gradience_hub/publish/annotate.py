@@ -8,6 +8,8 @@ directory SOURCE (a clone of a Hub repo) gets the same files written in place.
 All Hub calls go through :mod:`gradience_hub.hub`; this module only orchestrates.
 """
 
+# Over 500 lines: the local and Hub publishing paths share evidence, render and files.
+
 from __future__ import annotations
 
 import difflib
@@ -48,10 +50,10 @@ __all__ = [
     "README",
     "AnnotateResult",
     "annotate",
+    "evidence_files",
     "format_result",
     "keep_published",
     "readme_diff",
-    "render_files",
     "write_local_card",
 ]
 
@@ -187,7 +189,7 @@ def keep_published(
     return _Evidence(audit, bench, evidence.bench_md)
 
 
-def render_files(
+def evidence_files(
     evidence: _Evidence,
     readme: str | None,
     *,
@@ -300,7 +302,7 @@ def _annotate_local(
     current = {path: _read_inside(directory, path) for path in paths}
     old = _decode_readme(current[README], str(directory))
     evidence = keep_published(evidence, current[AUDIT_JSON], current[BENCH_JSON])
-    files = render_files(evidence, old, template_dir=template_dir)
+    files = evidence_files(evidence, old, template_dir=template_dir)
     changed_paths = [p for p, data in files.items() if current.get(p) != data]
     result = AnnotateResult(
         status=status_of(evidence.bench),
@@ -509,7 +511,7 @@ def _prepare(run: _HubRun, notes: list[str]) -> _Pass:
     )
     shown = evidence.audit.source.get("sha") or sha
     context = {"repo_id": run.repo, "revision": shown, "repo_url": hub.repo_url(run.repo)}
-    files = render_files(evidence, current, template_dir=run.template_dir, context=context)
+    files = evidence_files(evidence, current, template_dir=run.template_dir, context=context)
     result = AnnotateResult(
         status=status_of(evidence.bench),
         audit=evidence.audit,

@@ -22,6 +22,8 @@ README splicing lives in :mod:`gradience_hub.publish.readme` and is re-exported 
 (:data:`SECTION_START`, :data:`SECTION_END`, :func:`splice_readme`, :func:`splice_readme_file`).
 """
 
+# Over 500 lines: the sandbox and template_context (the template variables); split next.
+
 from __future__ import annotations
 
 import contextlib
@@ -71,7 +73,7 @@ __all__ = [
     "SECTION_START",
     "TEMPLATES",
     "render",
-    "render_files",
+    "render_from_files",
     "splice_readme",
     "splice_readme_file",
     "template_context",
@@ -707,7 +709,7 @@ def wrap_section(section: str) -> str:
     return f"{SECTION_START}\n{section.strip(chr(10))}\n{SECTION_END}\n"
 
 
-def render_files(
+def render_from_files(
     bench_path: str | os.PathLike[str] | None,
     audit_path: str | os.PathLike[str] | None,
     kind: str,
