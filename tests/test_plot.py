@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 import subprocess
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 
 from gradience_hub.errors import RecordError
-from gradience_hub.publish.plot import utilization_heatmap
+from gradience_hub.publish.plot import utilization_grid, utilization_heatmap
 
 GOLDEN = Path(__file__).parent / "golden"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -97,7 +98,10 @@ def test_single_module(tmp_path: Path) -> None:
 
 def test_modules_without_layer_index(tmp_path: Path) -> None:
     audit = synthetic(1, {"fc1": "mlp", "fc2": "mlp", "head.proj": "other"}, indexed=False)
-    png_size(utilization_heatmap(audit, tmp_path / "flat.png").read_bytes())
+    rows, groups, columns, matrix = utilization_grid(audit["layers"])
+    assert (rows, groups, columns) == (["fc1", "fc2", "head.proj"], ["mlp", "mlp", "other"], ["–"])
+    assert matrix.tolist() == [[0.0], [0.13], [0.26]]
+    assert png_size(utilization_heatmap(audit, tmp_path / "flat.png").read_bytes())[0] >= 600
 
 
 def test_eighty_layers_stay_readable(tmp_path: Path) -> None:
@@ -124,7 +128,13 @@ def test_missing_values_and_odd_rows(tmp_path: Path) -> None:
     audit["layers"][1]["utilization"] = float("nan")
     audit["layers"][2]["module_type"] = "something-else"
     audit["summary"] = {}
-    png_size(utilization_heatmap(audit, tmp_path / "odd.png").read_bytes())
+    rows, groups, columns, matrix = utilization_grid(audit["layers"])
+    # None and NaN are empty cells; a module keeps the group it was first seen with
+    assert (rows, groups, columns) == (["q_proj", "up_proj"], ["attention", "mlp"], ["0", "1", "2"])
+    values = matrix.tolist()
+    assert math.isnan(values[0][0]) and math.isnan(values[1][0])
+    assert [row[1:] for row in values] == [[0.07, 0.14], [0.2, 0.27]]
+    assert png_size(utilization_heatmap(audit, tmp_path / "odd.png").read_bytes())[0] >= 600
 
 
 def test_no_modules_is_a_record_error(tmp_path: Path) -> None:

@@ -98,7 +98,7 @@ def _leaf_rank(label: str) -> tuple[int, str]:
     return (_LEAF_ORDER.index(leaf) if leaf in _LEAF_ORDER else len(_LEAF_ORDER), label)
 
 
-def _grid(
+def utilization_grid(
     layers: list[dict[str, Any]],
 ) -> tuple[list[str], list[str], list[str], Any]:
     """Row labels, row groups, column labels and the utilization matrix (NaN where absent)."""
@@ -168,7 +168,7 @@ def utilization_heatmap(audit: dict[str, Any], path: str | os.PathLike[str]) -> 
     layers = [row for row in (audit or {}).get("layers") or [] if isinstance(row, dict)]
     if not layers:
         raise RecordError("the audit has no modules to plot", hint="audit a LoRA adapter first")
-    rows, groups, cols, matrix = _grid(layers)
+    rows, groups, cols, matrix = utilization_grid(layers)
     rows = [_shown(r) for r in rows]
     data = np.ma.masked_invalid(matrix * 100.0)
     n_rows, n_cols = data.shape
