@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,6 +140,11 @@ def _check_output(output_dir: Path, adapter: Adapter, force: bool) -> None:
             "only replaces those",
             hint=hint,
         )
+
+
+def check_output(output_dir: Path, adapter: Adapter, force: bool) -> None:
+    """Refuse an ``--output`` that must not be replaced (the rules of every compression)."""
+    _check_output(output_dir, adapter, force)
 
 
 def _install(tmp: Path, output_dir: Path) -> None:
@@ -324,6 +329,7 @@ def compress_adapter(
     base_model: Any = None,
     force: bool = False,
     source: str | None = None,
+    finish: Callable[[Path, CompressionResult], None] | None = None,
 ) -> CompressionResult:
     """Write ``adapter`` truncated to ``ranks`` in its own format (a PEFT adapter, or a kohya /
     diffusers LoRA file of the same name: :mod:`gradience_hub.compress.files`), in one pass.
@@ -337,7 +343,9 @@ def compress_adapter(
     requires them, ``False`` skips the peft check (the numpy self-check always runs).
     ``base_model`` (a model object or a local model directory) makes the peft check load the
     adapter onto that model's module tree; without it the adapter config's
-    ``base_model_name_or_path`` is used when it resolves locally.
+    ``base_model_name_or_path`` is used when it resolves locally. ``finish(tmp, result)`` runs on
+    the finished temporary directory before it is moved into place (to stamp the weights file's
+    header, say); what it raises leaves ``output_dir`` untouched.
     """
     output_dir = Path(output_dir)
     unknown = [] if isinstance(ranks, RankRule) else sorted(set(ranks) - set(adapter.module_names))
@@ -425,18 +433,21 @@ def compress_adapter(
                 )
                 or level
             )
+        result = CompressionResult(
+            output_dir=output_dir,
+            modules=rows,
+            config=config,
+            verified=level,
+            source=source,
+            warnings=warnings,
+        )
+        if finish is not None:
+            finish(tmp, result)
         _install(tmp, output_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return CompressionResult(
-        output_dir=output_dir,
-        modules=rows,
-        config=config,
-        verified=level,
-        source=source,
-        warnings=warnings,
-    )
+    return result
 
 
 # --------------------------------------------------------------------------- end to end
