@@ -57,7 +57,7 @@ def test_budget_params_writes_the_plan_and_says_the_footprint(
     assert report["totals"]["params_new"] <= budget == plan["budget"]
     assert plan["uniform"]["rank"] == 5 and plan["uniform"]["cost"] == budget
     assert plan["discarded"] <= plan["uniform"]["discarded"]
-    assert plan["relaxation_bound"] <= plan["discarded"]
+    assert plan["relaxation_bound"] <= plan["discarded"] * (1 + 1e-12)  # sums in other orders
     assert serving["max_rank"] == max(ranks.values())
     assert serving["vllm_max_lora_rank"] == next(
         v for v in (1, 8, 16, 32) if v >= serving["max_rank"]
@@ -131,6 +131,7 @@ def test_pad_to_cli_and_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[s
     for extra in (["--rank", "4", "--pad-to", "16"], ["--pad-to", "16", "--budget-params", "9"]):
         code, out, err = _run(["compress", str(DEMO), "-o", str(tmp_path / "x"), *extra], capsys)
         assert code == 2 and "Traceback" not in err
+        assert f"{extra[0]} and {extra[2]} are different modes" in err
         assert not (tmp_path / "x").exists()
     code, out, err = _run(
         ["compress", str(DEMO), "-o", str(tmp_path / "x"), "--budget-params", "10"], capsys
