@@ -154,7 +154,7 @@ BAD_INPUTS = {
     "r 8.5": (_config_value("r", "8.5"), "r = 8.5; it must be a positive integer"),
     "huge alpha": (_config_value("lora_alpha", "1e308"), "overflows float64"),
     "huge alpha 1e200": (_config_value("lora_alpha", "1e200"), "overflows float64"),
-    "missing directory": (lambda p: p / "does-not-exist", "directory not found"),
+    "missing directory": (lambda p: p / "does-not-exist", "no such local directory or file"),
     "no adapter_config.json": (_no_config, "no adapter_config.json"),
     "no weights": (_no_weights, "no adapter weights"),
     "truncated safetensors": (_corrupt, "not a readable safetensors file"),

@@ -252,6 +252,34 @@ def test_help_is_light_and_its_default_cap_is_the_readers() -> None:
     assert proc.stdout.strip() == "False", proc.stderr
 
 
+def test_the_cli_registers_scan_one_way_and_stays_light() -> None:
+    """cli.py adds scan's command; scan (its module and ``python -m gradience_hub.scan``) never
+    imports cli.py, and ``gradience-hub --help`` imports neither numpy nor pyarrow."""
+    import subprocess
+    import sys
+
+    from gradience_hub.cli import cli
+
+    assert "scan" in cli.commands
+    code = (
+        "import sys, runpy; sys.argv = ['x', '--help']\n"
+        "try:\n    runpy.run_module('gradience_hub.scan', run_name='__main__')\n"
+        "except SystemExit as e:\n    assert e.code == 0, e.code\n"
+        "print('gradience_hub.cli' in sys.modules)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.stdout.startswith("Usage: gradience-hub scan"), proc.stdout + proc.stderr
+    assert proc.stdout.strip().endswith("False"), proc.stdout
+    code = (
+        "import sys\nfrom gradience_hub.cli import main\n"
+        "try:\n    main(['scan', '--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
+        "print([m for m in ('numpy', 'pyarrow') if m in sys.modules])"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "Usage: gradience-hub scan" in proc.stdout, proc.stderr
+    assert proc.stdout.strip().endswith("[]"), proc.stdout
+
+
 def test_bad_queries_are_refused_before_any_request(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="exactly one source"):
         ScanQuery()

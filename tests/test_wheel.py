@@ -23,7 +23,7 @@ from tests.factories import llama_like_adapter
 ROOT = Path(__file__).resolve().parent.parent
 LOCK = ROOT / "requirements" / "lock.txt"
 PIP = (sys.executable, "-m", "pip")
-COMMANDS = ("audit", "compress", "render", "annotate", "merge-audit", "action", "serve")
+COMMANDS = ("audit", "compress", "render", "annotate", "merge-audit", "action", "serve", "scan")
 
 
 class Installed:
@@ -97,6 +97,10 @@ def test_the_core_install_has_no_extras(installed: Installed) -> None:
     )
     out = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+    # scan's dataset writer is core (pyproject's dependencies): pyarrow comes with the wheel.
+    probe = "import importlib.util as u; print(bool(u.find_spec('pyarrow')))"
+    out = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS])

@@ -113,10 +113,8 @@ def scan_command(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run ``scan`` through the gradience-hub CLI's error handling (exit codes, one-line
-    errors, scrubbed output)."""
-    from gradience_hub import cli
+    """Run ``scan`` through the CLI's error handling (exit codes, one-line errors, scrubbed
+    output); the CLI group registers :data:`scan_command` itself, and this imports it not."""
+    from gradience_hub.entry import run_command
 
-    if "scan" not in cli.cli.commands:  # until the CLI group registers it itself
-        cli.cli.add_command(scan_command)
-    cli.main(["scan", *(sys.argv[1:] if argv is None else argv)])
+    run_command(scan_command, sys.argv[1:] if argv is None else argv, "gradience-hub scan")
