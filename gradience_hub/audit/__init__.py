@@ -2,6 +2,7 @@
 ranks and a PEFT-ready ``rank_pattern``; ``audit.json`` is :meth:`AuditReport.to_dict`."""
 
 from gradience_hub.audit.report import (
+    READABLE_SCHEMAS,
     SCHEMA,
     V011_ENERGY_ALIASES,
     AuditReport,
@@ -14,6 +15,7 @@ from gradience_hub.audit.run import audit_adapter, check_energy, run_audit, sugg
 from gradience_hub.audit.text import format_text, human_count
 
 __all__ = [
+    "READABLE_SCHEMAS",
     "SCHEMA",
     "V011_ENERGY_ALIASES",
     "AuditReport",

@@ -16,7 +16,13 @@ from gradience_hub import __version__
 from gradience_hub.errors import RecordError
 from gradience_hub.record.model import V011_ENERGY_ALIASES, energy_fields
 
-SCHEMA = "gradience-hub/audit/v1"
+SCHEMA = "gradience-hub/audit/v1.1"
+# Every schema this reader accepts: v1.1 only adds optional fields to v1 (per layer
+# ``policies``, ``policy_spread``, ``policy_consensus``; ``suggestions.policies``; ``udr``), so
+# a v1 document reads as a v1.1 one without them.
+READABLE_SCHEMAS = ("gradience-hub/audit/v1", SCHEMA)
+# LayerReport fields that are left out of audit.json when absent (None)
+OPTIONAL_LAYER_FIELDS = ("policies", "policy_spread", "policy_consensus")
 
 
 @dataclass
@@ -41,6 +47,18 @@ class LayerReport:
     fro_norm: float
     singular_values: list[float]
     suggested_r: int
+    # --rank-policies (v1.1): each policy's k, their max - min and their median (rank_policies)
+    policies: dict[str, int] | None = None
+    policy_spread: int | None = None
+    policy_consensus: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """audit.json row: the fields, without the optional ones that are absent."""
+        row = asdict(self)
+        for key in OPTIONAL_LAYER_FIELDS:
+            if row[key] is None:
+                del row[key]
+        return row
 
 
 @dataclass
@@ -95,18 +113,23 @@ class AuditReport:
     tool: dict[str, Any] = field(
         default_factory=lambda: {"name": "gradience-hub", "version": __version__}
     )
+    # --udr (v1.1): audit.udr.UdrReport.to_dict(), when the base model was read
+    udr: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The audit.json document."""
-        return {
+        out = {
             "schema": SCHEMA,
             "tool": dict(self.tool),
             "source": dict(self.source),
             "summary": self.summary.to_dict(),
-            "layers": [asdict(layer) for layer in self.layers],
+            "layers": [layer.to_dict() for layer in self.layers],
             "suggestions": self.suggestions,
             "warnings": list(self.warnings),
         }
+        if self.udr is not None:
+            out["udr"] = self.udr
+        return out
 
     def to_json(self) -> str:
         """audit.json text (stable key order, 2-space indent, trailing newline)."""
@@ -115,14 +138,14 @@ class AuditReport:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AuditReport:
-        """Read an audit.json document (ours)."""
+        """Read an audit.json document (ours, v1 or v1.1)."""
         schema = data.get("schema") if isinstance(data, dict) else None
-        if schema != SCHEMA:
+        if schema not in READABLE_SCHEMAS:
             raise RecordError(
                 f"not a gradience-hub audit.json (schema {schema!r})",
                 hint=f"pass a file written by 'gradience-hub audit --output' ({SCHEMA})",
             )
-        for key, kind in (("source", dict), ("summary", dict), ("layers", list)):
+        for key, kind in (("source", dict), ("summary", dict), ("layers", list), ("udr", dict)):
             if key in data and not isinstance(data[key], kind):
                 raise RecordError(
                     f"audit.json: {key} must be a JSON {'object' if kind is dict else 'list'}, "
@@ -137,6 +160,7 @@ class AuditReport:
                 suggestions=data["suggestions"],
                 warnings=list(data.get("warnings", [])),
                 tool=data.get("tool", {}),
+                udr=data.get("udr"),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise RecordError(

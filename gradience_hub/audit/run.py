@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from gradience_hub import spectral
+from gradience_hub import rank_policies, spectral
 from gradience_hub.adapter import Adapter, LoraModule, SourceInfo, UnreadableModule
 from gradience_hub.audit.report import AuditReport, LayerReport, Summary
 from gradience_hub.errors import AdapterError, UsageError
@@ -42,9 +44,58 @@ def _analyze(
         ) from None
 
 
-def audit_adapter(adapter: Adapter, source: SourceInfo, energy: float = 0.9) -> AuditReport:
-    """Audit an opened adapter module by module (streamed: one module's factors in memory)."""
+def apply_rank_policies(layers: list[LayerReport], policies: str, allocated: int) -> dict[str, Any]:
+    """Fill each row's ``policies``, ``policy_spread`` and ``policy_consensus`` (from its
+    singular values) and return ``suggestions.policies``: per policy its median, p90, global
+    ranks and ``rank_pattern`` (:func:`rank_policies.summarize`)."""
+    specs = rank_policies.parse_policies(policies)
+    per_module: dict[str, rank_policies.ModulePolicies] = {}
+    for layer in layers:
+        s = np.asarray(layer.singular_values, dtype=np.float64)
+        shape = (int(layer.shape[0]), int(layer.shape[1]))
+        result = rank_policies.apply_policies(specs, s, shape, layer.r)
+        layer.policies = result.ks
+        layer.policy_spread = result.spread
+        layer.policy_consensus = result.consensus
+        per_module[layer.name] = result
+    summaries = rank_policies.summarize(specs, per_module, allocated)
+    return {p.policy: p.to_dict() for p in summaries}
+
+
+def _suggestions(
+    layers: list[LayerReport], summary: Summary, energy: float, policies: str | None
+) -> dict[str, Any]:
+    """audit.json's ``suggestions``: the global ranks, the per-layer ``rank_pattern`` and, with
+    ``policies``, each rank policy's (:func:`apply_rank_policies`)."""
+    rank_pattern = {layer.name: layer.suggested_r for layer in layers}
+    suggestions: dict[str, Any] = {
+        "energy_threshold": energy,
+        "global_median": summary.suggested_r_global_median,
+        "global_p90": summary.suggested_r_global_90,
+        "per_layer": {
+            "rank_pattern": rank_pattern,
+            "lora_params": sum(
+                r * (layer.shape[0] + layer.shape[1])
+                for r, layer in zip(rank_pattern.values(), layers, strict=True)
+            ),
+        },
+    }
+    if policies is not None:
+        suggestions["policies"] = apply_rank_policies(layers, policies, summary.allocated_rank)
+    return suggestions
+
+
+def audit_adapter(
+    adapter: Adapter,
+    source: SourceInfo,
+    energy: float = 0.9,
+    policies: str | None = rank_policies.DEFAULT_POLICIES,
+) -> AuditReport:
+    """Audit an opened adapter module by module (streamed: one module's factors in memory).
+    ``policies`` (``--rank-policies``; None for none) adds each rank policy's suggestions."""
     check_energy(energy)
+    if policies is not None:
+        rank_policies.parse_policies(policies)  # bad input before any work
     config = adapter.config
     layers: list[LayerReport] = []
     warnings: list[str] = []
@@ -130,19 +181,7 @@ def audit_adapter(adapter: Adapter, source: SourceInfo, energy: float = 0.9) -> 
     if mismatched:
         more = f" and {len(mismatched) - 1} more" if len(mismatched) > 1 else ""
         warnings.append(f"rank mismatch with {adapter.config_origin}: {mismatched[0]}{more}")
-    rank_pattern = {layer.name: layer.suggested_r for layer in layers}
-    suggestions = {
-        "energy_threshold": energy,
-        "global_median": summary.suggested_r_global_median,
-        "global_p90": summary.suggested_r_global_90,
-        "per_layer": {
-            "rank_pattern": rank_pattern,
-            "lora_params": sum(
-                r * (layer.shape[0] + layer.shape[1])
-                for r, layer in zip(rank_pattern.values(), layers, strict=True)
-            ),
-        },
-    }
+    suggestions = _suggestions(layers, summary, energy, policies)
     src = source.to_dict()
     src["base_model"] = config.base_model
     # What a bench record of this adapter must name to be published beside this audit.
@@ -153,9 +192,40 @@ def audit_adapter(adapter: Adapter, source: SourceInfo, energy: float = 0.9) -> 
 
 
 def run_audit(
-    source: str, revision: str | None = None, adapter_name: str | None = None, energy: float = 0.9
+    source: str,
+    revision: str | None = None,
+    adapter_name: str | None = None,
+    energy: float = 0.9,
+    policies: str | None = rank_policies.DEFAULT_POLICIES,
+    udr: bool = False,
+    base_model: str | None = None,
+    base_norms_cache: str | None = None,
 ) -> AuditReport:
-    """Audit SOURCE (a local directory or a Hub repo id) end to end."""
+    """Audit SOURCE (a local directory or a Hub repo id) end to end.
+
+    ``udr`` (or a ``base_model``) adds the update-to-base ratios against ``base_model``
+    (default: the adapter's ``base_model_name_or_path``), reading only the audited modules'
+    base weights (:func:`gradience_hub.audit.udr.compute_udr`); without either, the base is
+    never touched."""
     check_energy(energy)  # before any download
+    if policies is not None:
+        rank_policies.parse_policies(policies)
     adapter, info = load_adapter(source, revision, adapter_name)
-    return audit_adapter(adapter, info, energy)
+    report = audit_adapter(adapter, info, energy, policies)
+    if udr or base_model is not None:
+        add_udr(report, base_model or adapter.config.base_model, base_norms_cache)
+    return report
+
+
+def add_udr(report: AuditReport, base_model: str | None, cache: str | None = None) -> None:
+    """Compute UDR against ``base_model`` into ``report.udr`` (and its warnings)."""
+    from gradience_hub.audit.udr import compute_udr
+
+    if not base_model:
+        raise UsageError(
+            "--udr needs the base model, and the adapter names none",
+            hint="pass --base-model ORG/NAME or a local model directory",
+        )
+    result = compute_udr(report.layers, base_model, cache=cache)
+    report.udr = result.to_dict()
+    report.warnings.extend(result.warnings)

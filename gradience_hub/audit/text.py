@@ -25,16 +25,18 @@ def format_text(report: AuditReport, layers: bool = False) -> str:
         "",
         "Summary:",
         f"  LoRA params:              {human_count(s.lora_params)}",
-        f"  Layers:                   {s.n_layers}",
+        f"  Modules:                  {s.n_layers}",
         f"  Stable rank (mean):       {s.stable_rank_mean:.1f}",
         f"  Utilization (mean):       {s.utilization_mean * 100:.1f}%",
-        f"  Energy rank k@{pct}% (p50):  {_num(s.energy_rank_p50)}",
-        f"  Energy rank k@{pct}% (p90):  {_num(s.energy_rank_p90)}",
+        f"  Energy rank k@{pct}%:        median {_num(s.energy_rank_p50)}, "
+        f"p90 {_num(s.energy_rank_p90)} (over modules)",
         "",
         "Suggested ranks:",
         f"  Global median:  {s.suggested_r_global_median}",
         f"  Global p90:     {s.suggested_r_global_90}",
     ]
+    lines += policy_lines(report)
+    lines += udr_lines(report)
     if layers:
         width = max([len("Module")] + [len(x.name) for x in report.layers])
         lines += [
@@ -51,3 +53,61 @@ def format_text(report: AuditReport, layers: bool = False) -> str:
     if report.warnings:
         lines += [""] + [f"Warning: {w}" for w in report.warnings]
     return "\n".join(lines) + "\n"
+
+
+def policy_lines(report: AuditReport) -> list[str]:
+    """The rank policies' table (``--rank-policies``): per policy the median and p90 of its
+    per-module k and the global ranks they suggest; empty without policies."""
+    policies = report.suggestions.get("policies")
+    if not isinstance(policies, dict) or not policies:
+        return []
+    width = max(len("Policy"), *(len(name) for name in policies))
+    lines = [
+        "",
+        "Rank policies (per-module k; suggested global r):",
+        f"  {'Policy':<{width}}  {'k p50':>6}  {'k p90':>6}  {'r p50':>6}  {'r p90':>6}",
+    ]
+    for name, p in policies.items():
+        lines.append(
+            f"  {name:<{width}}  {_num(p['median']):>6}  {_num(p['p90']):>6}  "
+            f"{p['suggested_r_median']:>6}  {p['suggested_r_p90']:>6}"
+        )
+    spreads = [x.policy_spread for x in report.layers if x.policy_spread is not None]
+    if spreads:
+        widest = max(report.layers, key=lambda x: x.policy_spread or 0)
+        lines.append(
+            f"  Largest disagreement: {widest.name} (spread {widest.policy_spread}; "
+            f"see 'gradience-hub explain SOURCE --module NAME')"
+        )
+    return lines
+
+
+def udr_lines(report: AuditReport) -> list[str]:
+    """The UDR summary (``--udr``); empty without it."""
+    udr = report.udr
+    if not udr:
+        return []
+    s = udr.get("summary", {})
+    if not s.get("n_layers_with_udr"):
+        return ["", f"UDR vs {udr.get('base')}: no module could be compared"]
+    read = human_bytes(int(udr.get("bytes_read", 0)))
+    return [
+        "",
+        f"Update-to-base ratio (UDR) vs {udr.get('base')}:",
+        f"  UDR median / p90 / max:   {s['udr_median']:.3g} / {s['udr_p90']:.3g} / "
+        f"{s['udr_max']:.3g}",
+        f"  UDR > 0.1 / > 0.3:        {s['fraction_udr_gt_0_1']:.0%} / "
+        f"{s['fraction_udr_gt_0_3']:.0%} of {s['n_layers_with_udr']} modules",
+        f"  SDI median:               {s['sdi_median']:.2f}",
+        f"  Base weights read:        {read} ({udr.get('cached_modules', 0)} modules cached)",
+    ]
+
+
+def human_bytes(n: int) -> str:
+    """``2.7 GB``, ``512 B``."""
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} GB"

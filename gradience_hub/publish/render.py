@@ -618,6 +618,8 @@ def template_context(
         "adapter": _adapter_view(audit, bench, ctx),
         "summary": summary,
         "per_layer": per_layer,
+        "rank_policies": _rank_policies_view(audit),
+        "udr": _udr_view(audit),
         "task": task,
         "protocol": protocol,
         "protocol_text": _PROTOCOLS.get(str(protocol_kind), protocol_kind),
@@ -639,6 +641,35 @@ def template_context(
         "markers": {role: Markup(text) for role, text in MARKERS.items()},
         "paths": _paths(ctx),
     }
+
+
+def _rank_policies_view(audit: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """audit.json's ``suggestions.policies`` (v1.1) as rows: name, the median and p90 of the
+    per-module k and the global ranks they suggest; [] for a v1 audit."""
+    raw = _mapping(_mapping((audit or {}).get("suggestions")).get("policies"))
+    rows = []
+    for name, p in raw.items():
+        p = _mapping(p)
+        rows.append(
+            {
+                "name": str(name),
+                "median": to_number(p.get("median")),
+                "p90": to_number(p.get("p90")),
+                "suggested_r_median": to_number(p.get("suggested_r_median")),
+                "suggested_r_p90": to_number(p.get("suggested_r_p90")),
+            }
+        )
+    return rows
+
+
+def _udr_view(audit: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """audit.json's ``udr`` summary (v1.1, ``audit --udr``), or None."""
+    raw = _mapping((audit or {}).get("udr"))
+    summary = _mapping(raw.get("summary"))
+    if not to_number(summary.get("n_layers_with_udr")):
+        return None
+    keys = ("udr_median", "udr_p90", "udr_max", "fraction_udr_gt_0_1", "sdi_median")
+    return {"base": raw.get("base")} | {k: to_number(summary.get(k)) for k in keys}
 
 
 # --------------------------------------------------------------------------- rendering
