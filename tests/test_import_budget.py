@@ -1,0 +1,107 @@
+"""Import-time budgets of the two commands users run most, measured with ``python -X importtime``
+so the check is about what we import, not how fast the machine is today.
+
+A dependency that turns slow arrives through a lock refresh without any of our code changing
+(ml_dtypes 0.7.0 took 0.7-1.6 s to import, more than the rest of an audit): these tests fail
+when one does, naming the modules, instead of a benchmark noticing weeks later.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.factories import llama_like_adapter
+
+# Never imported by `--help` or by the audit of a local adapter: each is heavy, and none is
+# needed there (torch & co. for the bench, scipy for records, matplotlib for pictures).
+HEAVY = (
+    "torch",
+    "transformers",
+    "peft",
+    "scipy",
+    "matplotlib",
+    "ml_dtypes",
+    "pandas",
+    "pyarrow",
+    "huggingface_hub",
+    "jinja2",
+)
+
+
+def import_profile(*args: str) -> list[tuple[int, int, str]]:
+    """(self µs, cumulative µs, module) of every import of ``gradience-hub ARGS``."""
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "gradience_hub", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = []
+    for line in proc.stderr.splitlines():
+        if line.startswith("import time:") and line.count("|") == 2:
+            own, cumulative, name = line[len("import time:") :].split("|")
+            if own.strip().isdigit():
+                rows.append((int(own), int(cumulative), name.strip()))
+    assert rows, "no -X importtime output"
+    return rows
+
+
+def _top(name: str) -> str:
+    return name.split(".")[0]
+
+
+def _heavy(rows: list[tuple[int, int, str]]) -> list[str]:
+    return sorted({_top(n) for _, _, n in rows if _top(n) in HEAVY})
+
+
+def _beyond_stdlib_and_numpy(rows: list[tuple[int, int, str]]) -> int:
+    """Microseconds spent importing everything but the standard library and numpy: our
+    modules and every other dependency."""
+    std = set(sys.stdlib_module_names)
+    return sum(own for own, _, n in rows if _top(n) not in std and _top(n) != "numpy")
+
+
+def test_help_imports_no_numpy_and_little_else() -> None:
+    rows = import_profile("--help")
+    assert _heavy(rows) == []
+    assert "numpy" not in {_top(n) for _, _, n in rows}
+    spent = _beyond_stdlib_and_numpy(rows)
+    # click and our CLI modules: ~30 ms on a loaded 2-core machine
+    assert spent < 300_000, f"gradience-hub --help spends {spent / 1e6:.2f} s importing"
+
+
+def test_the_audit_imports_within_its_budget(tmp_path: Path) -> None:
+    adapter = llama_like_adapter(tmp_path / "adapter", n_layers=2, d=32, r=8)
+    rows = import_profile("audit", str(adapter), "--json")
+    assert _heavy(rows) == [], "the audit path imports heavy modules"
+    numpy = max(cumulative for _, cumulative, n in rows if n == "numpy")
+    spent = _beyond_stdlib_and_numpy(rows)
+    # Relative to numpy's own import in the same process, so a slow or loaded machine scales
+    # both: ours and the rest cost ~0.8x numpy today; ml_dtypes 0.7 alone was 5x.
+    assert spent < 2 * numpy, (
+        f"the audit spends {spent / 1e6:.2f} s importing beyond numpy's {numpy / 1e6:.2f} s: "
+        + ", ".join(f"{n} {c / 1e6:.2f}s" for _, c, n in sorted(rows, reverse=True)[:5])
+    )
+
+
+def test_the_old_bf16_path_would_fail_the_budget(tmp_path: Path) -> None:
+    """The check itself: the audit as it was (ml_dtypes imported to read bf16) is caught."""
+    adapter = llama_like_adapter(tmp_path / "adapter", n_layers=2, d=32, r=8)
+    code = (
+        "import sys, runpy, ml_dtypes; sys.argv = ['gradience-hub', 'audit', sys.argv[1], "
+        "'--json']; runpy.run_module('gradience_hub', run_name='__main__')"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", code, str(adapter)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    names = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
+    assert _heavy([(0, 0, n) for n in names]) == ["ml_dtypes"]
