@@ -1,7 +1,8 @@
 """LoRA factor pairs streamed from safetensors (or a weights-only .bin), one module at a time.
 
-Weights are read through ``safetensors.safe_open(framework="numpy")`` (memory-mapped), so peak
-memory is one module's factors, not the whole adapter.
+Weights are read by their header offsets from the memory-mapped file (adapter/safetensors_io.py),
+so peak memory is one module's factors, not the whole adapter, and bf16/fp8 factors arrive as
+exact float32 without importing ml_dtypes.
 """
 
 # Over 500 lines: PEFT, kohya-ss and diffusers layouts share one streamed pair reader.
@@ -35,6 +36,7 @@ from gradience_hub.adapter.lorafile import (
     lora_files,
 )
 from gradience_hub.adapter.moe import Expert, experts_of, parameter_names
+from gradience_hub.adapter.safetensors_io import SafetensorsFile, SafetensorsFormatError
 from gradience_hub.errors import AdapterError
 
 # Matches PEFT's LoRA tensor names: "<module>.lora_A.weight", "<module>.lora_embedding_B", ...
@@ -169,58 +171,51 @@ class _TensorReader:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._st: Any = None
-        self._bin: dict[str, np.ndarray] | None = None
+        # .bin: key -> (stored dtype name, values as numpy)
+        self._bin: dict[str, tuple[str, np.ndarray]] | None = None
         if path.suffix == ".safetensors":
             self._open_safetensors()
         else:
             self._bin = _load_bin(path)
 
     def _open_safetensors(self) -> None:
-        # ml_dtypes registers bfloat16 (and fp8) with numpy; without it safetensors cannot
-        # hand bf16 tensors to numpy ("data type 'bfloat16' not understood").
-        import ml_dtypes  # noqa: F401
-        from safetensors import safe_open
-
+        # Read by header offsets (safetensors_io), not safetensors.numpy: bf16/fp8 come back
+        # as exact float32 without ml_dtypes, whose import alone outweighs an audit.
         size = self.path.stat().st_size
         try:
-            self._st = safe_open(str(self.path), framework="numpy")
-            self._keys = list(self._st.keys())
-        except Exception as exc:  # safetensors raises its own SafetensorError / OSError types
+            self._st = SafetensorsFile(self.path)
+        except (SafetensorsFormatError, OSError) as exc:
             raise AdapterError(
                 f"{self.path.name} is not a readable safetensors file ({size} bytes): {exc}",
                 hint="the file is truncated or corrupt; download or save the adapter again",
             ) from None
+        self._keys = self._st.names()
 
     def names(self) -> list[str]:
         return list(self._keys) if self._st is not None else list(self._bin or {})
 
     def get(self, key: str) -> np.ndarray:
+        """The tensor as numpy: bf16 and fp8 widened to float32 (exact), others as stored."""
         if self._bin is not None:
-            return self._bin[key]
-        try:
-            return self._st.get_tensor(key)
-        except Exception as exc:
-            raise AdapterError(
-                f"cannot read tensor {key} from {self.path.name}: {exc}",
-                hint="the file is truncated or corrupt; download or save the adapter again",
-            ) from None
+            return self._bin[key][1]
+        return self._st.get(key)
 
     def metadata(self) -> dict[str, str]:
         """The safetensors header's ``__metadata__`` (empty for .bin)."""
         if self._st is None:
             return {}
-        return dict(self._st.metadata() or {})
+        return self._st.metadata()
 
     def shape(self, key: str) -> tuple[int, ...]:
         if self._bin is not None:
-            return tuple(self._bin[key].shape)
-        return tuple(self._st.get_slice(key).get_shape())
+            return tuple(self._bin[key][1].shape)
+        return self._st.shape(key)
 
     def dtype(self, key: str) -> str:
+        """The stored dtype, named as safetensors does in lower case (``bf16``, ``f32``)."""
         if self._bin is not None:
-            return str(self._bin[key].dtype)
-        sl = self._st.get_slice(key)
-        return str(sl.get_dtype()).lower()
+            return self._bin[key][0]
+        return self._st.dtype(key).lower()
 
 
 class UnreadableModule(AdapterError):
@@ -269,9 +264,7 @@ def conv_factors(name: str, A: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, n
 def check_factor(name: str, label: str, X: np.ndarray) -> None:
     """Refuse factors that are not floating point (int, bool: compress would write garbage) or
     have no elements (a ``(4, 0)`` factor is no linear map PEFT can build)."""
-    # ml_dtypes' bf16/fp8 have numpy kind "V"; they are floats all the same
-    floating = X.dtype.kind == "f" or X.dtype.name in _LOW_PRECISION_FLOATS
-    if not floating:
+    if X.dtype.kind != "f":  # bf16/fp8 are read as float32
         raise AdapterError(
             f"module {name}: {label} has dtype {X.dtype.name}; LoRA factors must be floating point",
             hint="the weights file is not a LoRA adapter PEFT saved; save it again",
@@ -283,22 +276,26 @@ def check_factor(name: str, label: str, X: np.ndarray) -> None:
         )
 
 
-_LOW_PRECISION_FLOATS = frozenset(
-    {"bfloat16", "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz"}
-)
+# safetensors' dtype names as numpy and ml_dtypes name them (what the audit and compress report)
+STORED_DTYPE_NAMES = {
+    "bf16": "bfloat16",
+    "f16": "float16",
+    "f32": "float32",
+    "f64": "float64",
+    "f8_e4m3": "float8_e4m3fn",
+    "f8_e5m2": "float8_e5m2",
+}
 
 
 def widen(X: np.ndarray) -> np.ndarray:
-    """bf16/fp16/fp8 -> float32, exactly. bf16 is the top half of a float32, so a 16-bit shift
-    of the raw bits is exact and ~20x faster than ml_dtypes' element-wise cast."""
-    if X.dtype.name == "bfloat16":
-        return (X.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+    """fp16 -> float32, exactly; wider floats as they are (the reader already widened bf16 and
+    fp8 from their bits)."""
     if X.dtype.kind == "f" and X.dtype.itemsize >= 4:
         return X
     return X.astype(np.float32)
 
 
-def _load_bin(path: Path) -> dict[str, np.ndarray]:
+def _load_bin(path: Path) -> dict[str, tuple[str, np.ndarray]]:
     """Load a legacy ``adapter_model.bin`` without unpickling arbitrary objects."""
     try:
         import torch
@@ -320,34 +317,37 @@ def _load_bin(path: Path) -> dict[str, np.ndarray]:
         ) from None
     if not isinstance(state, dict):
         raise AdapterError(f"{path.name} does not hold a state dict", hint="re-save the adapter")
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, tuple[str, np.ndarray]] = {}
     for key, tensor in state.items():
         if isinstance(tensor, torch.Tensor):
             out[str(key)] = _torch_to_numpy(tensor.detach().cpu())
     return out
 
 
-def _torch_to_numpy(t: Any) -> np.ndarray:
-    """A CPU tensor as numpy in the same dtype: bf16 and fp8, which numpy lacks, become their
-    ml_dtypes twins by reinterpreting the bits (exact), so a written-back adapter keeps them."""
-    import ml_dtypes
+def _torch_to_numpy(t: Any) -> tuple[str, np.ndarray]:
+    """A CPU tensor as (its dtype's safetensors name, numpy values): bf16 and fp8, which numpy
+    lacks, become float32 (exact) and keep their name, so a written-back adapter keeps them."""
     import torch
 
-    twins = {
-        torch.bfloat16: (torch.int16, ml_dtypes.bfloat16),
-        torch.float8_e4m3fn: (torch.int8, ml_dtypes.float8_e4m3fn),
-        torch.float8_e5m2: (torch.int8, ml_dtypes.float8_e5m2),
+    names = {
+        torch.bfloat16: "bf16",
+        torch.float8_e4m3fn: "f8_e4m3",
+        torch.float8_e5m2: "f8_e5m2",
+        torch.float16: "f16",
+        torch.float32: "f32",
+        torch.float64: "f64",
     }
-    if t.dtype in twins:
-        as_int, twin = twins[t.dtype]
-        return t.contiguous().view(as_int).numpy().view(twin)
+    name = names.get(t.dtype)
+    if name in ("bf16", "f8_e4m3", "f8_e5m2"):
+        return name, t.float().numpy()
     try:
-        return t.numpy()
+        values = t.numpy()
     except (TypeError, RuntimeError) as exc:
         raise AdapterError(
             f"tensor of dtype {t.dtype} cannot be read: {exc}",
             hint="save the adapter as safetensors",
         ) from None
+    return name or str(values.dtype), values
 
 
 def factor_shape(reader: _TensorReader, key: str) -> tuple[int, ...]:
@@ -536,8 +536,13 @@ class Adapter:
         return self._reader.metadata()
 
     def dtype_of(self, key: str) -> str:
-        """Stored dtype name of a tensor."""
+        """Stored dtype name of a tensor, as safetensors names it in lower case (``bf16``)."""
         return self._reader.dtype(key)
+
+    def stored_dtypes(self) -> dict[str, str]:
+        """Every tensor's stored dtype: what a written-back copy keeps (see
+        :func:`~gradience_hub.adapter.safetensors_io.write_safetensors`)."""
+        return {key: self._reader.dtype(key) for key in self._reader.names()}
 
     def module(self, name: str) -> LoraModule:
         """Read one module's factors, validate them and attach r, alpha and scale."""
@@ -554,7 +559,8 @@ class Adapter:
             A = A[expert.index * r_e : (expert.index + 1) * r_e]
             B = B[:, expert.index :: expert.n_experts]
             rule_name = expert.parameter
-        dtype = str(A.dtype)
+        stored = self._reader.dtype(pair.a_key)
+        dtype = STORED_DTYPE_NAMES.get(stored, stored)
         for label, X in (("lora_A", A), ("lora_B", B)):
             check_factor(name, label, X)
         A, B = widen(A), widen(B)

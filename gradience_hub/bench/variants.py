@@ -172,7 +172,8 @@ def write_zeroed(adapter: Adapter, output_dir: Path) -> Path:
     task head) stays. This is the rank-0 variant, and the base-model control of an adapter that
     carries a head (see :func:`needs_head`)."""
     import numpy as np
-    from safetensors.numpy import save_file
+
+    from gradience_hub.adapter.safetensors_io import write_safetensors
 
     tensors: dict[str, np.ndarray] = {}
     for pair in adapter.pairs.values():
@@ -184,7 +185,9 @@ def write_zeroed(adapter: Adapter, output_dir: Path) -> Path:
     if output_dir.exists():
         shutil.rmtree(output_dir)
     output_dir.mkdir(parents=True)
-    save_file(tensors, str(output_dir / SAFETENSORS_NAME), metadata={"format": "pt"})
+    write_safetensors(
+        output_dir / SAFETENSORS_NAME, tensors, adapter.stored_dtypes(), {"format": "pt"}
+    )
     (output_dir / CONFIG_NAME).write_text(
         # Key order kept: PEFT applies the first matching rank_pattern key, so sorting could let
         # a short key shadow a longer one.

@@ -25,6 +25,7 @@ import numpy as np
 from gradience_hub import spectral
 from gradience_hub._io import replace_directory
 from gradience_hub.adapter import CONFIG_NAME, SAFETENSORS_NAME, Adapter, LoraModule
+from gradience_hub.adapter.safetensors_io import write_safetensors
 from gradience_hub.compress import files
 from gradience_hub.compress.plan import build_config, config_number
 from gradience_hub.compress.result import CompressionResult, ModuleCompression
@@ -152,11 +153,9 @@ def pad_adapter(
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
     try:
-        from safetensors.numpy import save_file
-
         if adapter.layout is None:
             (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        save_file(tensors, str(tmp / weights_name), metadata=header)
+        write_safetensors(tmp / weights_name, tensors, adapter.stored_dtypes(), header)
         expected = {m.name: (m.r_new, m.scale) for m in rows}
         level = self_check(tmp, expected, shapes)
         if adapter.layout is None:

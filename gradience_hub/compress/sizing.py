@@ -25,6 +25,7 @@ import numpy as np
 
 from gradience_hub import spectral
 from gradience_hub.adapter import Adapter, LoraModule
+from gradience_hub.adapter.safetensors_io import SafetensorsFile, rewrite_metadata
 from gradience_hub.compress.budget import Allocation, allocate, discarded_energy, uniform_ranks
 from gradience_hub.errors import UsageError
 from gradience_hub.parallel import map_ordered
@@ -153,18 +154,12 @@ def stamp(weights: Path, fp: ServingFootprint) -> ServingFootprint:
     The size depends on the digits of the size written into the header, so the file is written
     until the two agree (twice, rarely three times).
     """
-    import ml_dtypes  # noqa: F401  (registers bf16/fp8 with numpy for safetensors)
-    from safetensors import safe_open
-    from safetensors.numpy import save_file
-
-    with safe_open(str(weights), framework="numpy") as f:
-        metadata = dict(f.metadata() or {})
-        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is no dict)
+    metadata = SafetensorsFile(weights).metadata()
     size = weights.stat().st_size
     for _ in range(5):
         fp = ServingFootprint(fp.max_rank, fp.uniform_rank, fp.lora_params, size, fp.one_scale)
         metadata[SERVING_KEY] = json.dumps(fp.to_dict(), sort_keys=True)
-        save_file(tensors, str(weights), metadata=metadata)
+        rewrite_metadata(weights, metadata)
         new = weights.stat().st_size
         if new == size:
             return fp
@@ -174,10 +169,7 @@ def stamp(weights: Path, fp: ServingFootprint) -> ServingFootprint:
 
 def read_footprint(weights: Path) -> dict[str, Any] | None:
     """The :data:`SERVING_KEY` entry of a safetensors file's header, or None."""
-    from safetensors import safe_open
-
-    with safe_open(str(weights), framework="numpy") as f:
-        raw = (f.metadata() or {}).get(SERVING_KEY)
+    raw = SafetensorsFile(weights).metadata().get(SERVING_KEY)
     return json.loads(raw) if raw else None
 
 

@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import ml_dtypes
 import numpy as np
 
 from gradience_hub import spectral
@@ -43,6 +42,7 @@ from gradience_hub.adapter import (
     LoraModule,
     widen,
 )
+from gradience_hub.adapter.safetensors_io import round_to, write_safetensors
 from gradience_hub.compress import files
 from gradience_hub.compress.experts import compress_experts
 from gradience_hub.compress.grouped import group_svds, grouped_target, truncate_grouped
@@ -59,26 +59,16 @@ from gradience_hub.parallel import map_ordered
 # --------------------------------------------------------------------------- math
 
 
-def _cast(X: np.ndarray, dtype: Any) -> np.ndarray:
-    return np.ascontiguousarray(np.asarray(X).astype(dtype))
+def _cast(X: np.ndarray, dtype: str) -> np.ndarray:
+    """``X`` rounded to the stored dtype ``dtype`` (bf16/fp8 as float32 holding exactly the
+    values they store: the writer then keeps the stored dtype)."""
+    return np.ascontiguousarray(round_to(X, dtype))
 
 
-# safetensors dtype names -> numpy dtypes (ml_dtypes provides the 16- and 8-bit floats numpy
-# lacks); the reader widens factors to float32 for the math, the writer must narrow them back.
-_SAFETENSORS_DTYPES = {
-    "f64": np.float64,
-    "f32": np.float32,
-    "f16": np.float16,
-    "bf16": ml_dtypes.bfloat16,
-    "f8_e4m3": ml_dtypes.float8_e4m3fn,
-    "f8_e5m2": ml_dtypes.float8_e5m2,
-}
-
-
-def _storage_dtype(adapter: Adapter, key: str) -> Any:
-    """The dtype ``key`` is stored in (``.bin`` files report numpy names)."""
-    name = adapter.dtype_of(key)
-    return _SAFETENSORS_DTYPES.get(name) or np.dtype(name)
+def _storage_dtype(adapter: Adapter, key: str) -> str:
+    """The dtype ``key`` is stored in, as safetensors names it (the reader widens factors to
+    float32 for the math; the writer narrows them back)."""
+    return adapter.dtype_of(key)
 
 
 # --------------------------------------------------------------------------- writing
@@ -413,11 +403,9 @@ def compress_adapter(
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
     try:
-        from safetensors.numpy import save_file
-
         if adapter.layout is None:
             (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        save_file(tensors, str(tmp / weights_name), metadata=header)
+        write_safetensors(tmp / weights_name, tensors, adapter.stored_dtypes(), header)
         del tensors
         expected = {m.name: (m.r_new, m.scale) for m in rows}
         level = self_check(tmp, expected, shapes)
