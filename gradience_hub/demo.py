@@ -8,6 +8,9 @@
    makes a useless adapter INCONCLUSIVE instead of PASS).
 3. Write ``demo-output/bench.json`` and ``demo-output/bench.md`` and print the audit and the
    table.
+4. Write what there is to look at: ``demo-output/card.md`` (the model-card section ``annotate``
+   would publish, rendered offline by the ``render`` command's path) and
+   ``demo-output/utilization.png`` (the card's picture), and print the commands to try next.
 
 The settings are ``examples/embedded-sentiment.yaml`` (tuned to finish in under three minutes
 on two CPU cores); an installed wheel without the repository uses the identical copy below.
@@ -78,8 +81,38 @@ def run(output: Path, echo: Any = print) -> Any:
     echo(f"  trained in {trained.seconds:.0f}s (loss {trained.train_loss:.3f}) -> {adapter_dir}")
     echo("")
     record = run_bench(str(adapter_dir), config, output, "posthoc", device=device, echo=echo)
+    card, picture = write_showcase(output)
+    echo(f"Wrote {card} (the card section annotate would publish) and {picture}")
     echo(f"Demo finished in {time.perf_counter() - start:.0f}s")
+    echo("")
+    for line in next_steps(output):
+        echo(line)
     return record
+
+
+def write_showcase(output: Path) -> tuple[Path, Path]:
+    """``OUTPUT/card.md`` (the card section between the gradience markers, from OUTPUT's
+    bench.json and audit.json, offline) and ``OUTPUT/utilization.png`` (the card's picture)."""
+    from gradience_hub._io import read_json, write_file
+    from gradience_hub.publish.plot import utilization_heatmap
+    from gradience_hub.publish.render import render_from_files
+
+    bench, audit = output / "bench.json", output / "audit.json"
+    card = write_file(output / "card.md", render_from_files(bench, audit, "card"))
+    picture = utilization_heatmap(read_json(audit, "audit.json"), output / "utilization.png")
+    return card, picture
+
+
+def next_steps(output: Path) -> list[str]:
+    """What to run next on the demo's output (README.md, "Quick start: what to run next")."""
+    adapter = output / "adapter"
+    return [
+        "Next (README.md, 'Quick start: what to run next'):",
+        f"  gradience-hub audit {adapter} --layers",
+        f"  gradience-hub compress {adapter} --rank 4 -o {output / 'adapter-r4'}",
+        f"  gradience-hub render --bench {output / 'bench.json'} --format comment",
+        f"  gradience-hub annotate {adapter} --bench-json {output / 'bench.json'} --dry-run",
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

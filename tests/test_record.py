@@ -307,10 +307,10 @@ def test_bad_values_and_files(tmp_path: Path) -> None:
 
 
 TABLE = """\
-Variant                    Compression  Mean acc  Worst Δ  Status
-uniform_median (r=32)      50%          78.7%     -2.5%    PASS
-uniform_p90 (r=32)         50%          80.0%     -1.5%    PASS
-per_layer (audit-guided)   2.8%         82.0%     -2.0%    PASS
+Variant                    Compression  Mean acc  Worst Δ   Status
+uniform_median (r=32)      50%          78.7%     -2.5 pts  PASS
+uniform_p90 (r=32)         50%          80.0%     -1.5 pts  PASS
+per_layer (audit-guided)   2.8%         82.0%     -2.0 pts  PASS
 """
 
 
@@ -343,11 +343,11 @@ p = {record.base.p_value:.2g})
 | Variant | Compression | Mean acc | Worst Δ | Retained gain (worst) | Pooled Δ, 95% interval \
 | Status |
 |---|---:|---:|---:|---:|---|---|
-| uniform_median (r=32) | 50% | 78.7% | -2.5% | {gains["uniform_median"]} | \
+| uniform_median (r=32) | 50% | 78.7% | -2.5 pts | {gains["uniform_median"]} | \
 {interval("uniform_median")} | PASS |
-| uniform_p90 (r=32) | 50% | 80.0% | -1.5% | {gains["uniform_p90"]} | \
+| uniform_p90 (r=32) | 50% | 80.0% | -1.5 pts | {gains["uniform_p90"]} | \
 {interval("uniform_p90")} | PASS |
-| per_layer (audit-guided) | 2.8% | 82.0% | -2.0% | {gains["per_layer"]} | \
+| per_layer (audit-guided) | 2.8% | 82.0% | -2.0 pts | {gains["per_layer"]} | \
 {interval("per_layer")} | PASS |
 """
 

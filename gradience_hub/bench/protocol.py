@@ -278,7 +278,7 @@ def _retrain(
             first_summary = summary_dict(report)
             probe_params = report.summary.lora_params
             (out / "audit.json").write_text(report.to_json(), encoding="utf-8")
-            echo(f"Audit of the seed-{seed} probe:")
+            echo(f"Audit of the seed-{seed} uncompressed adapter:")
             echo(format_text(report))
         for i, spec in enumerate(config.compression.variants):
             plans[Cell(spec.name, seed).key] = plan_variant(
@@ -302,7 +302,8 @@ def _retrain(
                 for s, p in per_seed.items()
             )
             warnings.append(
-                f"variant {spec.name}: the probes' audits planned different ranks per seed "
+                f"variant {spec.name}: the uncompressed adapters' audits planned different "
+                "ranks per seed "
                 f"({shown}); the record shows seed {config.seeds[0]}'s"
             )
     pool_size, warnings = _task_facts(task, executor, warnings)
@@ -417,7 +418,8 @@ def _run_into(
         if source:
             say(
                 f"retrain: SOURCE {source} is recorded as the adapter this evidence is about; "
-                "the probes are trained from the config, SOURCE's weights are not read"
+                "the uncompressed adapters are trained from the config, SOURCE's weights are "
+                "not read"
             )
         run = _retrain(source, config, out, dev, resume, executor, say, progress)
     record = build_record(run)

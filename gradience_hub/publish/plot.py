@@ -152,6 +152,26 @@ def _tick_step(n: int, most: int) -> int:
     return step
 
 
+def utilization_norm(matrix: Any) -> Any:
+    """The colour scale of the heatmap, in percent: a :class:`matplotlib.colors.Normalize`
+    from the lowest to the highest utilization the adapter has (NaN ignored), so the
+    colormap's two ends are this adapter's extremes and its differences show. A flat adapter
+    (one value) gets a band of 5 points around it, within 0..100; no value at all, 0..100."""
+    import numpy as np
+    from matplotlib.colors import Normalize
+
+    values = np.asarray(matrix, dtype=float) * 100.0
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return Normalize(vmin=0.0, vmax=100.0)
+    lo, hi = float(finite.min()), float(finite.max())
+    if hi - lo < 1e-9:
+        lo, hi = max(0.0, lo - 5.0), min(100.0, hi + 5.0)
+        if hi - lo < 1e-9:
+            lo, hi = (0.0, 5.0) if hi <= 0.0 else (95.0, 100.0)
+    return Normalize(vmin=lo, vmax=hi)
+
+
 def utilization_heatmap(audit: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """Draw utilization (stable rank / r) per module as a layer x module heatmap PNG.
 
@@ -161,6 +181,7 @@ def utilization_heatmap(audit: dict[str, Any], path: str | os.PathLike[str]) -> 
     same audit always gives the same bytes.
     """
     import matplotlib.style
+    import matplotlib.ticker
     import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -180,13 +201,14 @@ def utilization_heatmap(audit: dict[str, Any], path: str | os.PathLike[str]) -> 
         fig = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
         FigureCanvasAgg(fig)
         ax = fig.add_subplot()
-        cmap = matplotlib.colormaps["YlGnBu"].with_extremes(bad="#e6e6e6")
-        image = ax.imshow(
-            data, cmap=cmap, vmin=0.0, vmax=100.0, aspect="auto", interpolation="nearest"
-        )
+        # A perceptual colormap over the range this adapter spans (utilization_norm): on a
+        # fixed 0..100% scale a typical adapter (5-20%) is one pale colour.
+        norm = utilization_norm(matrix)
+        cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#e6e6e6")
+        image = ax.imshow(data, cmap=cmap, norm=norm, aspect="auto", interpolation="nearest")
         colorbar = fig.colorbar(image, ax=ax, pad=0.02, fraction=0.05 if n_cols > 8 else 0.08)
         colorbar.set_label("utilization (stable rank / r)")
-        colorbar.set_ticks([0, 25, 50, 75, 100], labels=["0%", "25%", "50%", "75%", "100%"])
+        colorbar.ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(decimals=0))
 
         # Text from the adapter (module names) is drawn as text, never parsed as mathtext:
         # "$\\undefinedcmd{x}$" in a module name must not stop the picture.
@@ -237,7 +259,7 @@ def utilization_heatmap(audit: dict[str, Any], path: str | os.PathLike[str]) -> 
                         ha="center",
                         va="center",
                         fontsize=7 if n_cols > 16 else 8,
-                        color="black" if value < 55 else "white",
+                        color="white" if norm(value) < 0.6 else "black",  # viridis: dark low
                         **plain,
                     )
 
@@ -249,6 +271,7 @@ def utilization_heatmap(audit: dict[str, Any], path: str | os.PathLike[str]) -> 
         if isinstance(mean, (int, float)):
             details.append(f"mean utilization {mean * 100:.1f}%")
         details.append(f"{len(layers)} module{'s' if len(layers) != 1 else ''}")
+        details.append(f"colours span {norm.vmin:.1f}%–{norm.vmax:.1f}%")
         if data.mask.any():
             details.append("grey: no LoRA module there")
         ax.set_title(

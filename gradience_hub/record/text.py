@@ -43,13 +43,6 @@ def _pct(x: float | None) -> str:
     return f"{round(v)}%" if abs(v - round(v)) < 0.05 else f"{v:.1f}%"
 
 
-def _signed_pct(x: float | None) -> str:
-    if x is None:
-        return "n/a"
-    text = f"{x * 100:+.1f}%"
-    return "0.0%" if text in ("+0.0%", "-0.0%") else text
-
-
 def _points(x: float | None, signed: bool = True) -> str:
     if x is None:
         return "n/a"
@@ -90,7 +83,7 @@ def format_table(record: BenchRecord) -> str:
                 _plain(variant_label(v)),
                 _pct(v.param_reduction),
                 mean,
-                _signed_pct(v.worst_delta),
+                _points(v.worst_delta),
                 v.verdict,
             ]
         )
@@ -203,7 +196,7 @@ def to_markdown(record: BenchRecord) -> str:
         mean = f"{v.mean * 100:.1f}%" if v.mean is not None else "n/a"
         lines.append(
             f"| {md(variant_label(v))} | {_pct(v.param_reduction)} | {mean} | "
-            f"{_signed_pct(v.worst_delta)} | {_gain(v.retained_gain_worst)} | {_interval(v)} | "
+            f"{_points(v.worst_delta)} | {_gain(v.retained_gain_worst)} | {_interval(v)} | "
             f"{md(v.verdict)} |"
         )
     if record.warnings:
