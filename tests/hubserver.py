@@ -1168,6 +1168,10 @@ class HubServer:
             if isinstance(card.get("pipeline_tag"), str):
                 info["pipeline_tag"] = card["pipeline_tag"]
         expand = [*query.get("expand", []), *query.get("expand[]", [])]
+        if "evalResults" in expand:  # the .eval_results/*.yaml files (tests/hubserver_evals.py)
+            from tests.hubserver_evals import eval_results
+
+            info["evalResults"] = eval_results(commit.files)
         if expand:  # the Hub then returns only the requested properties
             info = {k: v for k, v in info.items() if k in {"_id", "id", *expand}}
         return info

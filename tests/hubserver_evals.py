@@ -7,18 +7,15 @@ The Hub validates each file against its eval-results schema (hub-docs ``eval_res
 a YAML list of entries, each with ``dataset.id``, ``dataset.task_id`` and ``value``; ``source``
 needs ``url``. A file that fails is one error item, its valid siblings still count.
 
-:func:`install` adds the field to the stand-in's model info (only when ``expand`` asks for
-``evalResults``, as the Hub returns expandable properties).
+:func:`eval_results` is what the stand-in's model info answers for ``evalResults`` (only when
+``expand`` asks for it, as the Hub returns expandable properties; tests/hubserver.py).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import pytest
 import yaml
-
-from tests import hubserver as hs
 
 EVAL_DIR = ".eval_results/"
 
@@ -59,17 +56,3 @@ def eval_results(files: dict[str, bytes]) -> list[dict[str, Any]]:
             continue
         items += [{"filename": path, "data": entry} for entry in data]
     return items
-
-
-def install(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make the stand-in's model info answer ``evalResults`` when it is expanded."""
-    real = hs.HubServer._model_info_json
-
-    def model_info_json(self: Any, repo: Any, sha: str, query: dict[str, list[str]]) -> dict:
-        info = real(self, repo, sha, query)
-        expand = [*query.get("expand", []), *query.get("expand[]", [])]
-        if "evalResults" in expand:
-            info["evalResults"] = eval_results(repo.commits[sha].files)
-        return info
-
-    monkeypatch.setattr(hs.HubServer, "_model_info_json", model_info_json)

@@ -64,6 +64,16 @@ def _changed_adapter(tmp_path: Path) -> dict[str, bytes]:
     return adapter_files(write_adapter(tmp_path / "changed", modules, lora_config(r=8)))
 
 
+def _without_model_index(card: str) -> str:
+    """The card without the model-index block a bench adds at the end of its front matter."""
+    head, found, rest = card.partition("model-index:\n")
+    if not found:
+        return card
+    block, _, body = rest.partition("---\n")
+    assert all(line.startswith((" ", "-")) for line in block.splitlines())
+    return head + "---\n" + body
+
+
 def _outside(text: str) -> tuple[str, str]:
     return text[: text.index(START)], text[text.index(END) + len(END) :]
 
@@ -115,7 +125,8 @@ def test_card_bytes_outside_the_markers_are_kept(repo) -> None:
     ann.annotate("alice/adapter", create_pr=False, bench_json=str(GOLDEN / "bench_pass.json"))
     again = repo.read("alice/adapter", "README.md").decode()
     b2, a2 = _outside(again)
-    assert b2 == before.replace("# My adapter", "# Renamed") and a2 == after
+    # the bench adds the card's model-index (appended to the front matter), nothing else
+    assert _without_model_index(b2) == before.replace("# My adapter", "# Renamed") and a2 == after
     assert "PASS" in again[again.index(START) : again.index(END)]
 
 
@@ -323,7 +334,7 @@ def test_local_directory_is_written_in_place(tmp_path: Path, capsys) -> None:
     assert (clone / "gradience" / "bench.json").is_file()
     assert (clone / "gradience" / "bench.md").is_file()
     readme = (clone / "README.md").read_text()
-    assert readme.startswith(HOSTILE_CARD)
+    assert _without_model_index(readme).startswith(HOSTILE_CARD)
     capsys.readouterr()
     with pytest.raises(SystemExit):
         main(["annotate", str(clone), "--bench-json", str(GOLDEN / "bench_pass.json")])

@@ -58,10 +58,9 @@ OTHER_TOOL_CARD = (
 )
 
 
-def test_full_benchmark_score_reads_back_through_model_info(hub_client_env, monkeypatch) -> None:
+def test_full_benchmark_score_reads_back_through_model_info(hub_client_env) -> None:
     from huggingface_hub import HfApi, parse_eval_result_entries
 
-    hubserver_evals.install(monkeypatch)
     claim = _claim()
     text = eval_results_yaml(claim)
     hub_client_env.create_repo(
@@ -83,12 +82,9 @@ def test_full_benchmark_score_reads_back_through_model_info(hub_client_env, monk
     assert parse_eval_result_entries(yaml.safe_load(text)) == [entry]
 
 
-def test_stand_in_reports_an_invalid_file_and_the_client_skips_it(
-    hub_client_env, monkeypatch
-) -> None:
+def test_stand_in_reports_an_invalid_file_and_the_client_skips_it(hub_client_env) -> None:
     from huggingface_hub import HfApi
 
-    hubserver_evals.install(monkeypatch)
     hub_client_env.create_repo(
         "alice/adapter",
         {

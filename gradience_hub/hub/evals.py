@@ -39,7 +39,8 @@ def model_index_results(claim: HubEvalClaim) -> list[dict[str, Any]]:
         metric_value=claim.value,
         metric_name=f"{claim.metric} ({'sampled' if claim.sampled else 'full split'}, "
         f"mean of {claim.seeds} seed{'s' if claim.seeds != 1 else ''})",
-        source_name=SOURCE_NAME,
+        # the Hub needs a url beside a name; the name is how our entries are found again
+        source_name=SOURCE_NAME if claim.source_url else None,
         source_url=claim.source_url,
     )
     index = eval_results_to_model_index(claim.model_name, [result])

@@ -12,6 +12,7 @@ All Hub calls go through :mod:`gradience_hub.hub`; this module only orchestrates
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import math
@@ -23,6 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from gradience_hub import adapter as adapter_io
 from gradience_hub import hub
@@ -37,9 +39,11 @@ from gradience_hub.markers import (
     COMMENT_MARKER,
     PICTURE,
     README,
+    TELEMETRY_PICTURE,
 )
 from gradience_hub.policy import status_of
 from gradience_hub.publish.readme import library_for
+from gradience_hub.record.hub_eval import HubEvalClaim, claim_from_record
 
 __all__ = [
     "AUDIT_JSON",
@@ -78,6 +82,8 @@ class AnnotateResult:
     diff: str = ""
     location: str = ""  # repo id or local directory
     notes: list[str] = field(default_factory=list)  # what else this run did, in words
+    variant: Any = None  # publish.variant.VariantPush, with --push-variant
+    variant_refused: str | None = None  # why --push-variant pushed nothing (the verdict)
 
 
 @dataclass
@@ -189,18 +195,60 @@ def keep_published(
     return _Evidence(audit, bench, evidence.bench_md)
 
 
+def hub_eval_claim(bench: dict[str, Any], model_name: str, record_url: str | None) -> HubEvalClaim:
+    """What the record lets the card claim in the Hub's eval formats (record/hub_eval.py)."""
+    from gradience_hub.record import record_from_dict
+
+    claim = claim_from_record(record_from_dict(bench), model_name=model_name, source_url=record_url)
+
+    # names from the record land in the card's metadata: no HTML comment may open or close
+    # there (a marker in the front matter would split the section), no line may break
+    def plain(text: str) -> str:
+        return re.sub(r"<!--|-->|[\x00-\x1f\x7f]", " ", text).strip() or "task"
+
+    return replace(claim, task_name=plain(claim.task_name), metric=plain(claim.metric))
+
+
+def _hub_eval_note(claim: HubEvalClaim) -> str:
+    """The card's line on where the score is published in the Hub's formats, and why not."""
+    refusal = claim.benchmark_refusal()
+    if refusal is None:
+        return (
+            f"the adapter's {claim.metric} is in the card's model-index and in "
+            f"{claim.eval_results_path} (the benchmark's whole split, every seed)"
+        )
+    return (
+        f"the adapter's {claim.metric} is in the card's model-index only, not in "
+        f".eval_results/: {refusal}"
+    )
+
+
 def evidence_files(
     evidence: _Evidence,
     readme: str | None,
     *,
     template_dir: str | None = None,
     context: dict[str, Any] | None = None,
+    model_name: str | None = None,
+    record_url: str | None = None,
 ) -> dict[str, bytes]:
-    """Every file annotate writes, rendered in memory first (nothing is written on error)."""
+    """Every file annotate writes, rendered in memory first (nothing is written on error).
+
+    With a bench, the card's ``model-index`` carries the adapter's score (as ``model_name``,
+    linking ``record_url``), and ``.eval_results/<task>.yaml`` too when the record is a full
+    evaluation of a registered Hub benchmark (:class:`HubEvalClaim`); the section says which.
+    """
+    from gradience_hub.hub.evals import eval_results_yaml
     from gradience_hub.publish import plot, render
+    from gradience_hub.publish.model_index import set_model_index
 
     audit = evidence.audit.to_dict()
     context = {**(context or {}), "utilization_png": True}
+    claim = None
+    if evidence.bench is not None:
+        name = model_name or str(context.get("repo_id") or evidence.audit.source.get("display"))
+        claim = hub_eval_claim(evidence.bench, name, record_url)
+        context["hub_eval_note"] = _hub_eval_note(claim)
     section = render.render(
         "card", audit, evidence.bench, template_dir=template_dir, context=context
     )
@@ -211,11 +259,15 @@ def evidence_files(
         base_model=summary.base_model,
         library_name=library_for(summary.adapter_format),
     )
+    if claim is not None:
+        new_readme = set_model_index(new_readme, claim)
     files: dict[str, bytes] = {README: new_readme.encode("utf-8")}
     files[AUDIT_JSON] = evidence.audit.to_json().encode("utf-8")
     if evidence.bench is not None:
         files[BENCH_JSON] = (json.dumps(evidence.bench, indent=2) + "\n").encode("utf-8")
         files[BENCH_MD] = (evidence.bench_md or "").encode("utf-8")
+    if claim is not None and claim.is_benchmark_score:
+        files[claim.eval_results_path] = eval_results_yaml(claim).encode("utf-8")
     with tempfile.TemporaryDirectory(prefix="gradience-png-") as tmp:
         png = plot.utilization_heatmap(audit, Path(tmp) / "utilization.png")
         files[PICTURE] = Path(png).read_bytes()
@@ -223,14 +275,17 @@ def evidence_files(
 
 
 def readme_diff(old: str | None, new: str, label: str = README) -> str:
-    """Unified diff of the README, as ``--dry-run`` prints it."""
+    """Unified diff of the README, as ``--dry-run`` prints it: every line ends with a newline;
+    a last line that had none is followed by ``\\ No newline at end of file``, as git shows it
+    (difflib alone glues it to the next line)."""
+    lines = difflib.unified_diff(
+        (old or "").splitlines(keepends=True),
+        new.splitlines(keepends=True),
+        fromfile=f"a/{label}",
+        tofile=f"b/{label}",
+    )
     return "".join(
-        difflib.unified_diff(
-            (old or "").splitlines(keepends=True),
-            new.splitlines(keepends=True),
-            fromfile=f"a/{label}",
-            tofile=f"b/{label}",
-        )
+        line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines
     )
 
 
@@ -302,7 +357,20 @@ def _annotate_local(
     current = {path: _read_inside(directory, path) for path in paths}
     old = _decode_readme(current[README], str(directory))
     evidence = keep_published(evidence, current[AUDIT_JSON], current[BENCH_JSON])
-    files = evidence_files(evidence, old, template_dir=template_dir)
+    # a clone of a Hub repo: the record's link is relative to the card, as the section's are
+    # the Trainer callback's utilization-over-steps plot, when training left one
+    plotted = {"telemetry_png": (directory / TELEMETRY_PICTURE).is_file()}
+    files = evidence_files(
+        evidence,
+        old,
+        template_dir=template_dir,
+        context=plotted,
+        model_name=directory.name,
+        record_url=BENCH_JSON,
+    )
+    for path in files:
+        if path not in current:  # .eval_results/<task>.yaml
+            current[path] = _read_inside(directory, path)
     changed_paths = [p for p, data in files.items() if current.get(p) != data]
     result = AnnotateResult(
         status=status_of(evidence.bench),
@@ -378,6 +446,8 @@ def annotate(
     template_dir: str | None = None,
     max_drop: float | None = None,
     energy: float = 0.9,
+    push_variant: str | None = None,
+    push_to: str | None = None,
     retry_backoff: float = 1.0,
     max_parent_retries: int = 3,
     max_transient_retries: int = 4,
@@ -387,8 +457,93 @@ def annotate(
 
     ``dry_run`` sends no write request. Raises GradienceError subclasses (exit 2/3); the
     retries of the commit follow :class:`~gradience_hub.hub.commit.RetryPolicy`.
+    ``push_variant`` (a variant name, or ``""`` for the recommendation) with ``push_to``
+    (ORG/REPO) also publishes that variant of the ``bench_json`` bench as its own repo
+    (:func:`gradience_hub.publish.variant.push_variant`), after the evidence.
     """
     _check_options(bench_config, bench_json, max_drop, comment_on_pr)
+    pusher = _VariantPusher.checked(push_variant, push_to, bench_json)
+    result = _annotate(
+        source,
+        revision=revision,
+        adapter_name=adapter_name,
+        bench_config=bench_config,
+        bench_json=bench_json,
+        create_pr=create_pr,
+        dry_run=dry_run,
+        comment_on_pr=comment_on_pr,
+        template_dir=template_dir,
+        max_drop=max_drop,
+        energy=energy,
+        policy=hub.RetryPolicy(retry_backoff, max_parent_retries, max_transient_retries),
+        log=log,
+    )
+    if pusher is not None:
+        from gradience_hub.errors import PolicyFailed
+
+        try:
+            result.variant = pusher(dry_run)
+        except PolicyFailed as exc:  # the evidence is published; the caller exits 1
+            result.variant_refused = exc.message
+    return result
+
+
+@dataclass(frozen=True)
+class _VariantPusher:
+    """``--push-variant [NAME] --to ORG/REPO``, checked before anything is written."""
+
+    bench_json: str
+    to: str
+    name: str | None
+
+    @classmethod
+    def checked(
+        cls, name: str | None, to: str | None, bench_json: str | None
+    ) -> _VariantPusher | None:
+        from gradience_hub.errors import PolicyFailed
+        from gradience_hub.publish.variant import push_variant
+
+        if name is None and to is None:
+            return None
+        if name is None or to is None:
+            raise UsageError(
+                "--push-variant and --to go together",
+                hint="--push-variant [NAME] --to ORG/REPO publishes a bench variant as a repo",
+            )
+        if not bench_json:
+            raise UsageError(
+                "--push-variant needs --bench-json: the bench's output folder holds the variants",
+                hint="run the bench with gradience-hub bench -o DIR, then pass DIR/bench.json",
+            )
+        pusher = cls(bench_json, to, name or None)
+        # every refusal but the verdict's comes before the evidence is published: a FAIL's
+        # evidence is still published, and the push refuses after it (exit 1)
+        with contextlib.suppress(PolicyFailed):
+            push_variant(bench_json, to, pusher.name, dry_run=True)
+        return pusher
+
+    def __call__(self, dry_run: bool) -> Any:
+        from gradience_hub.publish.variant import push_variant
+
+        return push_variant(self.bench_json, self.to, self.name, dry_run=dry_run)
+
+
+def _annotate(
+    source: str,
+    *,
+    revision: str | None,
+    adapter_name: str | None,
+    bench_config: str | None,
+    bench_json: str | None,
+    create_pr: bool,
+    dry_run: bool,
+    comment_on_pr: int | None,
+    template_dir: str | None,
+    max_drop: float | None,
+    energy: float,
+    policy: hub.RetryPolicy,
+    log: Callable[[str], None] | None,
+) -> AnnotateResult:
     # a given record is read first: a bad one must fail before any Hub traffic
     bench, bench_md = _load_bench(bench_json, max_drop) if bench_json else (None, None)
     evidence = _EvidenceSource(adapter_name, energy, bench, bench_md, bench_config, max_drop)
@@ -412,7 +567,6 @@ def annotate(
     )
     if dry_run:
         return _prepare(run, []).result
-    policy = hub.RetryPolicy(retry_backoff, max_parent_retries, max_transient_retries)
     done, outcome = _publish(run, hub.Retries(run.repo, policy))
     if comment_on_pr is not None:
         _comment(run, done, outcome, comment_on_pr)
@@ -511,7 +665,15 @@ def _prepare(run: _HubRun, notes: list[str]) -> _Pass:
     )
     shown = evidence.audit.source.get("sha") or sha
     context = {"repo_id": run.repo, "revision": shown, "repo_url": hub.repo_url(run.repo)}
-    files = evidence_files(evidence, current, template_dir=run.template_dir, context=context)
+    files = evidence_files(
+        evidence,
+        current,
+        template_dir=run.template_dir,
+        context=context,
+        model_name=run.repo,
+        # where the record lives once the commit is on the branch (a PR: once merged)
+        record_url=f"{hub.repo_url(run.repo)}/blob/{quote(run.branch, safe='')}/{BENCH_JSON}",
+    )
     result = AnnotateResult(
         status=status_of(evidence.bench),
         audit=evidence.audit,
@@ -642,6 +804,14 @@ def format_result(result: AnnotateResult) -> str:
     else:
         lines.append(f"Committed: {result.commit_url}")
     lines += [f"Note: {note}" for note in result.notes]
+    if result.variant is not None:
+        pushed = result.variant
+        if result.dry_run:
+            lines.append(f"Variant {pushed.variant}: would push {', '.join(pushed.files)}")
+        elif pushed.changed:
+            lines.append(f"Variant {pushed.variant} pushed: {pushed.commit_url}")
+        else:
+            lines.append(f"Variant {pushed.variant}: {pushed.repo_id} is up to date")
     if result.hub_comment_url:
         lines.append(f"Comment: {result.hub_comment_url}")
     lines.append(f"Status: {result.status}")

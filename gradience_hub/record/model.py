@@ -115,11 +115,23 @@ class AdapterInfo:
 
 @dataclass
 class TaskInfo:
-    """What the metric was measured on (bench.json ``task``)."""
+    """What the metric was measured on (bench.json ``task``): ``sampled`` (None in older records:
+    read as sampled), the config's ``hub_benchmark`` (record/hub_eval.py) and the data."""
 
     name: str
     metric: str = "accuracy"
     eval_examples: int | None = None
+    sampled: bool | None = None
+    hub_benchmark: dict[str, Any] | None = None
+    dataset: str | None = None
+    dataset_config: str | None = None
+    split: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """bench.json ``task`` (the newer keys only where known: older readers see no change)."""
+        keys = ("name", "metric", "eval_examples", "sampled", "hub_benchmark", "dataset")
+        out = {k: copy.deepcopy(getattr(self, k)) for k in (*keys, "dataset_config", "split")}
+        return {k: v for k, v in out.items() if v is not None or k in keys[:3]}
 
 
 @dataclass
@@ -396,11 +408,7 @@ class BenchRecord:
                 "lora_params": self.adapter.lora_params,
                 "content_sha256": self.adapter.content_sha256,
             },
-            "task": {
-                "name": self.task.name,
-                "metric": self.task.metric,
-                "eval_examples": self.task.eval_examples,
-            },
+            "task": self.task.to_dict(),
             "protocol": self.protocol.to_dict(),
             "policy": self.policy.to_dict(),
             "audit": dict(self.audit),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gradience_hub.errors import RecordError
+from gradience_hub.errors import ConfigError, RecordError
 from gradience_hub.identity import HASH_KEY, HASH_RE
 from gradience_hub.record.fields import (
     as_int,
@@ -32,6 +32,30 @@ from gradience_hub.record.model import (
     TaskInfo,
     VariantRecord,
 )
+
+
+def _task_source(task: dict[str, Any]) -> dict[str, Any]:
+    """``task.sampled``, ``hub_benchmark``, ``dataset``, ``dataset_config`` and ``split``
+    (absent in records written before them)."""
+    from gradience_hub.record.hub_eval import HubBenchmark  # it imports record.model
+
+    out: dict[str, Any] = {}
+    sampled = task.get("sampled")
+    if sampled is not None and not isinstance(sampled, bool):
+        raise field_error("task.sampled", f"must be true or false, got {sampled!r}")
+    out["sampled"] = sampled
+    raw = task.get("hub_benchmark")
+    if raw is not None:
+        try:
+            out["hub_benchmark"] = HubBenchmark.from_dict(raw).to_dict()
+        except ConfigError as err:
+            raise RecordError(f"bench.json: {err.message}") from None
+    for key in ("dataset", "dataset_config", "split"):
+        value = task.get(key)
+        if value is not None and not isinstance(value, str):
+            raise field_error(f"task.{key}", f"must be a string, got {value!r}")
+        out[key] = value
+    return out
 
 
 def as_content_hash(value: Any, path: str) -> str | None:
@@ -136,6 +160,7 @@ def read_v1(data: dict[str, Any]) -> BenchRecord:
             name=str(required(task, "name", "task.")),
             metric=str(required(task, "metric", "task.")),
             eval_examples=as_int(task.get("eval_examples"), "task.eval_examples", optional=True),
+            **_task_source(task),
         ),
         protocol=ProtocolInfo(kind=str(kind), seeds=seeds, extra=protocol),
         policy=as_policy(as_object(required(data, "policy", ""), "policy"), "policy."),
