@@ -41,6 +41,8 @@ INPUTS: dict[str, str] = {
     "max-drop": "",
     "dry-run": "false",
     "strict-records": "false",
+    "push-variant": "",
+    "push-to": "",
 }
 """Every input of action.yml and the default used when GitHub did not pass it (local runs)."""
 
@@ -133,6 +135,8 @@ class Settings:
     strict_records: bool = False
     bench_executor: str = "local"  # local | hf-jobs
     bench_flavor: str | None = None  # hf-jobs hardware (None: the executor's default)
+    push_variant: str | None = None  # "" the recommendation, else a variant name
+    push_to: str | None = None
 
     def bench_json_for(self, index: int) -> str | None:
         """The bench.json of the ``index``-th repo: one file for all, or one per repo."""
@@ -229,7 +233,10 @@ def parse_settings(environ: Mapping[str, str]) -> Settings:
             f"input 'bench-executor' must be local or hf-jobs, not {bench_executor!r}",
             hint="bench-executor: hf-jobs runs the cells on Hugging Face GPUs (needs hf-token)",
         )
+    push_variant, push_to = _push_inputs(environ, mode, repo_ids, bench_json)
     return Settings(
+        push_variant=push_variant,
+        push_to=push_to,
         bench_executor=bench_executor,
         bench_flavor=read_input("bench-flavor", environ) or None,
         repo_ids=repo_ids,
@@ -245,6 +252,26 @@ def parse_settings(environ: Mapping[str, str]) -> Settings:
         dry_run=_bool_input("dry-run", environ),
         strict_records=strict_records,
     )
+
+
+def _push_inputs(
+    environ: Mapping[str, str], mode: str, repo_ids: list[str], bench_json: list[str]
+) -> tuple[str | None, str | None]:
+    """``push-variant`` (recommended, or a variant name) and ``push-to`` (ORG/REPO)."""
+    raw, to = read_input("push-variant", environ).strip(), read_input("push-to", environ).strip()
+    if not raw and not to:
+        return None, None
+    hint = "push-variant: recommended (or a variant name) with push-to: org/name"
+    if not raw or not to:
+        missing = "push-to" if raw else "push-variant"
+        raise InputError(missing, "inputs 'push-variant' and 'push-to' go together", hint=hint)
+    if mode != "annotate" or len(repo_ids) != 1 or len(bench_json) != 1:
+        raise InputError(
+            "push-variant",
+            "input 'push-variant' needs mode: annotate, one repo-id and its bench-json",
+            hint="the bench's output folder (beside bench-json) holds the variants",
+        )
+    return ("" if raw.lower() in ("recommended", "true") else raw), to
 
 
 class Channel:

@@ -127,6 +127,8 @@ def run_repo(source: str, index: int, settings: Settings, report_dir: Path) -> R
             create_pr=settings.create_pr,
             dry_run=settings.dry_run,
             max_drop=settings.max_drop,
+            push_variant=settings.push_variant,
+            push_to=settings.push_to,
         )
         result.status, result.audit, result.bench = out.status, out.audit.to_dict(), out.bench
         result.hub_url = out.pr_url or (None if settings.create_pr else out.commit_url)
