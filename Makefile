@@ -91,4 +91,4 @@ lock:
 	rm -rf .venv-lock $(LOCK).frozen
 
 clean:
-	rm -rf $(VENV) .venv-floor .venv-lock node_modules demo-output build dist *.egg-info
+	rm -rf $(VENV) .venv-floor .venv-lock .venv-gradience011 node_modules demo-output build dist *.egg-info

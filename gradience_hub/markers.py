@@ -29,6 +29,10 @@ AUDIT_JSON = f"{RECORD_DIR}/audit.json"
 BENCH_JSON = f"{RECORD_DIR}/bench.json"
 BENCH_MD = f"{RECORD_DIR}/bench.md"
 PICTURE = f"{RECORD_DIR}/utilization.png"
+# Training telemetry (integrations.GradienceHubCallback): the JSONL it appends to under the
+# output directory by default, and the utilization-over-steps plot the card shows when it exists
+TELEMETRY_LOG = f"{RECORD_DIR}/telemetry.jsonl"
+TELEMETRY_PICTURE = f"{RECORD_DIR}/utilization_steps.png"
 
 PATHS = {
     "readme": README,

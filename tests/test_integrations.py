@@ -165,7 +165,11 @@ def test_a_non_utf8_card_or_a_bug_of_ours_never_stops_training(
         trainer.train()
     assert trainer.state.global_step == 6
     assert (out / "README.md").read_bytes() == b"# caf\xe9\n"
-    assert not (out / "gradience").exists()
+    # only the training telemetry (gradience/telemetry.jsonl and its plot), no card files
+    assert {p.name for p in (out / "gradience").iterdir()} == {
+        "telemetry.jsonl",
+        "utilization_steps.png",
+    }
     assert any("is not UTF-8 text" in r.getMessage() for r in caplog.records)
 
     def boom(*args, **kwargs):  # type: ignore[no-untyped-def]

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from gradience_hub.adapter import CONFIG_NAME, SAFETENSORS_NAME, Adapter, AdapterConfig
 from gradience_hub.audit import AuditReport
 from gradience_hub.bench.config import VariantSpec
@@ -89,6 +91,10 @@ def plan_variant(
     elif spec.kind == "per_layer":
         suggested = report.suggestions["per_layer"]["rank_pattern"]
         ranks = {name: snap(int(suggested[name]), r, allowed_ranks) for name, r in full.items()}
+    elif spec.kind == "policy":
+        assert spec.policy is not None
+        ks = policy_ranks(report, spec.policy)
+        ranks = {name: snap(ks[name], r, allowed_ranks) for name, r in full.items()}
     elif spec.energy is not None:
         from gradience_hub.compress import plan_ranks
 
@@ -119,9 +125,25 @@ def plan_variant(
     uniform = plan.uniform_rank
     if spec.kind == "per_layer":
         plan.label = f"{spec.name} (audit-guided)"
+    elif spec.kind == "policy":
+        plan.label = f"{spec.name} (rank policy {spec.policy}, per module)"
     elif uniform is not None:
         plan.label = f"{spec.name} (r={uniform})" if uniform else f"{spec.name} (no update)"
     return plan
+
+
+def policy_ranks(report: AuditReport, policy: str) -> dict[str, int]:
+    """Each audited module's k under ``policy`` (from its singular values), at least 1 and at
+    most the module's rank."""
+    from gradience_hub.rank_policies import PolicySpec, apply_policy
+
+    spec = PolicySpec(policy)
+    out = {}
+    for layer in report.layers:
+        shape = (int(layer.shape[0]), int(layer.shape[1]))
+        k = apply_policy(spec, np.asarray(layer.singular_values), shape, layer.r).k
+        out[layer.name] = max(1, min(k, layer.r))
+    return out
 
 
 def check_fits(report: AuditReport, adapter: Adapter, base_model: Any, model_name: str) -> None:
