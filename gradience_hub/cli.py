@@ -8,16 +8,13 @@ place, :func:`main`. Heavy imports happen inside the commands so ``--help`` stay
 
 from __future__ import annotations
 
-import os
-import sys
-import traceback
 from pathlib import Path
 
 import click
 
 from gradience_hub import __version__
-from gradience_hub.errors import EXIT_INTERNAL, ISSUES_URL, GradienceError
-from gradience_hub.output import Secrets, guarded
+from gradience_hub.entry import run_command
+from gradience_hub.scan.cli import scan_command
 
 STRICT_HELP = (
     "Exit 2 when a bench.json's stored verdicts disagree with its own numbers (default: show "
@@ -61,6 +58,28 @@ def cli() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print audit.json to stdout, nothing else.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Also write audit.json here.")
 @click.option("--layers", is_flag=True, help="Add a per-module table to the text output.")
+@click.option(
+    "--rank-policies",
+    "rank_policies",
+    default="energy@0.90,knee,erank,oht,stable-ceil",
+    show_default=True,
+    help="Rank policies to apply per module (gradience 0.11's definitions); 'none' for none.",
+)
+@click.option(
+    "--udr",
+    is_flag=True,
+    help="Update-to-base ratios: read the audited modules' base weights (by range on the Hub).",
+)
+@click.option(
+    "--base-model",
+    metavar="ID_OR_DIR",
+    help="Base model for --udr (implies it; default: the adapter's base_model_name_or_path).",
+)
+@click.option(
+    "--base-norms-cache",
+    type=click.Path(dir_okay=False),
+    help="JSON cache of base weight norms: a second adapter of the same base reads nothing.",
+)
 def audit(
     source: str,
     revision: str | None,
@@ -69,6 +88,10 @@ def audit(
     as_json: bool,
     output: str | None,
     layers: bool,
+    rank_policies: str,
+    udr: bool,
+    base_model: str | None,
+    base_norms_cache: str | None,
 ) -> None:
     """Audit a LoRA adapter's rank use from its weights alone."""
     from gradience_hub.audit import format_text, run_audit
@@ -76,10 +99,118 @@ def audit(
 
     keep_freed_memory()  # this process is ours: the allocator may keep freed module buffers
 
-    report = run_audit(source, revision=revision, adapter_name=adapter_name, energy=energy)
+    report = run_audit(
+        source,
+        revision=revision,
+        adapter_name=adapter_name,
+        energy=energy,
+        policies=None if rank_policies.strip().lower() == "none" else rank_policies,
+        udr=udr,
+        base_model=base_model,
+        base_norms_cache=base_norms_cache,
+    )
     text = report.to_json()
     _write_output(text, output)
     click.echo(text if as_json else format_text(report, layers=layers), nl=False)
+
+
+@cli.command("explain")
+@click.argument("source", metavar="SOURCE|AUDIT.JSON")
+@click.option("--module", "module", required=True, help="Module name (or a unique suffix).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "markdown"]),
+    default="text",
+    show_default=True,
+    help="Terminal text or a Markdown block.",
+)
+@click.option("--plot", type=click.Path(dir_okay=False), help="Also draw the spectrum to a PNG.")
+@click.option(
+    "--rank-policies",
+    "rank_policies",
+    default="energy@0.90,knee,erank,oht,stable-ceil",
+    show_default=True,
+    help="The rank policies to compare.",
+)
+@click.option("--revision", help="Branch, tag or commit of a Hub SOURCE (default: main).")
+@click.option("--adapter-name", help="Which adapter of a multi-adapter directory.")
+def explain_command(
+    source: str,
+    module: str,
+    fmt: str,
+    plot: str | None,
+    rank_policies: str,
+    revision: str | None,
+    adapter_name: str | None,
+) -> None:
+    """Explain one module: its spectrum, each rank policy's cut and why they differ.
+
+    SOURCE is audited now; an audit.json (from 'audit --output') is read instead."""
+    from gradience_hub.audit import load_audit, run_audit
+    from gradience_hub.audit.explain import explain
+    from gradience_hub.publish.explain import explain_markdown, explain_plot, explain_text
+    from gradience_hub.rank_policies import parse_policies
+
+    parse_policies(rank_policies)  # bad input before any download
+    path = Path(source)
+    if path.is_file() and path.suffix == ".json":
+        report = load_audit(path)
+    else:
+        report = run_audit(source, revision=revision, adapter_name=adapter_name, policies=None)
+    result = explain(report, module, rank_policies)
+    click.echo(explain_markdown(result) if fmt == "markdown" else explain_text(result), nl=False)
+    if plot:
+        explain_plot(result, plot)
+
+
+@cli.command("monitor")
+@click.argument("log", metavar="LOG.jsonl", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON, nothing else.")
+def monitor_command(log: str, as_json: bool) -> None:
+    """Read a training run's telemetry (GradienceHubCallback's JSONL) and flag what it shows.
+
+    Exits 0 whatever it flags (the flags are advice); 2 when LOG cannot be read."""
+    import json
+
+    from gradience_hub.record.telemetry import read_points
+    from gradience_hub.telemetry import monitor
+
+    points, warnings = read_points(log)
+    findings = monitor(points)
+    if as_json:
+        doc = {
+            "log": log,
+            "snapshots": len(points),
+            "steps": [points[0].step, points[-1].step],
+            "last": points[-1].overall,
+            "findings": [{"code": f.code, "message": f.message, "rule": f.rule} for f in findings],
+            "warnings": warnings,
+        }
+        click.echo(json.dumps(doc, indent=2, allow_nan=False))
+        return
+    last = points[-1]
+    util = last.overall.get("utilization_mean")
+    lines = [
+        f"{len(points)} snapshots, steps {points[0].step}-{last.step}; at the last: "
+        + (f"utilization {util:.1%}" if util is not None else "no utilization")
+        + f" of r={last.allocated_rank}",
+    ]
+    lines += [f"FLAG {f.code}: {f.message}" for f in findings] or ["No flags."]
+    lines += [f"Warning: {w}" for w in warnings]
+    click.echo("\n".join(lines))
+
+
+def _one_compress_mode(modes: dict[str, bool]) -> None:
+    """Exactly one of compress's modes, or a usage error naming the conflict (exit 2)."""
+    chosen = [name for name, on in modes.items() if on]
+    if len(chosen) != 1:
+        raise click.UsageError(
+            f"{' and '.join(chosen)} are different modes: choose one"
+            if chosen
+            else "choose exactly one of --rank K, --energy T, --per-layer, --pad-to R, "
+            "--budget-params N or --budget-mb M"
+        )
 
 
 @cli.command("compress")
@@ -94,6 +225,18 @@ def audit(
 @click.option("--rank", type=int, help="Truncate every module to rank K.")
 @click.option("--energy", type=float, help="Per module, the smallest rank holding this energy.")
 @click.option("--per-layer", is_flag=True, help="Use the audit's per-layer rank suggestions.")
+@click.option(
+    "--pad-to", type=int, metavar="R", help="Zero-pad every module to rank R (update unchanged)."
+)
+@click.option("--budget-params", type=int, metavar="N", help="Best ranks within N LoRA params.")
+@click.option("--budget-mb", type=float, metavar="M", help="Best ranks within an M MB file.")
+@click.option(
+    "--budget-objective",
+    type=click.Choice(["relative", "absolute"]),
+    default="relative",
+    show_default=True,
+    help="A budget minimizes the summed relative (per module) or absolute discarded energy.",
+)
 @click.option("--revision", help="Branch, tag or commit of a Hub SOURCE (default: main).")
 @click.option("--adapter-name", help="Which adapter of a multi-adapter directory.")
 @click.option("--force", is_flag=True, help="Replace a non-empty --output directory.")
@@ -112,21 +255,55 @@ def compress_command(
     rank: int | None,
     energy: float | None,
     per_layer: bool,
+    pad_to: int | None,
+    budget_params: int | None,
+    budget_mb: float | None,
+    budget_objective: str,
     revision: str | None,
     adapter_name: str | None,
     force: bool,
     as_json: bool,
     verify: str,
 ) -> None:
-    """Write an SVD-truncated copy of a LoRA adapter (--rank K | --energy T | --per-layer)."""
-    if (rank is not None) + (energy is not None) + per_layer != 1:
-        raise click.UsageError("choose exactly one of --rank K, --energy T or --per-layer")
+    """Write an SVD-truncated copy of a LoRA adapter (--rank K | --energy T | --per-layer |
+    --budget-params N | --budget-mb M), or a zero-padded one (--pad-to R) for a serving stack."""
+    _one_compress_mode(
+        {
+            "--rank": rank is not None,
+            "--energy": energy is not None,
+            "--per-layer": per_layer,
+            "--pad-to": pad_to is not None,
+            "--budget-params": budget_params is not None,
+            "--budget-mb": budget_mb is not None,
+        }
+    )
     import json
 
     from gradience_hub.compress import compress, format_result
     from gradience_hub.parallel import keep_freed_memory
 
     keep_freed_memory()  # this process is ours: the allocator may keep freed module buffers
+
+    if pad_to is not None or budget_params is not None or budget_mb is not None:
+        from gradience_hub.compress.serving import compress_budget, compress_padded
+        from gradience_hub.compress.sizing import BudgetRule
+
+        where = {"revision": revision, "adapter_name": adapter_name}
+        served = (
+            compress_padded(source, output, pad_to, force=force, verify=verify == "peft", **where)
+            if pad_to is not None
+            else compress_budget(
+                source,
+                output,
+                BudgetRule(budget_params, budget_mb, budget_objective),
+                force=force,
+                verify=verify == "peft",
+                **where,
+            )
+        )
+        text = json.dumps(served.to_dict(), indent=2) + "\n" if as_json else served.text()
+        click.echo(text, nl=False)
+        return
 
     result = compress(
         source,
@@ -199,6 +376,15 @@ def render_command(
 @click.option("--template-dir", type=click.Path(file_okay=False), help="Override templates.")
 @click.option("--max-drop", type=float, help="Policy: largest allowed worst-seed drop (0.025).")
 @click.option("--strict", is_flag=True, help=STRICT_HELP)
+@click.option(
+    "--push-variant",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    metavar="[NAME]",
+    help="Also publish the --bench-json bench's recommended (or NAME) variant as its own repo.",
+)
+@click.option("--to", "push_to", metavar="ORG/REPO", help="The repo --push-variant publishes to.")
 def annotate(
     source: str,
     revision: str | None,
@@ -212,6 +398,8 @@ def annotate(
     template_dir: str | None,
     max_drop: float | None,
     strict: bool,
+    push_variant: str | None,
+    push_to: str | None,
 ) -> None:
     """Publish the audit (and bench) on the model card: README section, gradience/* files,
     in one commit on a Hub PR (default) or the branch; a local directory is written in place."""
@@ -235,9 +423,16 @@ def annotate(
         comment_on_pr=comment_on_pr,
         template_dir=template_dir,
         max_drop=max_drop,
+        push_variant=push_variant,
+        push_to=push_to,
         log=lambda msg: click.echo(msg, err=True),
     )
     click.echo(format_result(result), nl=False)
+    if result.variant_refused:
+        raise PolicyFailed(
+            f"--push-variant pushed nothing: {result.variant_refused}",
+            hint="the evidence is published; push a variant once a bench passes",
+        )
     from gradience_hub.policy import is_failing
 
     if fail_on_fail and is_failing(result.status):
@@ -266,7 +461,8 @@ def action_command() -> int:
     "--protocol",
     type=click.Choice(["posthoc", "retrain"]),
     help="posthoc: evaluate SOURCE and its compressions (default with SOURCE); retrain: train "
-    "a probe and every variant from scratch per seed (default without SOURCE).",
+    "the uncompressed adapter and every variant from scratch per seed (default without "
+    "SOURCE).",
 )
 @click.option("--seeds", help="Comma-separated seeds, e.g. 42,123,456 (default: the config's).")
 @click.option("--resume", is_flag=True, help="Continue a killed run from the cells in --output.")
@@ -313,7 +509,7 @@ def bench_command(
     from gradience_hub.bench.config import load_config
     from gradience_hub.bench.executors import make_executor
     from gradience_hub.bench.train import require_bench_extra
-    from gradience_hub.errors import MissingExtraError, PolicyFailed
+    from gradience_hub.errors import GradienceError, MissingExtraError, PolicyFailed
 
     if executor != "hf-jobs":  # the Jobs hold the extra, not the driver
         try:
@@ -440,23 +636,6 @@ def merge_audit_command(
     _write_output(text, output)
     click.echo(shown, nl=False)
     return 1 if report.overall_verdict == "conflicting" else 0
-
-
-def _output_secrets() -> Secrets:
-    """The tokens no output may show: GitHub's and the Hub's, however the Hub one was found."""
-    secrets = Secrets()
-    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "GITHUB_TOKEN", "GH_TOKEN"):
-        secrets.add(os.environ.get(name))
-
-    def hub_token() -> str | None:
-        if "huggingface_hub" not in sys.modules:
-            return None  # not loaded: no request was made, so no token can be echoed
-        from gradience_hub.hub import token
-
-        return token()
-
-    secrets.add_provider(hub_token)
-    return secrets
 
 
 # --------------------------------------------------------------------------- serve, webhook
@@ -612,41 +791,9 @@ def bench_cell_command(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: run the CLI and map errors to exit codes and short messages.
-
-    Everything printed goes through :mod:`gradience_hub.output`'s guard: tokens scrubbed,
-    control characters dropped, no line can start a GitHub workflow command.
-    """
-    with guarded(_output_secrets()):
-        _main(argv)
+    """Console entry point: run the CLI and map errors to exit codes and short messages
+    (:func:`gradience_hub.entry.run_command`: scrubbed output, one exit code per error class)."""
+    run_command(cli, argv, "gradience-hub")
 
 
-def _main(argv: list[str] | None) -> None:
-    debug = os.environ.get("GRADIENCE_DEBUG", "") not in ("", "0")
-    try:
-        rv = cli.main(args=argv, prog_name="gradience-hub", standalone_mode=False)
-    except GradienceError as exc:
-        if debug:
-            traceback.print_exc()
-        for line in exc.user_lines():
-            click.echo(line, err=True)
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except Exception as exc:
-        # A bug, not bad input: exit 70 (EX_SOFTWARE) so scripts and the Action can tell them apart.
-        if debug:
-            traceback.print_exc()
-        click.echo(f"Error: internal error: {type(exc).__name__}: {exc}", err=True)
-        hint = "please report it at " + ISSUES_URL
-        if not debug:
-            hint += " (rerun with GRADIENCE_DEBUG=1 for the traceback)"
-        click.echo(f"Hint: {hint}", err=True)
-        sys.exit(EXIT_INTERNAL)
-    sys.exit(rv if isinstance(rv, int) else 0)
+cli.add_command(scan_command)

@@ -127,7 +127,7 @@ def test_audit_json_round_trip(tmp_path: Path) -> None:
     again = load_audit(out)
     assert again.to_dict() == report.to_dict()
     data = json.loads(out.read_text())
-    assert data["schema"] == "gradience-hub/audit/v1"
+    assert data["schema"] == "gradience-hub/audit/v1.1"
     assert set(data) == {"schema", "tool", "source", "summary", "layers", "suggestions", "warnings"}
     for key in (
         "allocated_rank",
@@ -158,7 +158,11 @@ def test_text_format_shape(tmp_path: Path) -> None:
     assert lines[0] == "GRADIENCE LoRA AUDIT"
     assert lines[2] == f"Source: {report.source['display']}"
     assert "Allocated rank: 8" in lines
-    assert "  Layers:                   8" in lines
+    assert "  Modules:                  8" in lines  # modules, as the card counts them
+    assert any(
+        line.startswith("  Energy rank k@90%:        median ") and line.endswith("(over modules)")
+        for line in lines
+    )
     assert "  LoRA params:              8.2K" in lines  # 8 modules x 8 x (64 + 64)
     assert any(line.startswith("  Global median:  ") for line in lines)
     with_layers = format_text(report, layers=True)

@@ -226,7 +226,7 @@ class CellStore:
 # --------------------------------------------------------------------------- runner
 
 
-def seed_sample(pool_size: int, n: int, seed: int) -> list[int]:
+def seed_sample(pool_size: int, n: int | None, seed: int) -> list[int]:
     """The seed's eval sample (ids of the eval pool): see :func:`~gradience_hub.bench.tasks.
     eval_indices`."""
     from gradience_hub.bench.tasks import eval_indices
@@ -287,7 +287,7 @@ class CellRunner:
 
     def indices(self, seed: int) -> list[int]:
         """The seed's eval sample."""
-        return seed_sample(len(self.task.eval_pool), self.config.task.eval_samples, seed)
+        return seed_sample(len(self.task.eval_pool), self.config.task.eval_count, seed)
 
     def ids_for(self, cell: Cell) -> list[int]:
         """The examples a cell scores: its seed's sample, or every seed's for a seed-free
@@ -395,20 +395,49 @@ def _lora_params(adapter_dir: Path) -> int:
     return sum(adapter.module(name).params for name in adapter.module_names)
 
 
-def cell_line(result: CellResult, probe: CellResult | None, done: int, total: int) -> str:
-    """One summary line per finished cell (the change against the probe on the same
-    examples)."""
+def display_name(variant: str) -> str:
+    """A cell's model as users read it: the probe is the uncompressed adapter (bench.json and
+    the cell files keep ``probe``)."""
+    return "uncompressed" if variant == PROBE else variant
+
+
+def _seed_mean(result: CellResult, samples: Sequence[Sequence[int]]) -> float:
+    """The mean over seeds of the score on each seed's sample (bench.md's "mean")."""
+    return sum(sum(result.sample(ids)) / len(ids) for ids in samples) / len(samples)
+
+
+def cell_line(
+    result: CellResult,
+    probe: CellResult | None,
+    done: int,
+    total: int,
+    seed_samples: Sequence[Sequence[int]] = (),
+) -> str:
+    """One summary line per finished cell (the change against the uncompressed adapter on the
+    same examples). A seed-free cell with ``seed_samples`` (each seed's eval ids) shows the
+    mean over seeds of its per-seed scores, the figure bench.md reports, not its score over
+    the union of the samples."""
+    samples = [ids for ids in seed_samples if ids] if result.seed is None else []
+    if samples and not result.covers([i for ids in samples for i in ids]):
+        samples = []
     delta = ""
     if probe is not None and result.variant not in (PROBE, BASE) and probe.covers(result.ids):
-        ref = probe.sample(result.ids)
-        change = (sum(result.correct) - sum(ref)) / len(ref) if ref else 0.0
+        if samples and probe.covers([i for ids in samples for i in ids]):
+            change = _seed_mean(result, samples) - _seed_mean(probe, samples)
+        else:
+            ref = probe.sample(result.ids)
+            change = (sum(result.correct) - sum(ref)) / len(ref) if ref else 0.0
         delta = f"  Δ {change * 100:+.1f} pts"
     train = f"  train {result.train_seconds:.1f}s" if result.train_seconds is not None else ""
-    seed = "all seeds" if result.seed is None else f"seed {result.seed}"
+    if samples:
+        seed = "all seeds"
+        shown = f"mean {_seed_mean(result, samples) * 100:5.1f}% over {len(samples)} seeds"
+    else:
+        seed = "all seeds" if result.seed is None else f"seed {result.seed}"
+        shown = f"score {result.score * 100:5.1f}% (n={result.n})"
     return (
-        f"[{done}/{total}] {result.variant:<18} {seed:<10} "
-        f"score {result.score * 100:5.1f}% (n={result.n}){delta}{train}  "
-        f"eval {result.eval_seconds:.1f}s"
+        f"[{done}/{total}] {display_name(result.variant):<18} {seed:<10} "
+        f"{shown}{delta}{train}  eval {result.eval_seconds:.1f}s"
     )
 
 
@@ -435,4 +464,7 @@ def run_grid(
         store.save(result)
         results[result.key] = result
         probe = results.get(Cell(PROBE, result.seed).key)
-        echo(cell_line(result, probe, len(results), total))
+        samples = (
+            [runner.indices(seed) for seed in runner.config.seeds] if result.seed is None else []
+        )
+        echo(cell_line(result, probe, len(results), total, samples))

@@ -14,7 +14,8 @@ A complete config (close to ``examples/embedded-sentiment.yaml``)::
       dtype: float32                       # float32 | bfloat16 | float16 | auto
     task:
       name: embedded-sentiment   # | sequence-classification (causal-lm: any name + lm_eval:)
-      eval_samples: 300          # each seed draws its own sample of this size
+      eval_samples: 300          # each seed draws its own sample of this size (all: the split)
+      # hub_benchmark: {dataset_id: org/bench, task_id: name, revision: sha}   # see below
     lora: {r: 16, alpha: 32, dropout: 0.0, target_modules: [query, value]}
     train: {steps: 100, lr: 0.001, batch_size: 32, max_length: 32}
     compression:
@@ -49,6 +50,7 @@ from typing import Any, ClassVar
 from gradience_hub.bench.lm_eval import LmEvalSpec, parse_spec
 from gradience_hub.errors import ConfigError
 from gradience_hub.policy import Policy
+from gradience_hub.record.hub_eval import HubBenchmark
 from gradience_hub.validate import config_fields
 
 MODEL_TYPES = ("seq-cls", "causal-lm")
@@ -198,6 +200,10 @@ class TaskConfig:
     :func:`gradience_hub.bench.lm_eval.parse_spec` (tasks, include_path, metric, ...), ``name``
     any display name, and ``train`` (retrain only) a datasets id or a local JSONL/CSV file of
     ``prompt_field`` / ``answer_field`` rows, ``prompt_template`` applied to the prompt.
+
+    ``hub_benchmark`` names the registered Hub benchmark the task is (``{dataset_id, task_id,
+    revision}``); with ``eval_samples: all`` (every seed scores the whole split) and the
+    posthoc protocol, ``annotate`` also publishes the score in ``.eval_results/``.
     """
 
     name: str
@@ -213,10 +219,11 @@ class TaskConfig:
     answer_field: str = "answer"
     prompt_template: str = "Question: {prompt}\nAnswer:"
     metric: str | None = None
-    eval_samples: int = 200
+    eval_samples: int | str = 200
     train_samples: int | None = None
     eval_fraction: float = 0.2
     valence_threshold: float = 1.5
+    hub_benchmark: HubBenchmark | None = None
 
     _docs: ClassVar[dict[str, str]] = {"name": "one of " + ", ".join(TASK_NAMES)}
 
@@ -239,13 +246,24 @@ class TaskConfig:
             raise _fail(
                 "task.prompt_template", "a string containing {prompt}", self.prompt_template
             )
-        self.eval_samples = _int(self.eval_samples, "task.eval_samples", 1)
+        if self.eval_samples != "all":
+            value = self.eval_samples
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise _fail("task.eval_samples", "an integer >= 1, or all (the whole split)", value)
+        if self.hub_benchmark is not None and not isinstance(self.hub_benchmark, HubBenchmark):
+            self.hub_benchmark = HubBenchmark.from_dict(self.hub_benchmark)
         if self.train_samples is not None:
             self.train_samples = _int(self.train_samples, "task.train_samples", 1)
         self.eval_fraction = _float(self.eval_fraction, "task.eval_fraction", 0.0, 1.0, True)
         if self.eval_fraction >= 1.0:
             raise _fail("task.eval_fraction", "a number in (0, 1)", self.eval_fraction)
         self.valence_threshold = _float(self.valence_threshold, "task.valence_threshold", 0.0)
+
+    @property
+    def eval_count(self) -> int | None:
+        """Examples per seed, or None for ``eval_samples: all`` (every seed scores the whole
+        split: the only way a score can be a Hub benchmark's, see record/hub_eval.py)."""
+        return None if self.eval_samples == "all" else int(self.eval_samples)
 
     @property
     def engine(self) -> str:
@@ -378,11 +396,14 @@ class VariantSpec:
     rank: int | None = None
     rank_pattern: dict[str, int] | None = None
     energy: float | None = None
+    policy: str | None = None  # kind "policy": a rank policy's per-module k (rank_policies)
 
     def describe(self) -> str:
-        """Short label for tables: ``r=4``, ``audit-guided``, ``no update``."""
+        """Short label for tables: ``r=4``, ``audit-guided``, ``no update``, ``policy knee``."""
         if self.kind == "per_layer":
             return "audit-guided"
+        if self.kind == "policy":
+            return f"policy {self.policy}"
         if self.kind != "explicit":
             return self.kind.replace("_", " ")
         if self.energy is not None:
@@ -392,13 +413,35 @@ class VariantSpec:
         return "no update" if self.rank == 0 else f"r={self.rank}"
 
 
+def policy_variant(value: str, key: str) -> VariantSpec:
+    """``policy:NAME`` or a bare ``energy@T``: each module at the rank policy NAME's k
+    (``rank_policies``: energy@T, knee, erank, oht, stable-ceil). The variant is named
+    ``policy-NAME`` (``@`` spelled ``-``), so its name carries the policy."""
+    from gradience_hub.errors import UsageError
+    from gradience_hub.rank_policies import PolicySpec
+
+    wanted = value.removeprefix("policy:")
+    try:
+        spec = PolicySpec(wanted)
+    except UsageError:
+        raise ConfigError(
+            f"bench config: {key}: unknown rank policy {wanted!r}",
+            hint="use policy:knee, policy:erank, policy:oht, policy:stable-ceil or energy@T",
+            key=key,
+        ) from None
+    name = "policy-" + spec.name.replace("@", "-")
+    return VariantSpec(name=name, kind="policy", policy=spec.name)
+
+
 def _variant(value: Any, key: str) -> VariantSpec:
     if isinstance(value, str):
+        if value.startswith("policy:") or value.startswith("energy@"):
+            return policy_variant(value, key)
         if value not in SUGGESTED_VARIANTS:
             raise _fail(
                 key,
-                "one of " + ", ".join(SUGGESTED_VARIANTS) + " or a mapping {name, rank} / "
-                "{name, rank_pattern} / {name, energy}",
+                "one of " + ", ".join(SUGGESTED_VARIANTS) + ", policy:NAME (a rank policy), "
+                "energy@T or a mapping {name, rank} / {name, rank_pattern} / {name, energy}",
                 value,
             )
         return VariantSpec(name=value, kind=value)

