@@ -498,11 +498,14 @@ def test_cli_compress(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     )
     assert code == 2 and "above its current rank 4" in err and "Traceback" not in err
     assert not (tmp_path / "o2").exists()
-    for modes in ([], ["--rank", "2", "--per-layer"], ["--energy", "0.9", "--rank", "1"]):
+    code, _, err = _run(["compress", str(src), "--output", str(tmp_path / "o3")], capsys)
+    assert code == 2 and "choose exactly one of --rank K, --energy T, --per-layer" in err
+    for modes in (["--rank", "2", "--per-layer"], ["--energy", "0.9", "--rank", "1"]):
         code, _, err = _run(
             ["compress", str(src), "--output", str(tmp_path / "o3"), *modes], capsys
         )
-        assert code == 2 and "exactly one" in err
+        assert code == 2 and "are different modes: choose one" in err
+        assert modes[0] in err and modes[-2 if modes[-1].isdigit() else -1] in err
     code, _, err = _run(
         ["compress", str(src), "--output", str(tmp_path / "o4"), "--energy", "1.5"], capsys
     )

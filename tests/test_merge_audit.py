@@ -377,7 +377,7 @@ def test_help_and_bad_input_exit_2(tmp_path: Path, capsys) -> None:
     code, _, err = run_cli(["merge-audit", str(a), str(b), "--energy", "1.5"], capsys)
     assert code == 2 and "--energy" in err
     code, _, err = run_cli(["merge-audit", str(a), str(tmp_path / "missing")], capsys)
-    assert code == 2 and "not found" in err
+    assert code == 2 and f"no such local directory or file: {tmp_path / 'missing'}" in err
 
 
 def test_mismatched_base_models_exit_2(tmp_path: Path) -> None:

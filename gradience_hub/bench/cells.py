@@ -441,6 +441,18 @@ def cell_line(
     )
 
 
+def _seed_samples(runner: CellRunner, executor: Executor) -> list[list[int]]:
+    """Each seed's eval ids for a progress line, from the pool size the executor reports or the
+    task this process already loaded; none (the line then shows the cell's own score) rather
+    than loading the task here: a driver on the slim image has no bench extra to load it."""
+    task, _ = runner.loaded()
+    size = executor.pool_size or (len(task.eval_pool) if task is not None else None)
+    if not size:
+        return []
+    n = runner.config.task.eval_count
+    return [seed_sample(size, n, seed) for seed in runner.config.seeds]
+
+
 def run_grid(
     cells: list[Cell],
     runner: CellRunner,
@@ -464,7 +476,5 @@ def run_grid(
         store.save(result)
         results[result.key] = result
         probe = results.get(Cell(PROBE, result.seed).key)
-        samples = (
-            [runner.indices(seed) for seed in runner.config.seeds] if result.seed is None else []
-        )
+        samples = _seed_samples(runner, executor) if result.seed is None else []
         echo(cell_line(result, probe, len(results), total, samples))

@@ -623,6 +623,9 @@ def template_context(
         "audit": audit,
         "bench": bench,
         "context": ctx,
+        # annotate's sentence on where the adapter's score went on the Hub (model-index,
+        # .eval_results) or why it is not a benchmark score; None elsewhere
+        "hub_eval_note": ctx.get("hub_eval_note"),
         "status": status,
         "status_reason": status_reason,
         "base": base,
