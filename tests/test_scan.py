@@ -82,12 +82,22 @@ def test_org_scan_equals_one_by_one_audits(fleet: Any, tmp_path: Path) -> None:
         assert row["suggested_r_median"] == s.suggested_r_global_median
         assert row["suggested_params"] == report.suggestions["per_layer"]["lora_params"]
         assert row["warnings"] == report.warnings
+        # the rank policies (issue 23): each policy's global suggestions, aligned lists
+        policies = report.suggestions["policies"]
+        assert row["rank_policies"] == sorted(policies) != []
+        assert row["policy_k_median"] == [policies[n]["median"] for n in sorted(policies)]
+        assert row["policy_k_p90"] == [policies[n]["p90"] for n in sorted(policies)]
+        assert row["policy_suggested_r"] == [
+            policies[n]["suggested_r_median"] for n in sorted(policies)
+        ]
         mine = sorted(
-            (m["module"], m["energy_rank"], m["stable_rank"], m["r"])
+            (m["module"], m["energy_rank"], m["stable_rank"], m["r"], m["policy_consensus"])
             for m in modules
             if (m["repo"], m["adapter"]) == (row["repo"], row["adapter"])
         )
-        assert mine == sorted((x.name, x.energy_rank, x.stable_rank, x.r) for x in report.layers)
+        assert mine == sorted(
+            (x.name, x.energy_rank, x.stable_rank, x.r, x.policy_consensus) for x in report.layers
+        )
 
     junk = {r["repo"]: r for r in rows if r["status"] != "ok"}
     assert {k: v["status"] for k, v in junk.items()} == {

@@ -41,8 +41,18 @@ class Installed:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     dist = tmp_path_factory.mktemp("dist")
+    # Built from a copy of what the sdist holds: setuptools writes build/ and *.egg-info into
+    # the source tree, and two test workers building the same tree at once break each other.
+    source = tmp_path_factory.mktemp("source")
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy2(ROOT / name, source / name)
+    shutil.copytree(
+        ROOT / "gradience_hub",
+        source / "gradience_hub",
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+    )
     subprocess.run(
-        [sys.executable, "-m", "build", "--sdist", "--wheel", "--outdir", str(dist), str(ROOT)],
+        [sys.executable, "-m", "build", "--sdist", "--wheel", "--outdir", str(dist), str(source)],
         check=True,
         capture_output=True,
         timeout=600,

@@ -50,6 +50,10 @@ ADAPTER_FIELDS: list[tuple[str, str, str]] = [
     ("skipped_modules", "int64", "modules that could not be read"),
     ("warnings", "list<string>", "the audit's warnings"),
     ("content_sha256", "string", "sha256 naming the adapter's content"),
+    ("rank_policies", "list<string>", "the rank policies applied (gradience 0.11's definitions)"),
+    ("policy_k_median", "list<double>", "per policy (same order), the median module k"),
+    ("policy_k_p90", "list<double>", "per policy (same order), the 90th percentile module k"),
+    ("policy_suggested_r", "list<int64>", "per policy, its suggested global rank (power of 2)"),
 ]
 
 MODULE_FIELDS: list[tuple[str, str, str]] = [
@@ -69,6 +73,8 @@ MODULE_FIELDS: list[tuple[str, str, str]] = [
     ("energy_rank", "int64", "energy rank at tau"),
     ("effective_rank", "double", "effective (entropy) rank"),
     ("suggested_r", "int64", "suggested rank"),
+    ("policy_consensus", "int64", "the median of the rank policies' k for this module"),
+    ("policy_spread", "int64", "the rank policies' largest k minus their smallest"),
 ]
 
 
@@ -136,7 +142,8 @@ def empty_row(repo: str, adapter: str, source: str, sha: str | None) -> dict[str
     """An adapter row with every measured field null."""
     row: dict[str, Any] = {name: None for name, _, _ in ADAPTER_FIELDS}
     row.update(repo=clean_name(repo), adapter=clean_name(adapter), source=source, revision_sha=sha)
-    row.update(target_modules=[], ranks=[], warnings=[])
+    row.update(target_modules=[], ranks=[], warnings=[], rank_policies=[])
+    row.update(policy_k_median=[], policy_k_p90=[], policy_suggested_r=[])
     return row
 
 
@@ -147,6 +154,17 @@ def skipped_row(
     row = empty_row(repo, adapter, source, sha)
     row.update(status=kind, error=clean_name(reason))
     return row
+
+
+def _policy_columns(policies: dict[str, Any]) -> dict[str, Any]:
+    """The rank policies' global suggestions as aligned lists (empty when none ran)."""
+    names = sorted(policies)
+    return {
+        "rank_policies": names,
+        "policy_k_median": [float(policies[n]["median"]) for n in names],
+        "policy_k_p90": [float(policies[n]["p90"]) for n in names],
+        "policy_suggested_r": [int(policies[n]["suggested_r_median"]) for n in names],
+    }
 
 
 def audit_rows(
@@ -195,6 +213,7 @@ def audit_rows(
         skipped_modules=int(s.skipped_modules),
         warnings=[clean_name(w) for w in report.warnings],
         content_sha256=report.source.get("content_sha256"),
+        **_policy_columns(report.suggestions.get("policies") or {}),
     )
     modules = [
         {
@@ -214,6 +233,8 @@ def audit_rows(
             "energy_rank": int(x.energy_rank),
             "effective_rank": float(x.effective_rank),
             "suggested_r": int(x.suggested_r),
+            "policy_consensus": x.policy_consensus,
+            "policy_spread": x.policy_spread,
         }
         for x in layers
     ]
