@@ -42,7 +42,6 @@ from gradience_hub.markers import (
     TELEMETRY_PICTURE,
 )
 from gradience_hub.policy import status_of
-from gradience_hub.publish import plot
 from gradience_hub.publish.readme import library_for
 from gradience_hub.record.hub_eval import HubEvalClaim, claim_from_record
 
@@ -240,7 +239,7 @@ def evidence_files(
     evaluation of a registered Hub benchmark (:class:`HubEvalClaim`); the section says which.
     """
     from gradience_hub.hub.evals import eval_results_yaml
-    from gradience_hub.publish import render
+    from gradience_hub.publish import plot, render
     from gradience_hub.publish.model_index import set_model_index
 
     audit = evidence.audit.to_dict()
@@ -464,9 +463,6 @@ def annotate(
     """
     _check_options(bench_config, bench_json, max_drop, comment_on_pr)
     pusher = _VariantPusher.checked(push_variant, push_to, bench_json)
-    # The utilization picture needs matplotlib (~0.7 s to import) only after the download and
-    # the audit: import it meanwhile, not after.
-    plot.import_in_background()
     result = _annotate(
         source,
         revision=revision,

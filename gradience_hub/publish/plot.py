@@ -13,7 +13,6 @@ import io
 import itertools
 import math
 import os
-import threading
 import warnings
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -52,24 +51,6 @@ _LEAF_ORDER = (
 )
 _NO_LAYER = "–"
 _DPI = 110
-
-
-def import_in_background() -> threading.Thread:
-    """Start importing what the heatmap draws with on a daemon thread and return it.
-
-    matplotlib's import is most of the heatmap's cost (~0.7 s on a 2-core machine); a caller
-    that will draw one later (annotate, before it downloads and audits) overlaps it with that
-    work. Python's import lock makes a later import wait for this one, never run it twice."""
-
-    def load() -> None:
-        import matplotlib.style
-        import matplotlib.ticker  # noqa: F401
-        from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
-        from matplotlib.figure import Figure  # noqa: F401
-
-    thread = threading.Thread(target=load, name="gradience-matplotlib-import", daemon=True)
-    thread.start()
-    return thread
 
 
 def _row_key(name: str, layer_index: int | None) -> tuple[str, ...]:
