@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gradience_hub.errors import UsageError
-from gradience_hub.spectral import next_power_of_two
+from gradience_hub.spectral import suggest_rank
 
 EPS = 1e-12  # gradience 0.11's eps: singular values at or below it count as zero
 
@@ -288,10 +288,6 @@ class PolicySummary:
         }
 
 
-def _global_rank(k: float, cap: int) -> int:
-    return max(1, min(cap, next_power_of_two(k)))
-
-
 def summarize(
     specs: list[PolicySpec], modules: dict[str, ModulePolicies], allocated: int
 ) -> list[PolicySummary]:
@@ -310,8 +306,8 @@ def summarize(
                 median=median,
                 p90=p90,
                 max=int(values.max()),
-                suggested_r_median=_global_rank(median, allocated),
-                suggested_r_p90=_global_rank(p90, allocated),
+                suggested_r_median=suggest_rank(median, allocated),
+                suggested_r_p90=suggest_rank(p90, allocated),
                 rank_pattern={name: max(1, k) for name, k in ks.items()},
             )
         )

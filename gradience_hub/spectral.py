@@ -21,9 +21,11 @@ import numpy as np
 
 _EPS = float(np.finfo(np.float64).eps)
 
-# Budget for the relative error of any singular value from the one-pass Cholesky route, far
-# below the 1e-9 the audit promises (see `r_factor`).
-_ONE_PASS_BUDGET = 1e-11
+# Budget for each factor's one-pass Cholesky error in the audit (see `r_factor`): the two
+# factors and the core's SVD together stay well inside the 1e-9 the audit promises.
+_ONE_PASS_BUDGET = 1e-10
+# ... and for explicit bases that are compared with each other (`lora_svd`): orthonormal to ~1e-11.
+_BASIS_BUDGET = 1e-11
 
 # CholeskyQR2 is as accurate as Householder QR (orthogonality and backward error O(u)) while
 # the Gram matrix's Cholesky succeeds, which is guaranteed for cond(X) < ~u^-1/2 (~6.7e7 in
@@ -41,21 +43,66 @@ def _cholesky_r(gram: np.ndarray) -> np.ndarray | None:
         return None
 
 
+def _equilibrated_cholesky(G: np.ndarray, n: int, budget: float) -> tuple[np.ndarray, bool] | None:
+    """``(R1, one_pass)``: ``R1^T R1 = G`` (the Gram matrix of an ``n x k`` ``X``) from a
+    Cholesky of the column-equilibrated ``G_hat = D^-1 G D^-1`` (``D`` the column norms), and
+    whether ``R1`` alone meets ``budget``: the one-pass error bound
+    ``k (n + k + 1) u / lambda_min(G_hat)`` (see :func:`implicit_qr`) is at most ``budget``
+    exactly when ``G_hat - lam I`` is positive definite for ``lam = k (n + k + 1) u / budget``,
+    which a second Cholesky decides (a sixth of an eigenvalue solve's cost). None when ``G`` is
+    not numerically SPD (a zero column, overflow).
+    """
+    k = G.shape[0]
+    if not np.isfinite(G).all():
+        return None
+    d = np.sqrt(np.diag(G))
+    if not np.all(d > 0):
+        return None
+    G_hat = G / np.outer(d, d)
+    R_hat = _cholesky_r(G_hat)
+    if R_hat is None or not np.all(np.diag(R_hat) > 0):
+        return None
+    lam = k * (n + k + 1) * _EPS / budget
+    # G_hat has a unit diagonal, so lambda_min <= 1: no shift of 1 or more can be certified.
+    # The Cholesky's own backward error (~k u) is far below any shift a budget allows.
+    one_pass = lam < 1.0 and _cholesky_r(G_hat - lam * np.eye(k)) is not None
+    return R_hat * d, one_pass
+
+
+def _cholesky_qr(
+    X: np.ndarray, budget: float, basis: bool
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray] | None:
+    """Routes 1 and 2 of :func:`implicit_qr` on a float64 ``X``: ``(Y, T, R)`` with
+    ``T = None`` unless ``basis``; None when neither applies (Householder's turn)."""
+    n, k = X.shape
+    if n < 2 * k:
+        return None
+    first = _equilibrated_cholesky(X.T @ X, n, budget)
+    if first is None:
+        return None
+    R1, one_pass = first
+    if one_pass:
+        return X, (np.linalg.inv(R1) if basis else None), R1
+    if float(np.linalg.cond(R1)) <= _CHOLQR2_MAX_COND:
+        # inv(R1) is an r x r inverse, then one GEMM: much faster than a solve with n
+        # right-hand sides, and CholeskyQR2 tolerates it at this conditioning.
+        Q1 = X @ np.linalg.inv(R1)
+        R2 = _cholesky_r(Q1.T @ Q1)
+        if R2 is not None and np.all(np.diag(R2) > 0):
+            return Q1, (np.linalg.inv(R2) if basis else None), R2 @ R1
+    return None
+
+
 def r_factor(X: np.ndarray) -> np.ndarray:
     """The ``k x k`` upper-triangular R of a thin QR of ``X`` (``n x k``), in float64.
 
     Only ``R^T R = X^T X`` matters to the callers (singular values of products of R factors),
-    so the sign convention of R's rows is left to each route. Three routes, cheapest first:
-
-    1. One-pass Cholesky of the Gram matrix (one BLAS-3 ``X^T X``). It gives
-       ``R^T R = X^T X + D`` with ``||D|| <= (n + k) u ||X||^2``, i.e.
-       ``R = V (I + M)^(1/2) R_exact`` with ``||M|| <= (n + k) u cond(X)^2``: a multiplicative
-       perturbation, so every singular value of a product of such factors moves by at most
-       about ``||M||`` relative
-       (Eisenstat & Ipsen). Taken only when that bound is below ``_ONE_PASS_BUDGET``.
-    2. CholeskyQR2 (a second Cholesky pass on ``Q1 = X R1^-1``): Householder-grade accuracy
-       while ``cond(X) <= _CHOLQR2_MAX_COND``.
-    3. LAPACK Householder QR for the rest (rank-deficient or ill-conditioned X, short X).
+    so the sign convention of R's rows is left to each route. The routes of
+    :func:`implicit_qr`, without its basis: the one-pass Cholesky of the equilibrated Gram
+    matrix when its error bound is below ``_ONE_PASS_BUDGET`` (a multiplicative perturbation
+    of R, so every singular value of a product of such factors moves by at most about the
+    bound, relative: Eisenstat & Ipsen), CholeskyQR2 while ``cond(X) <= _CHOLQR2_MAX_COND``,
+    LAPACK Householder QR for the rest (rank-deficient or ill-conditioned X, short X).
     """
     X = np.asarray(X, dtype=np.float64)
     R = _r_factor(X)
@@ -69,22 +116,12 @@ def r_factor(X: np.ndarray) -> np.ndarray:
 
 
 def _r_factor(X: np.ndarray) -> np.ndarray:
-    n, k = X.shape
+    k = X.shape[1]
+    routed = _cholesky_qr(X, _ONE_PASS_BUDGET, basis=False)
+    if routed is not None:
+        return routed[2]
     if not X.any():  # an untrained factor (B = 0): R = 0, no factorisation needed
         return np.zeros((k, k))
-    if n >= 2 * k:
-        R1 = _cholesky_r(X.T @ X)
-        if R1 is not None and np.all(np.diag(R1) > 0):
-            cond = float(np.linalg.cond(R1))
-            if (n + k) * _EPS * cond**2 <= _ONE_PASS_BUDGET:
-                return R1
-            if cond <= _CHOLQR2_MAX_COND:
-                # inv(R1) is an r x r inverse, then one GEMM: much faster than a solve with
-                # n right-hand sides, and CholeskyQR2 tolerates it at this conditioning.
-                Q1 = X @ np.linalg.inv(R1)
-                R2 = _cholesky_r(Q1.T @ Q1)
-                if R2 is not None:
-                    return R2 @ R1
     R: np.ndarray = np.asarray(np.linalg.qr(X, mode="r"))
     if R.shape[0] < k:  # n < k: pad to k x k so the core stays r x r
         R = np.vstack([R, np.zeros((k - R.shape[0], k))])
@@ -152,22 +189,11 @@ def implicit_qr(
     this on tall factors.
     """
     X = np.asarray(X, dtype=np.float64)
-    n, k = X.shape
-    if n >= 2 * k and X.any():
-        G = X.T @ X
-        d = np.sqrt(np.diag(G)) if np.isfinite(G).all() else np.zeros(k)
-        if np.all(d > 0):
-            R_hat = _cholesky_r(G / np.outer(d, d))
-            if R_hat is not None and np.all(np.diag(R_hat) > 0):
-                s_min = float(np.linalg.svd(R_hat, compute_uv=False)[-1])
-                R1 = R_hat * d  # R = R_hat D
-                if k * (n + k + 1) * _EPS / s_min**2 <= budget:
-                    return X, np.linalg.inv(R1), R1
-                if float(np.linalg.cond(R1)) <= _CHOLQR2_MAX_COND:
-                    Q1 = X @ np.linalg.inv(R1)
-                    R2 = _cholesky_r(Q1.T @ Q1)
-                    if R2 is not None and np.all(np.diag(R2) > 0):
-                        return Q1, np.linalg.inv(R2), R2 @ R1
+    routed = _cholesky_qr(X, budget, basis=True)
+    if routed is not None:
+        Y, T, R = routed
+        assert T is not None
+        return Y, T, R
     Q, R = np.linalg.qr(X, mode="reduced")
     return np.asarray(Q), np.eye(Q.shape[1]), np.asarray(R)
 
@@ -350,6 +376,13 @@ def next_power_of_two(x: float) -> int:
     return 1 << (math.ceil(x) - 1).bit_length()
 
 
+def suggest_rank(k: float, cap: int) -> int:
+    """A rank for a (median, p90 or per-module) rank figure ``k``: rounded up to a power of two,
+    at most ``cap`` (the allocated rank), at least 1. The audit's and every rank policy's
+    suggestions use this one rule."""
+    return max(1, min(cap, next_power_of_two(k)))
+
+
 def lora_svd(
     B: np.ndarray, A: np.ndarray, scale: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -361,5 +394,5 @@ def lora_svd(
     these bases (``U_a^T U_b``, ``V_a^T V_b``) needs them orthonormal to ~1e-11. The
     ``d_out x d_in`` product is never formed.
     """
-    f = factored_svd(B, A, scale, budget=_ONE_PASS_BUDGET)
+    f = factored_svd(B, A, scale, budget=_BASIS_BUDGET)
     return f.Y_B @ (f.T_B @ f.U), f.S, f.Y_A @ (f.T_A @ f.Vh.T)

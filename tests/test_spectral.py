@@ -160,3 +160,25 @@ def test_factored_svd_truncation_and_error_match_dense(decay: float) -> None:
     A_t = (A_k * (1 + 1e-3 * rng.standard_normal(A_k.shape))).astype(np.float32)
     rounded = np.linalg.norm(dense - B_t.astype(np.float64) @ A_t.astype(np.float64))
     assert abs(f.error(B_t, A_t) - rounded) <= 1e-9 * np.linalg.norm(dense)
+
+
+@pytest.mark.parametrize("mix", [0.0, 0.2, 0.6, 0.95])
+def test_one_pass_certificate_is_the_eigenvalue_bound(mix: float) -> None:
+    """The shifted Cholesky that admits the one-pass route decides exactly what the bound
+    k (n + k + 1) u / lambda_min(equilibrated Gram) <= budget decides (checked on both sides
+    of the boundary, 1% away), and its R1 satisfies R1^T R1 = X^T X."""
+    n, k = 3000, 16
+    rng = np.random.default_rng(int(mix * 100))
+    # correlated columns of unequal norms: lambda_min of the equilibrated Gram falls with mix
+    X = rng.standard_normal((n, k)) @ (np.eye(k) + mix * rng.standard_normal((k, k)))
+    X *= np.geomspace(1.0, 1e-4, k)
+    G = X.T @ X
+    d = np.sqrt(np.diag(G))
+    lam = float(np.linalg.eigvalsh(G / np.outer(d, d))[0])
+    at_boundary = k * (n + k + 1) * np.finfo(np.float64).eps / lam  # the budget lam just meets
+    for factor, expected in ((1.01, True), (0.99, False)):
+        routed = spectral._equilibrated_cholesky(G, n, at_boundary * factor)
+        assert routed is not None
+        R1, one_pass = routed
+        assert one_pass is expected, (lam, factor)
+        assert np.allclose(R1.T @ R1, G, rtol=0, atol=1e-12 * np.abs(G).max())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -13,11 +15,7 @@ from gradience_hub.errors import AdapterError, UsageError
 from gradience_hub.hub.source import load_adapter
 from gradience_hub.identity import HASH_KEY, adapter_content_sha256
 from gradience_hub.parallel import map_ordered
-
-
-def suggest_rank(k: float, cap: int) -> int:
-    """A rank for an energy rank: rounded up to a power of two, at most ``cap``, at least 1."""
-    return max(1, min(cap, spectral.next_power_of_two(k)))
+from gradience_hub.spectral import suggest_rank
 
 
 def check_energy(energy: float) -> None:
@@ -96,23 +94,40 @@ def audit_adapter(
     check_energy(energy)
     if policies is not None:
         rank_policies.parse_policies(policies)  # bad input before any work
-    config = adapter.config
-    layers: list[LayerReport] = []
-    warnings: list[str] = []
-    zero_modules: list[str] = []
-    mismatched: list[str] = []
-    skipped: list[str] = []
+    # The content hash reads the whole weights file once more; hashlib releases the GIL, so it
+    # runs beside the modules' math instead of after it (a tenth of a second on a 7B adapter).
+    with ThreadPoolExecutor(1) as hasher:
+        content_hash = hasher.submit(adapter_content_sha256, adapter)
+        report = _audit_modules(adapter, source, energy, policies)
+        # What a bench record of this adapter must name to be published beside this audit.
+        report.source[HASH_KEY] = content_hash.result()
+    return report
+
+
+@dataclass
+class _Rows:
+    """The modules' rows and what the loop noticed on the way."""
+
+    layers: list[LayerReport] = field(default_factory=list)
+    zero: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def _layer_rows(adapter: Adapter, energy: float) -> _Rows:
+    """Every module's row, streamed through the worker threads in module order."""
+    rows = _Rows()
     for done in map_ordered(lambda name: _analyze(adapter, name, energy), adapter.module_names):
         if isinstance(done, UnreadableModule):
-            skipped.append(done.message)
+            rows.skipped.append(done.message)
             continue
         module, stats = done
         if stats.is_zero:
-            zero_modules.append(module.name)
+            rows.zero.append(module.name)
         configured = module.configured_r
         if configured is not None and configured != module.r:
-            mismatched.append(f"{module.name} (weights r={module.r}, config r={configured})")
-        layers.append(
+            rows.mismatched.append(f"{module.name} (weights r={module.r}, config r={configured})")
+        rows.layers.append(
             LayerReport(
                 name=module.name,
                 module_type=module.module_type,
@@ -134,16 +149,23 @@ def audit_adapter(
                 suggested_r=suggest_rank(stats.energy_rank, module.r),
             )
         )
-    if not layers:
+    if not rows.layers:
+        skipped = rows.skipped
         raise AdapterError(
             skipped[0] if len(skipped) == 1 else f"no module could be read: {skipped[0]}",
             hint="the weights file is corrupt or was edited; save the adapter again",
         )
-    allocated = config.r
+    return rows
+
+
+def _summary(adapter: Adapter, rows: _Rows, energy: float) -> Summary:
+    """The adapter-wide figures of the rows."""
+    layers = rows.layers
+    allocated = adapter.config.r
     k = np.array([layer.energy_rank for layer in layers], dtype=np.float64)
     p50 = float(np.percentile(k, 50))
     p90 = float(np.percentile(k, 90))
-    summary = Summary(
+    return Summary(
         allocated_rank=allocated,
         lora_params=sum(layer.params for layer in layers),
         n_layers=len(layers),
@@ -156,38 +178,53 @@ def audit_adapter(
         suggested_r_global_90=suggest_rank(p90, allocated),
         effective_rank_mean=float(np.mean([x.effective_rank for x in layers])),
         is_dora=adapter.is_dora,
-        base_model=config.base_model,
-        skipped_modules=len(skipped),
+        base_model=adapter.config.base_model,
+        skipped_modules=len(rows.skipped),
         adapter_format=adapter.format,
     )
-    if zero_modules and len(zero_modules) == len(layers):
+
+
+def _warnings(adapter: Adapter, source: SourceInfo, rows: _Rows) -> list[str]:
+    """What the report must say beside its figures, in a fixed order."""
+    warnings: list[str] = []
+    zero, n = rows.zero, len(rows.layers)
+    if zero and len(zero) == n:
         warnings.append(
             "untrained adapter: every lora_B is all zeros, so the update is zero and the "
             "spectral figures are meaningless; audit the adapter after training"
         )
-    elif zero_modules:
+    elif zero:
         warnings.append(
-            f"{len(zero_modules)} of {len(layers)} modules have an all-zero update (lora_B = 0), "
-            f"e.g. {zero_modules[0]}; they were not trained"
+            f"{len(zero)} of {n} modules have an all-zero update (lora_B = 0), "
+            f"e.g. {zero[0]}; they were not trained"
         )
     if adapter.is_dora:
         warnings.append(
             "DoRA adapter: audited on its directional update B·A; the learned magnitude vector "
             "is not part of the spectrum"
         )
-    for reason in skipped:
+    for reason in rows.skipped:
         warnings.append(f"skipped, not audited: {reason}")
     warnings.extend(source.warnings)
+    mismatched = rows.mismatched
     if mismatched:
         more = f" and {len(mismatched) - 1} more" if len(mismatched) > 1 else ""
         warnings.append(f"rank mismatch with {adapter.config_origin}: {mismatched[0]}{more}")
-    suggestions = _suggestions(layers, summary, energy, policies)
+    return warnings
+
+
+def _audit_modules(
+    adapter: Adapter, source: SourceInfo, energy: float, policies: str | None
+) -> AuditReport:
+    """The report of :func:`audit_adapter` without its content hash."""
+    rows = _layer_rows(adapter, energy)
+    summary = _summary(adapter, rows, energy)
+    warnings = _warnings(adapter, source, rows)
+    suggestions = _suggestions(rows.layers, summary, energy, policies)
     src = source.to_dict()
-    src["base_model"] = config.base_model
-    # What a bench record of this adapter must name to be published beside this audit.
-    src[HASH_KEY] = adapter_content_sha256(adapter)
+    src["base_model"] = adapter.config.base_model
     return AuditReport(
-        source=src, summary=summary, layers=layers, suggestions=suggestions, warnings=warnings
+        source=src, summary=summary, layers=rows.layers, suggestions=suggestions, warnings=warnings
     )
 
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from gradience_hub.adapter import Adapter
 from gradience_hub.adapter.lorafile import flatten_metadata
+from gradience_hub.adapter.safetensors_io import Encoded
 from gradience_hub.compress.plan import build_config, config_number
 
 # kohya's loader reads alpha as float32 (networks/lora.py: alpha.detach().float()); diffusers
@@ -49,7 +50,7 @@ def alpha_tensor(alpha: float, stored: np.ndarray) -> np.ndarray:
 
 def rewrite(
     adapter: Adapter,
-    tensors: dict[str, np.ndarray],
+    tensors: dict[str, np.ndarray | Encoded],
     want: Mapping[str, tuple[int, float]],
 ) -> tuple[dict[str, str], dict[str, Any], list[str]]:
     """Update ``tensors``' alpha entries in place for the new ranks ``want`` (module -> (k,
@@ -77,7 +78,8 @@ def rewrite(
     if "ss_network_dim" in header:
         # sd-scripts' training metadata, updated as its networks/resize_lora.py does
         header["ss_network_dim"] = str(ranks.pop()) if len(ranks) == 1 else "Dynamic"
-        alphas = {float(tensors[k]) for k in layout.alphas.values()}
+        # alphas are arrays (set above or copied); only the factors arrive encoded
+        alphas = {float(np.asarray(tensors[k])) for k in layout.alphas.values()}
         if "ss_network_alpha" in header:
             header["ss_network_alpha"] = (
                 str(config_number(alphas.pop())) if len(alphas) == 1 else "Dynamic"

@@ -25,7 +25,7 @@ import numpy as np
 from gradience_hub import spectral
 from gradience_hub._io import replace_directory
 from gradience_hub.adapter import CONFIG_NAME, SAFETENSORS_NAME, Adapter, LoraModule
-from gradience_hub.adapter.safetensors_io import write_safetensors
+from gradience_hub.adapter.safetensors_io import Encoded, write_safetensors
 from gradience_hub.compress import files
 from gradience_hub.compress.plan import build_config, config_number
 from gradience_hub.compress.result import CompressionResult, ModuleCompression
@@ -124,7 +124,7 @@ def pad_adapter(
     check_padding(adapter, R)
     if check_output is not None:
         check_output(output_dir, adapter)
-    tensors: dict[str, np.ndarray] = {}
+    tensors: dict[str, np.ndarray | Encoded] = {}
     rows: list[ModuleCompression] = []
     shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
     want: dict[str, tuple[int, float]] = {}

@@ -7,7 +7,7 @@ import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -15,8 +15,11 @@ from gradience_hub import spectral
 from gradience_hub.adapter import (
     AdapterConfig,
 )
-from gradience_hub.audit import AuditReport, suggest_rank
 from gradience_hub.errors import AdapterError, UsageError
+from gradience_hub.spectral import suggest_rank
+
+if TYPE_CHECKING:  # a type only: compress does not load the audit's modules
+    from gradience_hub.audit import AuditReport
 
 # --------------------------------------------------------------------------- planning
 
@@ -49,7 +52,7 @@ class RankRule:
     - ``energy``: per module, the smallest ``k`` whose top singular values hold that fraction of
       ``||dW||_F^2`` (at least 1, so an untrained module keeps one inert rank);
     - ``per_layer``: the audit's per-layer suggestion (energy rank at 0.90 rounded up to a power
-      of two, capped at the module's rank: :func:`gradience_hub.audit.suggest_rank`).
+      of two, capped at the module's rank: :func:`gradience_hub.spectral.suggest_rank`).
     """
 
     rank: int | None = None

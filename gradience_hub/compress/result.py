@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gradience_hub.audit import human_count
 from gradience_hub.compress.verify import (
     VERIFIED_FILE,
     VERIFIED_PEFT_CONFIG,
     VERIFIED_PEFT_LOAD,
     VERIFIED_SELF,
 )
+from gradience_hub.markdown import human_count
 
 # --------------------------------------------------------------------------- results
 

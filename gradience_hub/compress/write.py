@@ -42,7 +42,7 @@ from gradience_hub.adapter import (
     LoraModule,
     widen,
 )
-from gradience_hub.adapter.safetensors_io import round_to, write_safetensors
+from gradience_hub.adapter.safetensors_io import Encoded, round_to, stored_form, write_safetensors
 from gradience_hub.compress import files
 from gradience_hub.compress.experts import compress_experts
 from gradience_hub.compress.grouped import group_svds, grouped_target, truncate_grouped
@@ -164,13 +164,14 @@ class _Truncated:
 
     a_key: str
     b_key: str
-    A: np.ndarray
-    B: np.ndarray
+    A: np.ndarray | Encoded
+    B: np.ndarray | Encoded
     row: ModuleCompression
 
     @classmethod
     def of(
         cls,
+        adapter: Adapter,
         module: LoraModule,
         keys: tuple[str, str],
         factors: tuple[np.ndarray, np.ndarray],
@@ -180,7 +181,8 @@ class _Truncated:
     ) -> _Truncated:
         """``errors``: the Frobenius norms (of the unscaled update) of the float64 factors'
         error and the stored factors' error, the relative Eckart-Young bound, and the norm of
-        the update itself."""
+        the update itself. The factors are kept in their stored form (bf16 as its bits), made
+        here on the worker thread."""
         error, bound, stored, norm = errors
         A_out, B_out = factors
         k = int(A_out.shape[0])
@@ -204,8 +206,8 @@ class _Truncated:
         return cls(
             a_key=keys[0],
             b_key=keys[1],
-            A=np.ascontiguousarray(A_out),
-            B=np.ascontiguousarray(B_out),
+            A=stored_form(np.ascontiguousarray(A_out), _storage_dtype(adapter, keys[0])),
+            B=stored_form(np.ascontiguousarray(B_out), _storage_dtype(adapter, keys[1])),
             row=row,
         )
 
@@ -240,6 +242,7 @@ def _truncate(adapter: Adapter, name: str, ranks: Mapping[str, int] | RankRule) 
     stored = f.error(widen(B_out), widen(A_out))
     d_out, d_in = module.shape
     return _Truncated.of(
+        adapter,
         module,
         (pair.a_key, pair.b_key),
         _conv_shaped(adapter, module, pair.a_key, pair.b_key, k, A_out, B_out),
@@ -255,6 +258,7 @@ def _kept(
     S = f.S if f is not None else spectral.lora_singular_values(module.B, module.A, 1.0)
     norm = float(np.sqrt(np.sum(S**2)))
     return _Truncated.of(
+        adapter,
         module,
         (a_key, b_key),
         (adapter.tensor(a_key), adapter.tensor(b_key)),
@@ -302,6 +306,7 @@ def _truncate_grouped(
     )
     norm = float(np.sqrt(np.sum(S**2)))
     return _Truncated.of(
+        adapter,
         module,
         (a_key, b_key),
         _conv_shaped(adapter, module, a_key, b_key, k, done.A, done.B),
@@ -354,7 +359,7 @@ def compress_adapter(
     _check_output(output_dir, adapter, force)
 
     warnings: list[str] = []
-    tensors: dict[str, np.ndarray] = {}
+    tensors: dict[str, np.ndarray | Encoded] = {}
     rows: list[ModuleCompression] = []
     want: dict[str, tuple[int, float]] = {}
     shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}

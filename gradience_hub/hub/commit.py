@@ -5,7 +5,6 @@ dropped connections: transient, with the Hub's ``Retry-After``)."""
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import math
 import time
 from dataclasses import dataclass
@@ -56,6 +55,9 @@ def parse_retry_after(value: Any, now: float | None = None) -> float | None:
     try:
         seconds = float(text)
     except ValueError:
+        # an HTTP-date is rare; importing email.utils (socket, random) cost every run 10 ms
+        import email.utils
+
         try:
             when = email.utils.parsedate_to_datetime(text)
         except (TypeError, ValueError, IndexError):
