@@ -222,7 +222,6 @@ LONG_FUNCTIONS = {
     "gradience_hub.bench.judge.build_record",
     "gradience_hub.bench.protocol._posthoc",
     "gradience_hub.bench.protocol._retrain",
-    "gradience_hub.compress.write.compress_adapter",
     "gradience_hub.policy.judge_variant",
     "gradience_hub.publish.plot.utilization_heatmap",
     "gradience_hub.publish.render.template_context",

@@ -18,8 +18,9 @@ The output is written to a temporary sibling directory and renamed into place, s
 holds either the whole adapter or nothing. Runs on the core install (numpy, safetensors); when
 torch and peft are importable the written adapter is also loaded with peft (see :func:`verify`).
 
-This module writes the adapter (:func:`compress_adapter`, :func:`compress`); the ranks and the
-config are planned in :mod:`gradience_hub.compress.plan`.
+This module writes the adapter (:func:`compress_adapter`, :func:`compress`); each module is
+truncated by :mod:`gradience_hub.compress.truncate`, the ranks and the config are planned in
+:mod:`gradience_hub.compress.plan`.
 """
 
 from __future__ import annotations
@@ -28,26 +29,19 @@ import json
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from gradience_hub import spectral
-from gradience_hub.adapter import (
-    CONFIG_NAME,
-    SAFETENSORS_NAME,
-    Adapter,
-    LoraModule,
-    widen,
-)
-from gradience_hub.adapter.safetensors_io import Encoded, round_to, stored_form, write_safetensors
+from gradience_hub.adapter import CONFIG_NAME, SAFETENSORS_NAME, Adapter
+from gradience_hub.adapter.safetensors_io import Encoded, write_safetensors
 from gradience_hub.compress import files
 from gradience_hub.compress.experts import compress_experts
-from gradience_hub.compress.grouped import group_svds, grouped_target, truncate_grouped
-from gradience_hub.compress.plan import RankRule, build_config, check_rank, config_number
+from gradience_hub.compress.plan import RankRule, build_config, config_number
 from gradience_hub.compress.result import CompressionResult, ModuleCompression
+from gradience_hub.compress.truncate import cast_to, factored, storage_dtype, truncate_module
 from gradience_hub.compress.verify import (
     self_check,
     verify_with_peft,
@@ -55,21 +49,6 @@ from gradience_hub.compress.verify import (
 from gradience_hub.errors import AdapterError, UsageError
 from gradience_hub.hub.source import load_adapter
 from gradience_hub.parallel import map_ordered
-
-# --------------------------------------------------------------------------- math
-
-
-def _cast(X: np.ndarray, dtype: str) -> np.ndarray:
-    """``X`` rounded to the stored dtype ``dtype`` (bf16/fp8 as float32 holding exactly the
-    values they store: the writer then keeps the stored dtype)."""
-    return np.ascontiguousarray(round_to(X, dtype))
-
-
-def _storage_dtype(adapter: Adapter, key: str) -> str:
-    """The dtype ``key`` is stored in, as safetensors names it (the reader widens factors to
-    float32 for the math; the writer narrows them back)."""
-    return adapter.dtype_of(key)
-
 
 # --------------------------------------------------------------------------- writing
 
@@ -144,177 +123,6 @@ def _install(tmp: Path, output_dir: Path) -> None:
     replace_directory(tmp, output_dir)
 
 
-def _factored(
-    module: LoraModule, B: np.ndarray | None = None, A: np.ndarray | None = None
-) -> spectral.FactoredSVD:
-    """The factored SVD of the module's unscaled ``B @ A`` (or of a block of it)."""
-    try:
-        return spectral.factored_svd(
-            module.B if B is None else B, module.A if A is None else A, 1.0
-        )
-    except OverflowError as exc:
-        raise AdapterError(
-            f"module {module.name}: {exc}", hint="the adapter's weights are corrupt"
-        ) from None
-
-
-@dataclass(frozen=True)
-class _Truncated:
-    """One module's written factors (stored dtype and shape) and its report row."""
-
-    a_key: str
-    b_key: str
-    A: np.ndarray | Encoded
-    B: np.ndarray | Encoded
-    row: ModuleCompression
-
-    @classmethod
-    def of(
-        cls,
-        adapter: Adapter,
-        module: LoraModule,
-        keys: tuple[str, str],
-        factors: tuple[np.ndarray, np.ndarray],
-        *,
-        errors: tuple[float, float, float, float],
-        params_new: int,
-    ) -> _Truncated:
-        """``errors``: the Frobenius norms (of the unscaled update) of the float64 factors'
-        error and the stored factors' error, the relative Eckart-Young bound, and the norm of
-        the update itself. The factors are kept in their stored form (bf16 as its bits), made
-        here on the worker thread."""
-        error, bound, stored, norm = errors
-        A_out, B_out = factors
-        k = int(A_out.shape[0])
-        d_out, d_in = module.shape
-        row = ModuleCompression(
-            name=module.name,
-            kind=module.kind,
-            shape=(d_out, d_in),
-            dtype=module.dtype,
-            r_old=module.r,
-            r_new=k,
-            params_old=module.params,
-            params_new=int(params_new),
-            scale=module.scale,
-            alpha_new=float(module.scale * k),
-            rel_error=error / norm if norm else 0.0,
-            ey_bound=bound,
-            stored_rel_error=stored / norm if norm else 0.0,
-            fro_norm=norm * abs(module.scale),
-        )
-        return cls(
-            a_key=keys[0],
-            b_key=keys[1],
-            A=stored_form(np.ascontiguousarray(A_out), _storage_dtype(adapter, keys[0])),
-            B=stored_form(np.ascontiguousarray(B_out), _storage_dtype(adapter, keys[1])),
-            row=row,
-        )
-
-
-def _truncate(adapter: Adapter, name: str, ranks: Mapping[str, int] | RankRule) -> _Truncated:
-    """Read, truncate and measure one module (runs on a worker thread: no shared state)."""
-    module = adapter.module(name)
-    pair = adapter.pairs[module.name]
-    assert pair.a_key is not None and pair.b_key is not None
-    if module.groups > 1:
-        return _truncate_grouped(adapter, module, pair.a_key, pair.b_key, ranks)
-    f: spectral.FactoredSVD | None = None
-    if isinstance(ranks, RankRule):
-        if ranks.needs_spectrum:
-            f = _factored(module)
-        k = ranks.target(module.name, module.r, f.S if f is not None else None)
-    else:
-        k = int(ranks.get(module.name, module.r))
-        check_rank(module.name, k, module.r)
-    if k == module.r:
-        return _kept(adapter, module, pair.a_key, pair.b_key, f)
-    # Scale is kept; the factors carry the truncated *unscaled* B @ A (module doc).
-    f = f or _factored(module)
-    norm = float(np.sqrt(np.sum(f.S**2)))
-    B_k64, A_k64 = f.truncated(k)
-    A_out = _cast(A_k64, _storage_dtype(adapter, pair.a_key))
-    B_out = _cast(B_k64, _storage_dtype(adapter, pair.b_key))
-    # Measured, not assumed: the float64 factors against B @ A (on the core; equals the
-    # Eckart-Young value only when the factors are optimal) and the stored ones after rounding
-    # to the adapter's dtype.
-    error = f.core_error(k)
-    stored = f.error(widen(B_out), widen(A_out))
-    d_out, d_in = module.shape
-    return _Truncated.of(
-        adapter,
-        module,
-        (pair.a_key, pair.b_key),
-        _conv_shaped(adapter, module, pair.a_key, pair.b_key, k, A_out, B_out),
-        errors=(error, spectral.truncation_error(f.S, k), stored, norm),
-        params_new=k * (d_out + d_in),
-    )
-
-
-def _kept(
-    adapter: Adapter, module: LoraModule, a_key: str, b_key: str, f: spectral.FactoredSVD | None
-) -> _Truncated:
-    """Nothing to truncate: the original factors are the exact answer, bit for bit."""
-    S = f.S if f is not None else spectral.lora_singular_values(module.B, module.A, 1.0)
-    norm = float(np.sqrt(np.sum(S**2)))
-    return _Truncated.of(
-        adapter,
-        module,
-        (a_key, b_key),
-        (adapter.tensor(a_key), adapter.tensor(b_key)),
-        errors=(0.0, 0.0, 0.0, norm),
-        params_new=module.params,
-    )
-
-
-def _conv_shaped(
-    adapter: Adapter,
-    module: LoraModule,
-    a_key: str,
-    b_key: str,
-    k: int,
-    A_out: np.ndarray,
-    B_out: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The 2-D factors in the stored layout: PEFT's conv LoRA has A a ``(k, c_in, *kernel)``
-    conv and B a pointwise conv ``(c_out, k / groups, 1, ...)``."""
-    if module.kind != "conv":
-        return A_out, B_out
-    a_shape, b_shape = adapter.tensor(a_key).shape, adapter.tensor(b_key).shape
-    return (
-        A_out.reshape((k, *a_shape[1:])),
-        B_out.reshape((b_shape[0], B_out.shape[1], *b_shape[2:])),
-    )
-
-
-def _truncate_grouped(
-    adapter: Adapter,
-    module: LoraModule,
-    a_key: str,
-    b_key: str,
-    ranks: Mapping[str, int] | RankRule,
-) -> _Truncated:
-    """A grouped conv LoRA, truncated group by group (:mod:`gradience_hub.compress.grouped`)."""
-    svds = group_svds(module, _factored)
-    S = spectral.lora_singular_values(module.B, module.A, 1.0)
-    k = grouped_target(module, ranks, svds, S)
-    if k == module.r:
-        return _kept(adapter, module, a_key, b_key, None)
-    a_dtype, b_dtype = _storage_dtype(adapter, a_key), _storage_dtype(adapter, b_key)
-    done = truncate_grouped(
-        module, svds, k, lambda X: _cast(X, a_dtype), lambda X: _cast(X, b_dtype)
-    )
-    norm = float(np.sqrt(np.sum(S**2)))
-    return _Truncated.of(
-        adapter,
-        module,
-        (a_key, b_key),
-        _conv_shaped(adapter, module, a_key, b_key, k, done.A, done.B),
-        errors=(done.error, spectral.truncation_error(S, k), done.stored_error, norm),
-        params_new=done.A.size + done.B.size,
-    )
-
-
 def compress_adapter(
     adapter: Adapter,
     ranks: Mapping[str, int] | RankRule,
@@ -343,6 +151,39 @@ def compress_adapter(
     header, say); what it raises leaves ``output_dir`` untouched.
     """
     output_dir = Path(output_dir)
+    _check_request(adapter, ranks, verify)
+    _check_output(output_dir, adapter, force)
+    out = _truncate_all(adapter, ranks)
+    header, config, weights_name = _file_layout(adapter, out)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
+    try:
+        if adapter.layout is None:
+            (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        write_safetensors(tmp / weights_name, out.tensors, adapter.stored_dtypes(), header)
+        out.tensors.clear()  # the written copy is the only one needed from here on
+        level = _checked(tmp, adapter, out, verify=verify, base_model=base_model)
+        result = CompressionResult(
+            output_dir=output_dir,
+            modules=out.rows,
+            config=config,
+            verified=level,
+            source=source,
+            warnings=out.warnings,
+        )
+        if finish is not None:
+            finish(tmp, result)
+        _install(tmp, output_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return result
+
+
+def _check_request(
+    adapter: Adapter, ranks: Mapping[str, int] | RankRule, verify: bool | None
+) -> None:
+    """Refuse rank keys that name no module and a peft check of a non-PEFT file."""
     unknown = [] if isinstance(ranks, RankRule) else sorted(set(ranks) - set(adapter.module_names))
     if unknown:
         raise UsageError(
@@ -356,91 +197,92 @@ def compress_adapter(
             "by re-reading it with its format's scale rule",
             hint="drop --verify peft for kohya/diffusers LoRA files",
         )
-    _check_output(output_dir, adapter, force)
 
-    warnings: list[str] = []
-    tensors: dict[str, np.ndarray | Encoded] = {}
-    rows: list[ModuleCompression] = []
-    want: dict[str, tuple[int, float]] = {}
-    shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+
+@dataclass
+class _Outputs:
+    """Everything the truncation produced: the file's tensors, the report rows, the new rank
+    and alpha per module (``want``), the written shapes, warnings and peft's names for stacked
+    experts."""
+
+    tensors: dict[str, np.ndarray | Encoded] = field(default_factory=dict)
+    rows: list[ModuleCompression] = field(default_factory=list)
+    want: dict[str, tuple[int, float]] = field(default_factory=dict)
+    shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    peft_names: dict[str, str] = field(default_factory=dict)
+    config_keys: dict[str, str] = field(default_factory=dict)
+
+
+def _truncate_all(adapter: Adapter, ranks: Mapping[str, int] | RankRule) -> _Outputs:
+    """Every module truncated (on the worker threads), stacked experts together, and the
+    other tensors copied."""
+    out = _Outputs()
     # experts of a stacked target_parameters pair are truncated together (compress.experts)
     plain = [n for n in adapter.module_names if n not in adapter.experts]
-    for done in map_ordered(lambda name: _truncate(adapter, name, ranks), plain):
-        tensors[done.a_key] = done.A
-        tensors[done.b_key] = done.B
-        shapes[done.row.name] = (tuple(done.A.shape), tuple(done.B.shape))
-        want[done.row.name] = (done.row.r_new, config_number(done.row.alpha_new))
-        rows.append(done.row)
-    peft_names: dict[str, str] = {}
-    config_keys: dict[str, str] = {}
+    for done in map_ordered(lambda name: truncate_module(adapter, name, ranks), plain):
+        out.tensors[done.a_key] = done.A
+        out.tensors[done.b_key] = done.B
+        out.shapes[done.row.name] = (tuple(done.A.shape), tuple(done.B.shape))
+        out.want[done.row.name] = (done.row.r_new, config_number(done.row.alpha_new))
+        out.rows.append(done.row)
     if adapter.has_experts:
         stacked = compress_experts(
-            adapter, ranks, _factored, lambda X, key: _cast(X, _storage_dtype(adapter, key))
+            adapter, ranks, factored, lambda X, key: cast_to(X, storage_dtype(adapter, key))
         )
-        tensors.update(stacked.tensors)
-        rows += stacked.rows
-        want.update(stacked.want)
-        shapes.update(stacked.shapes)
-        warnings += stacked.warnings
-        peft_names, config_keys = stacked.peft_names, stacked.config_keys
+        out.tensors.update(stacked.tensors)
+        out.rows += stacked.rows
+        out.want.update(stacked.want)
+        out.shapes.update(stacked.shapes)
+        out.warnings += stacked.warnings
+        out.peft_names, out.config_keys = stacked.peft_names, stacked.config_keys
         order = {n: i for i, n in enumerate(adapter.module_names)}
-        rows.sort(key=lambda row: order[row.name])
+        out.rows.sort(key=lambda row: order[row.name])
     for key in adapter.other_keys:
         # np.require, not ascontiguousarray: that makes 0-d tensors (kohya alphas) 1-d
-        tensors[key] = np.require(adapter.tensor(key), requirements="C")
+        out.tensors[key] = np.require(adapter.tensor(key), requirements="C")
     if adapter.layout is None and adapter.weights_path.suffix != ".safetensors":
-        warnings.append(
+        out.warnings.append(
             f"{adapter.weights_path.name} was converted to {SAFETENSORS_NAME} "
             "(every tensor keeps its dtype)"
         )
+    return out
 
+
+def _file_layout(adapter: Adapter, out: _Outputs) -> tuple[dict[str, str], dict[str, Any], str]:
+    """The weights file's header metadata, the config (adapter_config.json, or a summary for a
+    LoRA file) and the weights file's name, in the adapter's own format."""
     header: dict[str, str] = {"format": "pt"}
+    if adapter.layout is None:
+        return header, build_config(adapter.config.raw, out.want), SAFETENSORS_NAME
+    # kohya/diffusers: the same file name and layout, alphas and header for the new ranks
+    header, config, more = files.rewrite(adapter, out.tensors, out.want)
+    out.warnings += more
+    if set(out.tensors) != set(adapter.tensor_names):
+        raise AdapterError("the compressed file would change its key set", hint="a bug")
+    return header, config, adapter.weights_path.name
+
+
+def _checked(
+    tmp: Path, adapter: Adapter, out: _Outputs, *, verify: bool | None, base_model: Any
+) -> str:
+    """The written directory's verification level: the numpy self-check always, then peft's
+    reload for a PEFT adapter when asked or available."""
+    expected = {m.name: (m.r_new, m.scale) for m in out.rows}
+    level = self_check(tmp, expected, out.shapes)
     if adapter.layout is not None:
-        # kohya/diffusers: the same file name and layout, alphas and header for the new ranks
-        header, config, more = files.rewrite(adapter, tensors, want)
-        warnings += more
-        if set(tensors) != set(adapter.tensor_names):
-            raise AdapterError("the compressed file would change its key set", hint="a bug")
-        weights_name = adapter.weights_path.name
-    else:
-        config = build_config(adapter.config.raw, want)
-        weights_name = SAFETENSORS_NAME
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
-    try:
-        if adapter.layout is None:
-            (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        write_safetensors(tmp / weights_name, tensors, adapter.stored_dtypes(), header)
-        del tensors
-        expected = {m.name: (m.r_new, m.scale) for m in rows}
-        level = self_check(tmp, expected, shapes)
-        if adapter.layout is None:
-            level = (
-                verify_with_peft(
-                    tmp,
-                    expected,
-                    base_model=base_model,
-                    verify=verify,
-                    peft_names=peft_names,
-                    config_keys=config_keys,
-                )
-                or level
-            )
-        result = CompressionResult(
-            output_dir=output_dir,
-            modules=rows,
-            config=config,
-            verified=level,
-            source=source,
-            warnings=warnings,
+        return level
+    return (
+        verify_with_peft(
+            tmp,
+            expected,
+            base_model=base_model,
+            verify=verify,
+            peft_names=out.peft_names,
+            config_keys=out.config_keys,
         )
-        if finish is not None:
-            finish(tmp, result)
-        _install(tmp, output_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return result
+        or level
+    )
 
 
 # --------------------------------------------------------------------------- end to end
