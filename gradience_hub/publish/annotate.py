@@ -585,7 +585,11 @@ class _EvidenceSource:
     max_drop: float | None
 
     def __call__(self, source: str, revision: str | None) -> _Evidence:
-        adapter, info = hub.load_adapter(source, revision, self.adapter_name)
+        from gradience_hub.publish import plot
+
+        # the picture's imports overlap the download; joined before the audit takes the cores
+        with plot.matplotlib_loading():
+            adapter, info = hub.load_adapter(source, revision, self.adapter_name)
         report = audit_adapter(adapter, info, self.energy)
         bench, bench_md = self.bench, self.bench_md
         if self.bench_config:

@@ -9,12 +9,17 @@ PNG bytes. matplotlib is imported inside the function: importing this module is 
 
 from __future__ import annotations
 
+import importlib
 import io
 import itertools
 import math
 import os
+import sys
+import threading
 import warnings
 from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +155,46 @@ def _tick_step(n: int, most: int) -> int:
         k += 1
         step = (1, 2, 5)[k % 3] * 10 ** (k // 3)
     return step
+
+
+# What utilization_heatmap imports: half a second on a 2-core machine, most of annotate's own time.
+_MATPLOTLIB_MODULES = (
+    "matplotlib.style",
+    "matplotlib.ticker",
+    "matplotlib.colors",
+    "matplotlib.backends.backend_agg",
+    "matplotlib.figure",
+)
+
+
+def _import_matplotlib() -> None:
+    for name in _MATPLOTLIB_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            return  # utilization_heatmap reports it when it runs
+
+
+@contextmanager
+def matplotlib_loading() -> Iterator[None]:
+    """Import matplotlib on a thread while the body runs (annotate: while the adapter
+    downloads, which waits on the network), so the picture does not pay for it afterwards.
+
+    The thread is joined before the body's result or error leaves this block, and is not a
+    daemon: a process that exited while the thread was still inside matplotlib's C++
+    extension would abort ("terminate called without an active exception"), which a daemon
+    thread left running on an error path did. Nothing of matplotlib's state is changed: the
+    thread only imports.
+    """
+    if all(name in sys.modules for name in _MATPLOTLIB_MODULES):
+        yield
+        return
+    thread = threading.Thread(target=_import_matplotlib, name="gradience-matplotlib-import")
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()
 
 
 def utilization_norm(matrix: Any) -> Any:
