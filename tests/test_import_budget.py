@@ -88,6 +88,26 @@ def test_the_audit_imports_within_its_budget(tmp_path: Path) -> None:
     )
 
 
+def test_compress_imports_within_the_same_budget(tmp_path: Path) -> None:
+    """compress reads and writes bf16 without ml_dtypes and loads neither the audit's report
+    and record modules nor anything heavy (the default --verify self: no peft reload)."""
+    adapter = llama_like_adapter(tmp_path / "adapter", n_layers=2, d=32, r=8)
+    out = tmp_path / "out"
+    rows = import_profile(
+        "compress", str(adapter), "-o", str(out), "--rank", "4", "--verify", "self"
+    )
+    assert _heavy(rows) == [], "the compress path imports heavy modules"
+    assert not {
+        n for _, _, n in rows if n.startswith(("gradience_hub.record", "gradience_hub.audit"))
+    }
+    numpy = max(cumulative for _, cumulative, n in rows if n == "numpy")
+    spent = _beyond_stdlib_and_numpy(rows)
+    assert spent < 2 * numpy, (
+        f"compress spends {spent / 1e6:.2f} s importing beyond numpy's {numpy / 1e6:.2f} s: "
+        + ", ".join(f"{n} {c / 1e6:.2f}s" for _, c, n in sorted(rows, reverse=True)[:5])
+    )
+
+
 def test_the_old_bf16_path_would_fail_the_budget(tmp_path: Path) -> None:
     """The check itself: the audit as it was (ml_dtypes imported to read bf16) is caught."""
     adapter = llama_like_adapter(tmp_path / "adapter", n_layers=2, d=32, r=8)
