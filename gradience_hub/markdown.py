@@ -181,7 +181,7 @@ def number(value: Any) -> float | None:
         return None
     try:
         x = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float's range
         return None
     return None if math.isnan(x) else x
 

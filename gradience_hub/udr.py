@@ -151,10 +151,17 @@ class BaseNorms:
         shape = data["shape"]
         if not isinstance(shape, list) or len(shape) != 2:
             raise ValueError("shape must be [out, in]")
-        values = [float(data[k]) for k in ("sigma_max", "sigma_max_error", "fro_norm")]  # type: ignore[arg-type]
+        values = [_json_float(data[k]) for k in ("sigma_max", "sigma_max_error", "fro_norm")]
         if not all(math.isfinite(x) and x >= 0 for x in values):
             raise ValueError("norms must be finite and non-negative")
         return cls(values[0], values[1], values[2], (int(shape[0]), int(shape[1])))
+
+
+def _json_float(value: object) -> float:
+    """A JSON number as a float (TypeError for anything else, bools included)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"expected a number, got {type(value).__name__}")
+    return float(value)
 
 
 def as_matrix(W: np.ndarray) -> np.ndarray:

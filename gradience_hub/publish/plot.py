@@ -25,6 +25,7 @@ from typing import Any
 
 from gradience_hub._io import write_file
 from gradience_hub.errors import RecordError
+from gradience_hub.markdown import number
 from gradience_hub.output import strip_controls
 
 # Rows are grouped by module_type in this order; within a group, the usual projection order of
@@ -124,11 +125,8 @@ def utilization_grid(
             unindexed = True
         else:
             columns.add(index)
-        try:
-            value = float(layer.get("utilization"))  # type: ignore[arg-type]
-        except (TypeError, ValueError, OverflowError):
-            continue
-        if math.isfinite(value):
+        value = number(layer.get("utilization"))
+        if value is not None and math.isfinite(value):
             cells[(key, column)].append(value)
     labels = _labels(list(groups))
     keys = sorted(groups, key=lambda k: (_GROUPS.index(groups[k]), *_leaf_rank(labels[k])))

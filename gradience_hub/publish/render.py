@@ -395,8 +395,9 @@ def _variant_view(raw: Any, recommended: str | None, policy: Policy | None) -> d
         deltas = [to_number(s["delta"]) for s in seeds]
         if all(d is not None for d in deltas):
             passed = sum(1 for d in deltas if d is not None and policy.seed_passes(d))
-    if passed is None and seeds and to_number(view["pass_rate"]) is not None:
-        passed = round(float(view["pass_rate"]) * len(seeds))  # type: ignore[arg-type]
+    rate = to_number(view["pass_rate"])
+    if passed is None and seeds and rate is not None:
+        passed = round(rate * len(seeds))
     view["seeds_passed"] = passed
     view["delta_ci"] = _interval_view(variant.get("delta_ci"))
     gain = _mapping(variant.get("retained_gain"))
