@@ -143,3 +143,60 @@ def factors_from_svd(
     r = len(S)
     M = np.random.default_rng(seed).standard_normal((r, r)) + 3 * np.eye(r)
     return (U * S) @ M, np.linalg.solve(M, V.T)
+
+
+# --------------------------------------------------------------------------- optional extras
+
+
+def missing(*modules: str) -> str | None:
+    """None when every one of ``modules`` imports, else why the first that does not fails.
+
+    Any ImportError counts as missing, as for the package's own check (compress.verify): a
+    core install (``pip install gradience-hub`` without the bench extra) has no torch or peft.
+    """
+    import importlib
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            return f"{name}: {exc}"
+    return None
+
+
+def requires(*modules: str) -> Any:
+    """A marker that skips one test unless ``modules`` import (e.g. ``requires("torch",
+    "peft")``): only the tests that build a model or reload with peft skip on the core
+    install, and the reason names what is missing."""
+    import pytest
+
+    why = missing(*modules)
+    return pytest.mark.skipif(
+        why is not None, reason=f"needs {', '.join(modules)} (the bench extra); {why}"
+    )
+
+
+def bert_like_adapter(
+    directory: Path,
+    r: int = 8,
+    lora_alpha: float = 16,
+    seed: int = 0,
+    **config: Any,
+) -> Path:
+    """A numpy-written adapter with the layout, names and shapes of :func:`peft_adapter`
+    (query/value LoRA of the 2-layer tiny BERT, hidden size 32), with no torch: a module's
+    rank follows ``rank_pattern`` (a key matches a module name ending in it)."""
+    rank_pattern: dict[str, int] = config.get("rank_pattern") or {}
+    modules = {}
+    for i in range(2):
+        for j, proj in enumerate(("query", "value")):
+            name = f"bert.encoder.layer.{i}.attention.self.{proj}"
+            k = next((v for p, v in rank_pattern.items() if name == p or name.endswith(f".{p}")), r)
+            modules[name] = planted_factors(32, 32, k, seed=seed + 2 * i + j)
+    options: dict[str, Any] = {
+        "target_modules": ["query", "value"],
+        "task_type": None,
+        "base_model_name_or_path": None,
+    }
+    options.update(config)
+    return write_adapter(directory, modules, lora_config(r=r, lora_alpha=lora_alpha, **options))

@@ -18,13 +18,22 @@ from gradience_hub.adapter import PEFT_PREFIX, open_adapter
 from gradience_hub.compress.pad import pad_adapter
 from gradience_hub.compress.sizing import SERVING_KEY, footprint, read_footprint, stamp
 from gradience_hub.errors import UsageError
-from tests.factories import peft_adapter, tiny_bert_config
+from tests.factories import bert_like_adapter, peft_adapter, requires, tiny_bert_config
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("peft")
+# Only the tests that reload with peft need the bench extra; padding itself, its refusals,
+# kohya files and the stamped header also run on the core install (numpy-written adapters).
+needs_peft = requires("torch", "peft")
+
+
+@pytest.fixture(params=["numpy", pytest.param("peft", marks=needs_peft)])
+def make_adapter(request: pytest.FixtureRequest) -> Any:
+    """``make_adapter(directory, **lora_kwargs)``: the tiny BERT's query/value adapter, written
+    with numpy (core install) or saved by peft itself."""
+    return bert_like_adapter if request.param == "numpy" else peft_adapter
 
 
 def _base() -> Any:
+    import torch
     from transformers import BertForSequenceClassification
 
     torch.manual_seed(0)
@@ -33,6 +42,7 @@ def _base() -> Any:
 
 def _deltas(directory: Path) -> tuple[dict[str, np.ndarray], dict[str, int], np.ndarray]:
     """peft's own view of an adapter: each LoRA layer's delta weight and r, and the logits."""
+    import torch
     from peft import PeftModel
     from peft.tuners.lora import LoraLayer
 
@@ -52,6 +62,7 @@ def _deltas(directory: Path) -> tuple[dict[str, np.ndarray], dict[str, int], np.
     return deltas, ranks, logits
 
 
+@needs_peft
 def test_pad_is_exact_through_peft_reload(tmp_path: Path) -> None:
     """r=4 with a rank_pattern (2) and rsLoRA: after padding to 8 every module has r=8 in
     peft and peft's delta weights and the model's logits equal the original's."""
@@ -94,8 +105,8 @@ def test_pad_is_exact_through_peft_reload(tmp_path: Path) -> None:
             assert np.array_equal(new[key], value)
 
 
-def test_pad_refuses_a_rank_above_r_and_writes_nothing(tmp_path: Path) -> None:
-    src = peft_adapter(tmp_path / "src", r=8, rank_pattern={"value": 2})
+def test_pad_refuses_a_rank_above_r_and_writes_nothing(make_adapter: Any, tmp_path: Path) -> None:
+    src = make_adapter(tmp_path / "src", r=8, rank_pattern={"value": 2})
     with pytest.raises(UsageError, match=r"rank 8, above --pad-to 4 \(and 1 more\)"):
         pad_adapter(open_adapter(src), 4, tmp_path / "out")
     assert not (tmp_path / "out").exists()
@@ -135,8 +146,8 @@ def test_pad_kohya_keeps_sd_scripts_update(tmp_path: Path) -> None:
         )
 
 
-def test_stamp_stores_the_footprint_with_the_final_size(tmp_path: Path) -> None:
-    src = peft_adapter(tmp_path / "src", r=4, rank_pattern={"value": 2})
+def test_stamp_stores_the_footprint_with_the_final_size(make_adapter: Any, tmp_path: Path) -> None:
+    src = make_adapter(tmp_path / "src", r=4, rank_pattern={"value": 2})
     result = pad_adapter(open_adapter(src), 8, tmp_path / "out")
     weights = tmp_path / "out" / "adapter_model.safetensors"
     fp = footprint(
@@ -150,5 +161,22 @@ def test_stamp_stores_the_footprint_with_the_final_size(tmp_path: Path) -> None:
     assert stored["vllm_max_lora_rank"] == 8
     with safe_open(str(weights), framework="numpy") as f:
         assert set(f.metadata()) == {"format", SERVING_KEY}
-    # peft still loads it (the header entry is invisible to it)
-    _deltas(tmp_path / "out")
+
+
+@needs_peft
+def test_stamped_adapter_still_loads_in_peft(tmp_path: Path) -> None:
+    """peft loads a padded adapter with the footprint in its header (the entry is invisible
+    to it): every module at the padded rank, the same deltas as the original's."""
+    src = peft_adapter(tmp_path / "src", r=4, rank_pattern={"value": 2})
+    result = pad_adapter(open_adapter(src), 8, tmp_path / "out")
+    weights = tmp_path / "out" / "adapter_model.safetensors"
+    fp = footprint(
+        result.rank_pattern, {m.name: m.scale for m in result.modules}, result.params_new, 0
+    )
+    stamp(weights, fp)
+    assert read_footprint(weights) is not None
+    before, _, _ = _deltas(src)
+    after, ranks, _ = _deltas(tmp_path / "out")
+    assert set(after) == set(before) and set(ranks.values()) == {8}
+    for name, delta in before.items():
+        np.testing.assert_allclose(after[name], delta, rtol=0, atol=1e-7 * np.abs(delta).max())

@@ -13,10 +13,11 @@ import pytest
 from gradience_hub.adapter import open_adapter
 from gradience_hub.audit import run_audit
 from gradience_hub.cli import main
-from tests.factories import lora_config, planted_factors, write_adapter
+from tests.factories import lora_config, planted_factors, requires, write_adapter
 
-torch = pytest.importorskip("torch")
-peft = pytest.importorskip("peft")
+# Tests that build the net, read its forward pass or reload with peft need the bench extra; the
+# rest also runs on the core install (numpy-written adapters of the same layout).
+needs_peft = requires("torch", "peft")
 
 
 def _net():  # type: ignore[no-untyped-def]
@@ -35,6 +36,7 @@ def _net():  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="module")
 def conv_adapter(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    import torch
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(0)
@@ -51,9 +53,54 @@ def conv_adapter(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-u
     return directory, model
 
 
+# The factor shapes peft writes for _net() at r=4 (lora_A, lora_B): a conv's lora_A is a conv
+# of the base's kernel with r output channels, its lora_B a 1x1 conv; for groups > 1 lora_B is
+# grouped too, so it holds r / groups input channels.
+_NET_FACTORS = {
+    "c1": ((4, 3, 3), (6, 4, 1)),
+    "c3": ((4, 2, 2, 3, 2), (4, 4, 1, 1, 1)),
+    "grouped": ((4, 4, 3, 3), (8, 2, 1, 1)),
+    "lin": ((4, 5), (7, 4)),
+}
+
+
+@pytest.fixture(scope="module")
+def numpy_conv_adapter(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """conv_adapter's files written with numpy alone (random factors, no torch)."""
+    rng = np.random.default_rng(0)
+    modules = {
+        name: (rng.standard_normal(b_shape), rng.standard_normal(a_shape))
+        for name, (a_shape, b_shape) in _NET_FACTORS.items()
+    }
+    config = lora_config(r=4, lora_alpha=6, target_modules=list(_NET_FACTORS))
+    return write_adapter(tmp_path_factory.mktemp("conv_np"), modules, config)
+
+
+@pytest.fixture(params=["numpy", pytest.param("peft", marks=needs_peft)])
+def grouped_dir(request: pytest.FixtureRequest) -> Path:
+    """A directory with the grouped conv LoRA: numpy-written (core install) or saved by peft."""
+    if request.param == "numpy":
+        return request.getfixturevalue("numpy_conv_adapter")
+    return request.getfixturevalue("conv_adapter")[0]
+
+
+@needs_peft
+def test_numpy_conv_adapter_has_peft_layout(conv_adapter, numpy_conv_adapter) -> None:  # type: ignore[no-untyped-def]
+    """The numpy stand-in has exactly the keys and shapes peft writes for the net."""
+    from safetensors.numpy import load_file
+
+    def shapes(directory: Path) -> dict[str, tuple[int, ...]]:
+        tensors = load_file(str(directory / "adapter_model.safetensors"))
+        return {key: value.shape for key, value in tensors.items()}
+
+    assert shapes(numpy_conv_adapter) == shapes(conv_adapter[0])
+
+
 def _applied_update(model, name: str) -> np.ndarray:  # type: ignore[no-untyped-def]
     """The update the LoRA branch applies, read off its forward pass: the branch is linear in
     the input patch, so probing it with one-hot patches gives its matrix (c_out x c_in*k)."""
+    import torch
+
     layer = getattr(model.base_model.model, name)
     base = layer.base_layer
     kernel = base.kernel_size
@@ -68,6 +115,7 @@ def _applied_update(model, name: str) -> np.ndarray:  # type: ignore[no-untyped-
     return np.stack(cols, axis=1)
 
 
+@needs_peft
 @pytest.mark.parametrize("name", ["c1", "c3", "grouped"])
 def test_conv_spectra_match_the_applied_update(conv_adapter, name: str) -> None:  # type: ignore[no-untyped-def]
     directory, model = conv_adapter
@@ -82,9 +130,8 @@ def test_conv_spectra_match_the_applied_update(conv_adapter, name: str) -> None:
         assert np.allclose(np.linalg.svd(dense, compute_uv=False)[:4], truth, rtol=1e-9)
 
 
-def test_grouped_params(conv_adapter) -> None:  # type: ignore[no-untyped-def]
-    directory, _ = conv_adapter
-    module = open_adapter(directory).module("grouped")
+def test_grouped_params(grouped_dir: Path) -> None:
+    module = open_adapter(grouped_dir).module("grouped")
     assert module.groups == 2
     assert module.params == 4 * 4 * 9 + 8 * 2  # lora_A (4, 4, 3, 3) + lora_B (8, 2, 1, 1)
 
@@ -99,6 +146,7 @@ def _per_group_truncation(update: np.ndarray, groups: int, k: int) -> np.ndarray
     return np.concatenate(blocks, axis=0)
 
 
+@needs_peft
 def test_grouped_conv_compresses_group_by_group(conv_adapter, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """A grouped conv LoRA compresses to a grouped conv LoRA peft loads: the update it applies
     is every group's block truncated to k / groups (dense SVD reference), and the report gives
@@ -127,10 +175,10 @@ def test_grouped_conv_compresses_group_by_group(conv_adapter, tmp_path: Path) ->
     assert row.rel_error > row.ey_bound  # the groups' spectra differ
 
 
-def test_grouped_conv_rank_must_be_a_multiple_of_groups(  # type: ignore[no-untyped-def]
-    conv_adapter, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_grouped_conv_rank_must_be_a_multiple_of_groups(
+    grouped_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    directory, _ = conv_adapter
+    directory = grouped_dir
     with pytest.raises(SystemExit) as info:
         main(["compress", str(directory), "-o", str(tmp_path / "o"), "--rank", "3"])
     assert info.value.code == 2 and not (tmp_path / "o").exists()
@@ -139,6 +187,7 @@ def test_grouped_conv_rank_must_be_a_multiple_of_groups(  # type: ignore[no-unty
     )
 
 
+@needs_peft
 def test_grouped_conv_energy_rule_counts_what_the_groups_keep(conv_adapter, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """--energy T on a grouped module: the smallest multiple of groups whose per-group
     truncation keeps T of the energy (checked on the dense blocks)."""
@@ -157,9 +206,11 @@ def test_grouped_conv_energy_rule_counts_what_the_groups_keep(conv_adapter, tmp_
     assert next(r for r in result.modules if r.name == "grouped").r_new == 2
 
 
+@needs_peft
 def test_conv1d_conv3d_compress_round_trip(tmp_path: Path) -> None:
     """Conv1d/Conv3d LoRA compress to a valid peft adapter: it loads onto the net with no
     missing or unexpected keys, and the reported error is the Eckart-Young value."""
+    import torch
     from peft import LoraConfig, PeftModel, get_peft_model
 
     torch.manual_seed(1)

@@ -11,10 +11,11 @@ import pytest
 
 from gradience_hub.audit import run_audit
 from gradience_hub.cli import main
-from tests.factories import lora_config, planted_factors, write_adapter
+from tests.factories import lora_config, planted_factors, requires, write_adapter
 
-torch = pytest.importorskip("torch")
-peft = pytest.importorskip("peft")
+# Tests that build the Mixtral or use peft's deltas need the bench extra; the rest also runs on
+# the core install (a numpy-written adapter of the same layout).
+needs_peft = requires("torch", "peft")
 
 N_EXPERTS = 3
 
@@ -41,6 +42,7 @@ def _mixtral_config():  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="module")
 def moe(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """A tiny Mixtral with LoRA on both expert parameters, B randomised, and peft's deltas."""
+    import torch
     from peft import LoraConfig, get_peft_model
     from peft.tuners.lora.layer import ParamWrapper
     from transformers import MixtralForCausalLM
@@ -76,6 +78,68 @@ def moe(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-de
     return directory, deltas
 
 
+@pytest.fixture(scope="module")
+def numpy_moe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The moe fixture's files written with numpy alone (random factors, no torch): peft nests
+    the wrappers of one module's parameters in target_parameters order, so the first
+    (gate_up_proj) is saved under ``experts.base_layer`` and the last (down_proj) under
+    ``experts``; each stacks its experts' factors, N_EXPERTS * r rows of lora_A."""
+    rng = np.random.default_rng(0)
+    hidden, inter = 16, 24
+    modules = {}
+    for i in range(2):
+        r_down = 2 if i == 1 else 4  # rank_pattern
+        modules[f"model.layers.{i}.mlp.experts.base_layer"] = (
+            rng.standard_normal((2 * inter, N_EXPERTS * 4)),
+            rng.standard_normal((N_EXPERTS * 4, hidden)),
+        )
+        modules[f"model.layers.{i}.mlp.experts"] = (
+            rng.standard_normal((hidden, N_EXPERTS * r_down)),
+            rng.standard_normal((N_EXPERTS * r_down, inter)),
+        )
+        modules[f"model.layers.{i}.self_attn.q_proj"] = planted_factors(hidden, hidden, 4, seed=i)
+    config = lora_config(
+        r=4,
+        lora_alpha=8,
+        target_modules=["q_proj"],
+        target_parameters=["experts.gate_up_proj", "experts.down_proj"],
+        rank_pattern={"layers.1.mlp.experts.down_proj": 2},
+        alpha_pattern={"layers.1.mlp.experts.down_proj": 6},
+        task_type=None,
+        base_model_name_or_path=None,
+    )
+    return write_adapter(tmp_path_factory.mktemp("moe_np"), modules, config)
+
+
+@pytest.fixture(params=["numpy", pytest.param("peft", marks=needs_peft)])
+def moe_dir(request: pytest.FixtureRequest) -> Path:
+    """The expert LoRA adapter: numpy-written (core install) or saved by peft."""
+    if request.param == "numpy":
+        return request.getfixturevalue("numpy_moe")
+    return request.getfixturevalue("moe")[0]
+
+
+@needs_peft
+def test_numpy_moe_has_peft_layout(moe, numpy_moe: Path) -> None:  # type: ignore[no-untyped-def]
+    """The numpy stand-in has exactly the keys and shapes peft writes for the tiny Mixtral,
+    and the same rank and alpha rules in its config."""
+    from safetensors.numpy import load_file
+
+    def shapes(directory: Path) -> dict[str, tuple[int, ...]]:
+        tensors = load_file(str(directory / "adapter_model.safetensors"))
+        return {key: value.shape for key, value in tensors.items()}
+
+    assert shapes(numpy_moe) == shapes(moe[0])
+    ours, theirs = (
+        json.loads((d / "adapter_config.json").read_text()) for d in (numpy_moe, moe[0])
+    )
+    for key in ("r", "lora_alpha", "rank_pattern", "alpha_pattern"):
+        assert ours[key] == theirs[key], key
+    for key in ("target_modules", "target_parameters"):  # peft saves them as sets
+        assert sorted(ours[key]) == sorted(theirs[key]), key
+
+
+@needs_peft
 def test_every_expert_matches_peft_delta(moe) -> None:  # type: ignore[no-untyped-def]
     directory, deltas = moe
     report = run_audit(str(directory))
@@ -107,6 +171,7 @@ def test_unknown_stacked_layout_is_exit_2(
     assert err.startswith("Error: module model.layers.0.mlp.experts.down_proj: lora_A has 5 rows")
 
 
+@needs_peft
 def test_compress_expert_lora_round_trip(moe, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Per expert truncation written back as peft's stacked factors at the new rank: peft
     loads it onto the tiny Mixtral with no missing or unexpected keys (our --verify peft
@@ -159,12 +224,14 @@ def test_compress_expert_lora_round_trip(moe, tmp_path: Path) -> None:  # type: 
     assert seen == len(deltas)
 
 
-def test_experts_of_one_parameter_share_the_largest_asked_rank(moe, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_experts_of_one_parameter_share_the_largest_asked_rank(
+    moe_dir: Path, tmp_path: Path
+) -> None:
     """peft stacks one rank per parameter: asking rank 1 for one expert only keeps all at r."""
     from gradience_hub.compress import compress_adapter
     from gradience_hub.hub import load_adapter
 
-    directory, _ = moe
+    directory = moe_dir
     adapter, _ = load_adapter(str(directory))
     name = "model.layers.0.mlp.experts.down_proj"
     result = compress_adapter(adapter, {f"{name}[0]": 1}, tmp_path / "out", verify=False)
