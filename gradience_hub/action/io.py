@@ -147,6 +147,35 @@ class Settings:
 
 def parse_settings(environ: Mapping[str, str]) -> Settings:
     """Validate every input; raises :class:`InputError` naming the first bad one."""
+    # The order of the steps is the order in which a bad input is reported: keep it.
+    repo_ids = _repo_ids(environ)
+    mode = _mode(environ)
+    fail_on = _fail_on(environ)
+    max_drop = _max_drop(environ)
+    bench = _bench_inputs(environ, mode, repo_ids)
+    push_variant, push_to = _push_inputs(environ, mode, repo_ids, bench.json)
+    return Settings(
+        push_variant=push_variant,
+        push_to=push_to,
+        bench_executor=bench.executor,
+        bench_flavor=read_input("bench-flavor", environ) or None,
+        repo_ids=repo_ids,
+        revision=read_input("revision", environ) or None,
+        mode=mode,
+        bench_config=bench.config,
+        bench_json=bench.json,
+        github_token=read_input("github-token", environ) or environ.get("GITHUB_TOKEN", ""),
+        create_pr=_bool_input("create-pr", environ),
+        comment=_bool_input("comment", environ),
+        fail_on=fail_on,
+        max_drop=max_drop,
+        dry_run=_bool_input("dry-run", environ),
+        strict_records=bench.strict_records,
+    )
+
+
+def _repo_ids(environ: Mapping[str, str]) -> list[str]:
+    """``repo-id``: one or more Hub repo ids or local adapter directories (required)."""
     repo_ids = _lines(read_input("repo-id", environ))
     if not repo_ids:
         raise InputError(
@@ -154,6 +183,11 @@ def parse_settings(environ: Mapping[str, str]) -> Settings:
             "input 'repo-id' is required: the Hub repo id(s) or local adapter directories to audit",
             hint="with: repo-id: your-org/your-adapter (one per line for several)",
         )
+    return repo_ids
+
+
+def _mode(environ: Mapping[str, str]) -> str:
+    """``mode``: one of :data:`MODES` (default ``audit``)."""
     mode = read_input("mode", environ).lower() or "audit"
     if mode not in MODES:
         raise InputError(
@@ -162,6 +196,11 @@ def parse_settings(environ: Mapping[str, str]) -> Settings:
             hint="mode: audit (spectral audit), bench (run a bench config) or annotate "
             "(publish on the Hub)",
         )
+    return mode
+
+
+def _fail_on(environ: Mapping[str, str]) -> str:
+    """``fail-on``: one of :data:`FAIL_ON` (default ``fail``)."""
     fail_on = read_input("fail-on", environ).lower() or "fail"
     if fail_on not in FAIL_ON:
         raise InputError(
@@ -169,21 +208,59 @@ def parse_settings(environ: Mapping[str, str]) -> Settings:
             f"input 'fail-on' must be fail or never, not {fail_on!r}",
             hint="fail-on: never reports a FAIL verdict without failing the step",
         )
-    max_drop: float | None = None
+    return fail_on
+
+
+def _max_drop(environ: Mapping[str, str]) -> float | None:
+    """``max-drop``: a number in [0, 1), or None when not given."""
     raw_drop = read_input("max-drop", environ)
-    if raw_drop:
-        try:
-            max_drop = float(raw_drop)
-        except ValueError:
-            max_drop = math.nan
-        if not (math.isfinite(max_drop) and 0.0 <= max_drop < 1.0):
-            raise InputError(
-                "max-drop",
-                f"input 'max-drop' must be a number in [0, 1), not {raw_drop!r}",
-                hint="max-drop: 0.025 allows a 2.5-point drop on the worst seed",
-            )
+    if not raw_drop:
+        return None
+    try:
+        max_drop = float(raw_drop)
+    except ValueError:
+        max_drop = math.nan
+    if not (math.isfinite(max_drop) and 0.0 <= max_drop < 1.0):
+        raise InputError(
+            "max-drop",
+            f"input 'max-drop' must be a number in [0, 1), not {raw_drop!r}",
+            hint="max-drop: 0.025 allows a 2.5-point drop on the worst seed",
+        )
+    return max_drop
+
+
+@dataclass
+class _BenchInputs:
+    """The validated inputs about a bench: which one to run or reuse, and where."""
+
+    config: str | None
+    json: list[str]
+    strict_records: bool
+    executor: str
+
+
+def _bench_inputs(environ: Mapping[str, str], mode: str, repo_ids: list[str]) -> _BenchInputs:
+    """``bench-config``, ``bench-json``, ``strict-records`` and ``bench-executor``, checked
+    against ``mode`` and each other; the files they name must exist."""
     bench_config = read_input("bench-config", environ) or None
     bench_json = _lines(read_input("bench-json", environ))
+    _check_bench_sources(mode, repo_ids, bench_config, bench_json)
+    _check_files_exist("bench-config", [bench_config] if bench_config else [])
+    _check_files_exist("bench-json", bench_json)
+    strict_records = _bool_input("strict-records", environ)
+    if strict_records:
+        from gradience_hub.record import load_bench
+
+        for path in bench_json:
+            load_bench(path, strict=True)  # stored verdicts must match their numbers: exit 2
+    return _BenchInputs(bench_config, bench_json, strict_records, _bench_executor(environ))
+
+
+def _check_bench_sources(
+    mode: str, repo_ids: list[str], bench_config: str | None, bench_json: list[str]
+) -> None:
+    """A bench config only where a mode runs one, never beside a bench.json; bench.json
+    files one for all repos or one per repo."""
     if mode == "bench" and not bench_config:
         raise InputError(
             "bench-config",
@@ -208,24 +285,22 @@ def parse_settings(environ: Mapping[str, str]) -> Settings:
             f"input 'bench-json' lists {len(bench_json)} files for {len(repo_ids)} repos",
             hint="give one bench.json for all repos, or one per repo in the order of repo-id",
         )
-    for name, paths in (
-        ("bench-config", [bench_config] if bench_config else []),
-        ("bench-json", bench_json),
-    ):
-        for path in paths:
-            if not Path(path).is_file():
-                raise InputError(
-                    name,
-                    f"input '{name}': file {path!r} not found",
-                    hint="paths are relative to the workspace; check out the repo first "
-                    "(actions/checkout)",
-                )
-    strict_records = _bool_input("strict-records", environ)
-    if strict_records:
-        from gradience_hub.record import load_bench
 
-        for path in bench_json:
-            load_bench(path, strict=True)  # stored verdicts must match their numbers: exit 2
+
+def _check_files_exist(name: str, paths: list[str]) -> None:
+    """Every path input ``name`` gives is a file."""
+    for path in paths:
+        if not Path(path).is_file():
+            raise InputError(
+                name,
+                f"input '{name}': file {path!r} not found",
+                hint="paths are relative to the workspace; check out the repo first "
+                "(actions/checkout)",
+            )
+
+
+def _bench_executor(environ: Mapping[str, str]) -> str:
+    """``bench-executor``: one of :data:`BENCH_EXECUTORS` (default ``local``)."""
     bench_executor = read_input("bench-executor", environ).lower() or "local"
     if bench_executor not in BENCH_EXECUTORS:
         raise InputError(
@@ -233,25 +308,7 @@ def parse_settings(environ: Mapping[str, str]) -> Settings:
             f"input 'bench-executor' must be local or hf-jobs, not {bench_executor!r}",
             hint="bench-executor: hf-jobs runs the cells on Hugging Face GPUs (needs hf-token)",
         )
-    push_variant, push_to = _push_inputs(environ, mode, repo_ids, bench_json)
-    return Settings(
-        push_variant=push_variant,
-        push_to=push_to,
-        bench_executor=bench_executor,
-        bench_flavor=read_input("bench-flavor", environ) or None,
-        repo_ids=repo_ids,
-        revision=read_input("revision", environ) or None,
-        mode=mode,
-        bench_config=bench_config,
-        bench_json=bench_json,
-        github_token=read_input("github-token", environ) or environ.get("GITHUB_TOKEN", ""),
-        create_pr=_bool_input("create-pr", environ),
-        comment=_bool_input("comment", environ),
-        fail_on=fail_on,
-        max_drop=max_drop,
-        dry_run=_bool_input("dry-run", environ),
-        strict_records=strict_records,
-    )
+    return bench_executor
 
 
 def _push_inputs(

@@ -167,7 +167,8 @@ def run_repo(source: str, index: int, settings: Settings, report_dir: Path) -> R
                     "or bench-executor: hf-jobs, which runs the cells on the Hub"
                 )
                 raise
-            result.jobs = [(job.id, job.url) for job in getattr(executor, "jobs", None) or []]
+            if executor is not None:  # None: run_bench ran the local executor, no jobs
+                result.jobs = [(job.id, job.url) for job in executor.jobs]
             if settings.max_drop is not None:
                 rec = record.with_policy(rec, max_drop=settings.max_drop)
             result.bench = rec.to_dict()

@@ -23,9 +23,9 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from gradience_hub.bench.config import BenchConfig
 from gradience_hub.bench.variants import VariantPlan
@@ -122,6 +122,13 @@ class CellResult:
         return result
 
 
+class JobLink(NamedTuple):
+    """A remote job that ran cells: its id and the web page that shows it."""
+
+    id: str
+    url: str
+
+
 class Executor(Protocol):
     """Runs cells; yields each result as soon as its cell finishes (any order). Everything the
     bench reads of an executor is declared here."""
@@ -135,6 +142,12 @@ class Executor(Protocol):
     #: reported them (None and empty until they do).
     pool_size: int | None
     task_warnings: list[str]
+
+    @property
+    def jobs(self) -> Sequence[JobLink]:
+        """The remote jobs the cells ran in, for the Action's comment (empty when they ran
+        here or on Ray)."""
+        ...
 
     def check_config(self, config: Any) -> None:
         """Refuse a config this executor cannot run (ConfigError, exit 2) before any work."""
@@ -153,6 +166,7 @@ class LocalExecutor:
     device: str | None = None
     remote_task = False
     pool_size: int | None = None
+    jobs: tuple[JobLink, ...] = ()
 
     def __init__(self) -> None:
         self.task_warnings: list[str] = []
@@ -266,6 +280,10 @@ class CellRunner:
         """Use a task and model pool loaded earlier in this process for the same config
         (a Ray worker keeps them between the cells of one bench)."""
         self._task, self._pool = task, pool
+
+    def unloaded_copy(self, **changes: Any) -> CellRunner:
+        """A copy with ``changes`` and nothing loaded: a worker loads its own task and pool."""
+        return replace(self, _task=None, _pool=None, **changes)
 
     @property
     def task(self) -> Any:

@@ -22,7 +22,7 @@ from typing import Any
 
 from gradience_hub import __version__
 from gradience_hub.merge_audit.geometry import PairFigures
-from gradience_hub.merge_audit.verdict import VERDICTS, Recommendation, recommend, worst
+from gradience_hub.merge_audit.verdict import VERDICTS, MergeRecommendation, recommend, worst
 
 SCHEMA = "gradience-hub/merge-audit/v1"
 
@@ -168,7 +168,7 @@ class MergeAuditReport:
         return [row for pair in self.pairs for row in pair.rows]
 
     @property
-    def recommendation(self) -> Recommendation:
+    def recommendation(self) -> MergeRecommendation:
         """The peft merge method for the overall verdict."""
         s = summarize(self.rows)
         counts = {v: s[f"n_{v}"] for v in VERDICTS}

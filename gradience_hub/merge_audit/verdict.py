@@ -132,7 +132,7 @@ def worst(verdicts: list[str]) -> str:
 
 
 @dataclass(frozen=True)
-class Recommendation:
+class MergeRecommendation:
     """The peft ``add_weighted_adapter`` combination type to use, and why."""
 
     method: str
@@ -144,12 +144,12 @@ class Recommendation:
         return asdict(self)
 
 
-def recommend(overall: str, counts: dict[str, int], norms: list[float]) -> Recommendation:
+def recommend(overall: str, counts: dict[str, int], norms: list[float]) -> MergeRecommendation:
     """The merge method for the overall verdict; ``norms`` are the sources' whole-adapter
     ``||dW||_F`` (for rebalanced weights when one dominates)."""
     n = sum(counts.values())
     if overall == "conflicting":
-        return Recommendation(
+        return MergeRecommendation(
             "ties",
             f"{counts['conflicting']} of {n} shared modules point in opposite directions: a "
             "linear merge cancels them; ties (or dare_ties) elects one sign per parameter and "
@@ -159,7 +159,7 @@ def recommend(overall: str, counts: dict[str, int], norms: list[float]) -> Recom
         inv = [1.0 / x if x > 0 else 0.0 for x in norms]
         total = sum(inv)
         weights = [round(x / total, 6) for x in inv] if total else None
-        return Recommendation(
+        return MergeRecommendation(
             "cat",
             f"in {counts['dominated']} of {n} shared modules one adapter holds most of the "
             "merged update: merge exactly with cat after rebalancing the weights inversely to "
@@ -167,13 +167,13 @@ def recommend(overall: str, counts: dict[str, int], norms: list[float]) -> Recom
             weights,
         )
     if overall == "redundant":
-        return Recommendation(
+        return MergeRecommendation(
             "svd",
             f"{counts['redundant']} of {n} shared modules use the same subspaces in the same "
             "direction: svd merges the updates exactly and truncates to the larger rank, so the "
             "shared directions are not stored twice (cat would double the rank)",
         )
-    return Recommendation(
+    return MergeRecommendation(
         "cat",
         "the adapters use different subspaces: cat writes the merged update exactly "
         "(rank r_a + r_b), so both capacities add without interference",

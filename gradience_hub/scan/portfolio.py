@@ -18,8 +18,9 @@ import html
 import math
 import os
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 from urllib.parse import quote
 
 from gradience_hub.markdown import is_repo_id
@@ -215,37 +216,66 @@ _SCRIPT = """
 """
 
 
+@dataclass
+class _Charts:
+    """What the page shows above its table, gathered in one pass over the dataset."""
+
+    points: list[tuple[int, float]] = field(default_factory=list)
+    wasters: list[tuple[int, int, dict[str, Any]]] = field(default_factory=list)
+    by_base: dict[str, _Histogram] = field(default_factory=lambda: defaultdict(_Histogram))
+    by_type: dict[str, _Histogram] = field(default_factory=lambda: defaultdict(_Histogram))
+    statuses: set[str] = field(default_factory=set)
+
+
 def write_page(out: Path, census: Census, title: str) -> Path:
     """Write ``index.html`` from the dataset in ``out``; returns its path."""
-    import pyarrow.parquet as pq
-
-    points: list[tuple[int, float]] = []
-    wasters: list[tuple[int, int, dict[str, Any]]] = []
-    by_base: dict[str, _Histogram] = defaultdict(_Histogram)
-    by_type: dict[str, _Histogram] = defaultdict(_Histogram)
-    statuses: set[str] = set()
     path = out / PAGE_FILE
     tmp = path.with_name(path.name + ".tmp")
     rows_file = out / ".scan" / "rows.html.tmp"
     rows_file.parent.mkdir(parents=True, exist_ok=True)
-    order = 0
+    charts = _Charts()
     # The table's rows go to a side file as they are read: the page is assembled once the
     # charts above the table are known, without the rows ever being held together.
     with rows_file.open("w", encoding="utf-8") as rows_out:
-        for batch in pq.ParquetFile(out / ADAPTERS_FILE).iter_batches(batch_size=2048):
-            for row in batch.to_pylist():
-                rows_out.write(_row_html(row) + "\n")
-                statuses.add(row["status"])
-                if row["status"] != "ok":
-                    continue
-                if len(points) < MAX_POINTS:
-                    points.append((row["allocated_rank"], row["utilization_mean"]))
-                order += 1
-                item = (row["bytes_saved"] or 0, -order, row)
-                if len(wasters) < TOP_WASTERS:
-                    heapq.heappush(wasters, item)
-                else:
-                    heapq.heappushpop(wasters, item)
+        _read_adapters(out, charts, rows_out)
+    _read_modules(out, charts)
+    with tmp.open("w", encoding="utf-8") as page:
+        page.write(_page_head(census, title, charts))
+        with rows_file.open("r", encoding="utf-8") as rows_in:
+            for line in rows_in:
+                page.write(line)
+        page.write(f"</tbody></table>\n<script>{_SCRIPT}</script>\n</body></html>\n")
+    rows_file.unlink()
+    os.replace(tmp, path)
+    return path
+
+
+def _read_adapters(out: Path, charts: _Charts, rows_out: TextIO) -> None:
+    """Write each adapter's table row to ``rows_out``; gather the statuses, the scatter's
+    points and the worst wasters (a bounded heap) into ``charts``."""
+    import pyarrow.parquet as pq
+
+    order = 0
+    for batch in pq.ParquetFile(out / ADAPTERS_FILE).iter_batches(batch_size=2048):
+        for row in batch.to_pylist():
+            rows_out.write(_row_html(row) + "\n")
+            charts.statuses.add(row["status"])
+            if row["status"] != "ok":
+                continue
+            if len(charts.points) < MAX_POINTS:
+                charts.points.append((row["allocated_rank"], row["utilization_mean"]))
+            order += 1
+            item = (row["bytes_saved"] or 0, -order, row)
+            if len(charts.wasters) < TOP_WASTERS:
+                heapq.heappush(charts.wasters, item)
+            else:
+                heapq.heappushpop(charts.wasters, item)
+
+
+def _read_modules(out: Path, charts: _Charts) -> None:
+    """Count the modules' energy ranks by base model and by module type into ``charts``."""
+    import pyarrow.parquet as pq
+
     modules = pq.ParquetFile(out / MODULES_FILE)
     for batch in modules.iter_batches(
         batch_size=8192, columns=["base_model", "module_type", "energy_rank"]
@@ -254,24 +284,33 @@ def write_page(out: Path, census: Census, title: str) -> Path:
         for base, mtype, k in zip(
             data["base_model"], data["module_type"], data["energy_rank"], strict=True
         ):
-            by_base[base or "(unknown)"].add(int(k))
-            by_type[mtype or "(unknown)"].add(int(k))
+            charts.by_base[base or "(unknown)"].add(int(k))
+            charts.by_type[mtype or "(unknown)"].add(int(k))
 
+
+def _worst_rows(wasters: list[tuple[int, int, dict[str, Any]]]) -> str:
+    """The rows of the wasters table, most bytes saved first (earlier adapters first on ties)."""
     worst = sorted(wasters, key=lambda t: (-t[0], -t[1]))
-    worst_rows = "".join(
+    return "".join(
         f"<tr><td>{_repo_link(r)}</td><td>{_e(r['adapter'])}</td><td>{r['allocated_rank']}</td>"
         f"<td>{r['suggested_r_median']}</td><td>{r['utilization_mean']:.3f}</td>"
         f"<td>{_e(_human(saved))}</td></tr>"
         for saved, _, r in worst
     )
+
+
+def _page_head(census: Census, title: str, charts: _Charts) -> str:
+    """Everything of the page before the adapters table's rows."""
+    worst_rows = _worst_rows(charts.wasters)
     skipped = ", ".join(f"{_e(k)}: {v}" for k, v in census.skipped.items()) or "none"
     heads = "".join(
         f'<th data-num="{1 if num else 0}">{_e(label)}</th>' for _, label, num in COLUMNS
     )
-    options = "".join(f'<option value="{_e(s)}">{_e(s)}</option>' for s in sorted(statuses))
+    options = "".join(f'<option value="{_e(s)}">{_e(s)}</option>' for s in sorted(charts.statuses))
     util = "n/a" if census.utilization_mean is None else f"{census.utilization_mean:.3f}"
     total_rows = census.adapters + sum(census.skipped.values())
-    head = f"""<!DOCTYPE html>
+    points, by_base, by_type = charts.points, charts.by_base, charts.by_type
+    return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{_CSP}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -298,12 +337,3 @@ def write_page(out: Path, census: Census, title: str) -> Path:
 <span id="shown">{total_rows}</span> of {total_rows} rows</p>
 <table id="adapters"><thead><tr>{heads}</tr></thead><tbody>
 """
-    with tmp.open("w", encoding="utf-8") as page:
-        page.write(head)
-        with rows_file.open("r", encoding="utf-8") as rows_in:
-            for line in rows_in:
-                page.write(line)
-        page.write(f"</tbody></table>\n<script>{_SCRIPT}</script>\n</body></html>\n")
-    rows_file.unlink()
-    os.replace(tmp, path)
-    return path

@@ -30,13 +30,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from gradience_hub import __version__
 from gradience_hub.serve.config import ServeConfig, ServeOptions
-from gradience_hub.serve.events import PayloadError, decide, parse_payload
+from gradience_hub.serve.events import Decision, PayloadError, decide, parse_payload
 from gradience_hub.serve.log import EventLog
 from gradience_hub.serve.pool import WorkerPool
 from gradience_hub.serve.queue import Job, JobQueue, QueueFull
@@ -168,122 +168,157 @@ def status_page(jobs: list[Job], counts: dict[str, int]) -> str:
 
 def create_app(service: Service) -> FastAPI:
     """The FastAPI app over ``service``; the lifespan starts and stops the workers."""
-
-    @contextlib.asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        service.pool.start()
-        yield
-        # the workers finish their current job in a thread: do not block the event loop
-        await run_in_threadpool(service.pool.stop)
-
     app = FastAPI(
         title="gradience-hub serve",
         version=__version__,
-        lifespan=lifespan,
+        lifespan=_lifespan,
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
     )
-    log, queue, options = service.log, service.queue, service.options
-
-    @app.post("/webhook")
-    async def webhook(request: Request) -> JSONResponse:
-        denied = check_secret(options.secret, request.headers.get("x-webhook-secret"))
-        if denied is not None:
-            log("webhook.denied", level="warning", status=denied.status_code)
-            return denied
-        body = await _read_body(request, options.max_body)
-        if body is None:
-            return _error(413, f"the body is larger than {options.max_body} bytes")
-        try:
-            decision = decide(parse_payload(body), service.config)
-        except PayloadError as exc:
-            log("webhook.bad_request", level="warning", reason=str(exc))
-            return _error(400, str(exc))
-        if not decision.queued:
-            log("webhook.ignored", repo=decision.repo, reason=decision.reason)
-            return JSONResponse({"status": "ignored", "reason": decision.reason})
-        assert decision.repo and decision.sha and decision.ref
-        try:
-            done = await run_in_threadpool(
-                queue.enqueue,
-                decision.repo,
-                decision.sha,
-                decision.ref,
-                webhook_id=decision.webhook_id,
-                old_sha=decision.old_sha,
-                max_queue=options.max_queue,
-            )
-        except QueueFull as exc:
-            log("webhook.queue_full", level="warning", repo=decision.repo, reason=str(exc))
-            return JSONResponse(
-                {"error": f"the queue is full: {exc}"},
-                status_code=503,
-                headers={"Retry-After": "60"},
-            )
-        job = done.job
-        if not done.created:
-            reason = f"duplicate: {job.repo}@{job.sha[:7]} is job {job.id} ({job.status})"
-            log("webhook.duplicate", repo=job.repo, sha=job.sha, job=job.id)
-            return JSONResponse({"status": "ignored", "reason": reason, "job_id": job.id})
-        if job.status == "skipped":  # a late delivery of a push that was already followed
-            log("webhook.late", repo=job.repo, sha=job.sha, job=job.id, reason=job.detail)
-            return JSONResponse({"status": "ignored", "reason": job.detail, "job_id": job.id})
-        service.pool.wake()
-        log(
-            "webhook.queued",
-            repo=job.repo,
-            sha=job.sha,
-            job=job.id,
-            superseded=list(done.superseded) or None,
-        )
-        return JSONResponse(
-            {"status": "queued", "job_id": job.id, "repo": job.repo, "sha": job.sha},
-            status_code=202,
-        )
-
-    @app.get("/healthz")
-    def healthz() -> dict[str, Any]:
-        counts = queue.counts()
-        return {
-            "status": "ok",
-            "version": __version__,
-            "queue_depth": counts["queued"] + counts["running"],
-            "counts": counts,
-            "workers": options.workers,
-        }
-
-    scrub = log.secrets.scrub
-
-    def served(jobs: list[Job]) -> list[Job]:
-        # rows stored before the queue scrubbed on write, or a secret added since: scrub again
-        return [job.redacted(scrub) for job in jobs]
-
-    @app.get("/runs", response_model=None)
-    def runs(request: Request, limit: int = 50, offset: int = 0) -> Response:
-        denied = check_status_credential(options.status_token, request.headers.get("authorization"))
-        if denied is not None:
-            return denied
-        if not 1 <= limit <= MAX_PAGE or offset < 0:
-            return _error(400, f"limit must be 1..{MAX_PAGE} and offset >= 0")
-        jobs, total = queue.page(limit, offset)
-        following = offset + limit if offset + limit < total else None
-        return JSONResponse(
-            {
-                "runs": [j.to_dict() for j in served(jobs)],
-                "total": total,
-                "limit": limit,
-                "offset": offset,
-                "next": None if following is None else f"/runs?limit={limit}&offset={following}",
-            }
-        )
-
-    @app.get("/", response_model=None)
-    def index(request: Request) -> Response:
-        denied = check_status_credential(options.status_token, request.headers.get("authorization"))
-        if denied is not None:
-            return denied
-        jobs, _ = queue.page(50, 0)
-        return HTMLResponse(status_page(served(jobs), queue.counts()))
-
+    app.state.service = service
+    app.include_router(_router)
     return app
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Start the workers with the app; stop them when it shuts down."""
+    service: Service = app.state.service
+    service.pool.start()
+    yield
+    # the workers finish their current job in a thread: do not block the event loop
+    await run_in_threadpool(service.pool.stop)
+
+
+def _service(request: Request) -> Service:
+    """The :class:`Service` of the app that received ``request`` (set by :func:`create_app`)."""
+    service: Service = request.app.state.service
+    return service
+
+
+def _served(service: Service, jobs: list[Job]) -> list[Job]:
+    """``jobs`` as the status pages show them, secrets scrubbed."""
+    # rows stored before the queue scrubbed on write, or a secret added since: scrub again
+    scrub = service.log.secrets.scrub
+    return [job.redacted(scrub) for job in jobs]
+
+
+_router = APIRouter()
+
+
+@_router.post("/webhook")
+async def webhook(request: Request) -> JSONResponse:
+    """Check the secret, read the event and queue the audit it asks for (see the module
+    docstring for every answer)."""
+    service = _service(request)
+    log, options = service.log, service.options
+    denied = check_secret(options.secret, request.headers.get("x-webhook-secret"))
+    if denied is not None:
+        log("webhook.denied", level="warning", status=denied.status_code)
+        return denied
+    body = await _read_body(request, options.max_body)
+    if body is None:
+        return _error(413, f"the body is larger than {options.max_body} bytes")
+    try:
+        decision = decide(parse_payload(body), service.config)
+    except PayloadError as exc:
+        log("webhook.bad_request", level="warning", reason=str(exc))
+        return _error(400, str(exc))
+    if not decision.queued:
+        log("webhook.ignored", repo=decision.repo, reason=decision.reason)
+        return JSONResponse({"status": "ignored", "reason": decision.reason})
+    return await _enqueue(service, decision)
+
+
+async def _enqueue(service: Service, decision: Decision) -> JSONResponse:
+    """Queue the job a push asks for: 202 when queued, 200 ignored for a duplicate or a late
+    delivery, 503 when the queue is full."""
+    log = service.log
+    assert decision.repo and decision.sha and decision.ref
+    try:
+        done = await run_in_threadpool(
+            service.queue.enqueue,
+            decision.repo,
+            decision.sha,
+            decision.ref,
+            webhook_id=decision.webhook_id,
+            old_sha=decision.old_sha,
+            max_queue=service.options.max_queue,
+        )
+    except QueueFull as exc:
+        log("webhook.queue_full", level="warning", repo=decision.repo, reason=str(exc))
+        return JSONResponse(
+            {"error": f"the queue is full: {exc}"},
+            status_code=503,
+            headers={"Retry-After": "60"},
+        )
+    job = done.job
+    if not done.created:
+        reason = f"duplicate: {job.repo}@{job.sha[:7]} is job {job.id} ({job.status})"
+        log("webhook.duplicate", repo=job.repo, sha=job.sha, job=job.id)
+        return JSONResponse({"status": "ignored", "reason": reason, "job_id": job.id})
+    if job.status == "skipped":  # a late delivery of a push that was already followed
+        log("webhook.late", repo=job.repo, sha=job.sha, job=job.id, reason=job.detail)
+        return JSONResponse({"status": "ignored", "reason": job.detail, "job_id": job.id})
+    service.pool.wake()
+    log(
+        "webhook.queued",
+        repo=job.repo,
+        sha=job.sha,
+        job=job.id,
+        superseded=list(done.superseded) or None,
+    )
+    return JSONResponse(
+        {"status": "queued", "job_id": job.id, "repo": job.repo, "sha": job.sha},
+        status_code=202,
+    )
+
+
+@_router.get("/healthz")
+def healthz(request: Request) -> dict[str, Any]:
+    """Liveness and queue counts: open to anyone, so no repo names."""
+    service = _service(request)
+    counts = service.queue.counts()
+    return {
+        "status": "ok",
+        "version": __version__,
+        "queue_depth": counts["queued"] + counts["running"],
+        "counts": counts,
+        "workers": service.options.workers,
+    }
+
+
+@_router.get("/runs", response_model=None)
+def runs(request: Request, limit: int = 50, offset: int = 0) -> Response:
+    """A page of jobs as JSON, for the operator only."""
+    service = _service(request)
+    options, queue = service.options, service.queue
+    denied = check_status_credential(options.status_token, request.headers.get("authorization"))
+    if denied is not None:
+        return denied
+    if not 1 <= limit <= MAX_PAGE or offset < 0:
+        return _error(400, f"limit must be 1..{MAX_PAGE} and offset >= 0")
+    jobs, total = queue.page(limit, offset)
+    following = offset + limit if offset + limit < total else None
+    return JSONResponse(
+        {
+            "runs": [j.to_dict() for j in _served(service, jobs)],
+            "total": total,
+            "limit": limit,
+            "offset": offset,
+            "next": None if following is None else f"/runs?limit={limit}&offset={following}",
+        }
+    )
+
+
+@_router.get("/", response_model=None)
+def index(request: Request) -> Response:
+    """The HTML status page, for the operator only."""
+    service = _service(request)
+    options, queue = service.options, service.queue
+    denied = check_status_credential(options.status_token, request.headers.get("authorization"))
+    if denied is not None:
+        return denied
+    jobs, _ = queue.page(50, 0)
+    return HTMLResponse(status_page(_served(service, jobs), queue.counts()))

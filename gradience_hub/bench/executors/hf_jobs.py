@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from gradience_hub import __version__
-from gradience_hub.bench.cells import CELLS_DIR, PROBE, Cell, CellResult, CellRunner
+from gradience_hub.bench.cells import CELLS_DIR, PROBE, Cell, CellResult, CellRunner, JobLink
 from gradience_hub.bench.config import BenchConfig
 from gradience_hub.bench.executors import portable
 from gradience_hub.errors import EXIT_REMOTE, CellError, HubError, UsageError
@@ -149,13 +149,18 @@ class HFJobsExecutor:
         self.max_poll_interval = max_poll_interval
         # The cells run on the Job's hardware: CPU flavors are cpu-*, every other has a GPU.
         self.device: str | None = "cpu" if flavor.startswith("cpu") else "cuda"
-        self.jobs: list[Any] = []  # every hub.JobRef this run submitted or adopted
+        self._jobs: list[JobLink] = []  # every Job this run submitted or adopted
         # The Jobs load the task and the model, so the driver needs neither the bench extra
         # nor the dataset: the protocol skips its own task load, and the Jobs report the
         # eval pool's size and the task's warnings with their results.
         self.remote_task = True
         self.pool_size: int | None = None
         self.task_warnings: list[str] = []
+
+    @property
+    def jobs(self) -> tuple[JobLink, ...]:
+        """Every Job this run submitted or adopted, in submission order."""
+        return tuple(self._jobs)
 
     def check_config(self, config: BenchConfig) -> None:
         """Refuse, before anything runs or is written, a config whose local files could not
@@ -246,7 +251,7 @@ class HFJobsExecutor:
                         timeout=self.timeout,
                         labels={**labels, CELLS_LABEL: group.label},
                     )
-                self.jobs.append(job)
+                self._jobs.append(JobLink(job.id, job.url))
                 # The Hub enforces the timeout once the Job runs; this bounds a stuck queue.
                 deadline = time.monotonic() + self.timeout + 3600
                 running[job.id] = _Running(group, job, deadline)

@@ -78,15 +78,12 @@ def cell_sources(runner: CellRunner, cell: Cell) -> dict[str, Path]:
 def localize(runner: CellRunner, root: Path) -> CellRunner:
     """A copy of ``runner`` whose paths point under ``root`` (laid out as the sources of
     :func:`cell_sources`)."""
-    return dataclasses.replace(
-        runner,
+    return runner.unloaded_copy(
         output_dir=root / OUT_PREFIX,
         probe_dir=root / PROBE_PREFIX if runner.probe_dir is not None else None,
         adapter_dirs={name: root / OUT_PREFIX / name for name in runner.adapter_dirs},
         base_dirs={key: root / BASE_PREFIX / key for key in runner.base_dirs},
         progress=False,
-        _task=None,
-        _pool=None,
     )
 
 

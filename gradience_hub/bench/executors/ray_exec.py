@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from gradience_hub.bench.cells import Cell, CellResult, CellRunner
+from gradience_hub.bench.cells import Cell, CellResult, CellRunner, JobLink
 from gradience_hub.bench.executors import portable
 from gradience_hub.errors import CellError, GradienceError, MissingExtraError, UsageError
 
@@ -86,6 +86,7 @@ class RayExecutor:
     """Runs cells as Ray tasks; see the module docstring."""
 
     name = "ray"
+    jobs: tuple[JobLink, ...] = ()  # Ray tasks have no page of their own to link
 
     def __init__(
         self,
