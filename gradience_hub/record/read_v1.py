@@ -68,19 +68,8 @@ def as_content_hash(value: Any, path: str) -> str | None:
     return value
 
 
-def read_v1(data: dict[str, Any]) -> BenchRecord:
-    """Our bench.json into a record; ``adapter.content_sha256`` is optional, so records
-    written before it existed still load."""
-    adapter = as_object(required(data, "adapter", ""), "adapter")
-    task = as_object(required(data, "task", ""), "task")
-    protocol = dict(as_object(required(data, "protocol", ""), "protocol"))
-    probe = as_object(required(data, "probe", ""), "probe")
-    variants = required(data, "variants", "")
-    if not isinstance(variants, list):
-        raise field_error("variants", "must be a list")
-    rec = required(data, "recommendation", "")
-    as_object(required(data, "noise_floor", ""), "noise_floor")  # recomputed on re-judging
-
+def _protocol(protocol: dict[str, Any]) -> ProtocolInfo:
+    """``protocol``: its kind and seeds, every other key kept as written."""
     kind = required(protocol, "kind", "protocol.")
     seeds = [
         as_seed(s, "protocol.seeds")
@@ -88,91 +77,131 @@ def read_v1(data: dict[str, Any]) -> BenchRecord:
     ]
     for key in ("kind", "seeds"):
         protocol.pop(key)
+    return ProtocolInfo(kind=str(kind), seeds=seeds, extra=protocol)
 
+
+def _seed_scores(v: dict[str, Any], p: str) -> dict[int, SeedScore]:
+    """A variant's ``per_seed``: each seed's score, delta, interval and retained gain."""
+    per_seed: dict[int, SeedScore] = {}
+    for seed, cell in as_object(required(v, "per_seed", p), f"{p}per_seed").items():
+        c = as_object(cell, f"{p}per_seed.{seed}")
+        q = f"{p}per_seed.{seed}."
+        per_seed[as_seed(seed, f"{p}per_seed")] = SeedScore(
+            score=as_number(required(c, "score", q), f"{q}score"),
+            delta=as_number(required(c, "delta", q), f"{q}delta"),
+            delta_ci=as_interval(c.get("delta_ci"), f"{q}delta_ci"),
+            retained_gain=as_number(c.get("retained_gain"), f"{q}retained_gain", optional=True),
+        )
+    return per_seed
+
+
+def _variant(i: int, item: Any) -> VariantRecord:
+    """``variants[i]``, every field checked; it needs a rank or a rank pattern."""
+    p = f"variants[{i}]."
+    v = as_object(item, p.rstrip("."))
+    if "rank" not in v and "rank_pattern" not in v:
+        raise RecordError(
+            f"bench.json is missing '{p}rank' (or '{p}rank_pattern')",
+            hint="regenerate the file with 'gradience-hub bench'",
+        )
+    pattern = v.get("rank_pattern")
+    per_seed = _seed_scores(v, p)
+    return VariantRecord(
+        name=str(required(v, "name", p)),
+        params=as_int(required(v, "params", p), f"{p}params", optional=True),
+        param_reduction=as_number(
+            required(v, "param_reduction", p), f"{p}param_reduction", optional=True
+        ),
+        per_seed=per_seed,
+        mean=as_number(required(v, "mean", p), f"{p}mean", optional=True),
+        worst_delta=as_number(required(v, "worst_delta", p), f"{p}worst_delta", optional=True),
+        pass_rate=as_number(required(v, "pass_rate", p), f"{p}pass_rate", optional=True),
+        p_value=as_number(required(v, "p_value", p), f"{p}p_value", optional=True),
+        p_value_test=v.get("p_value_test"),
+        verdict=as_verdict(required(v, "verdict", p), f"{p}verdict"),
+        delta_ci=as_interval(v.get("delta_ci"), f"{p}delta_ci"),
+        verdicts=as_verdicts(v.get("verdicts"), f"{p}verdicts"),
+        rank=as_int(v.get("rank"), f"{p}rank", optional=True),
+        rank_pattern=(
+            {str(k): as_int(r, f"{p}rank_pattern.{k}") for k, r in pattern.items()}
+            if isinstance(pattern, dict)
+            else None
+        ),
+    )
+
+
+def _recommendation(rec: Any) -> Recommendation | None:
+    """``recommendation`` (null when nothing passed)."""
+    if rec is None:
+        return None
+    r = as_object(rec, "recommendation")
+    return Recommendation(
+        variant=str(required(r, "variant", "recommendation.")),
+        param_reduction=as_number(
+            r.get("param_reduction"), "recommendation.param_reduction", optional=True
+        ),
+    )
+
+
+def _adapter(adapter: dict[str, Any]) -> AdapterInfo:
+    """``adapter``: only its source is required."""
+    return AdapterInfo(
+        source=str(required(adapter, "source", "adapter.")),
+        revision=adapter.get("revision"),
+        base_model=adapter.get("base_model"),
+        allocated_rank=as_int(
+            adapter.get("allocated_rank"), "adapter.allocated_rank", optional=True
+        ),
+        lora_params=as_int(adapter.get("lora_params"), "adapter.lora_params", optional=True),
+        content_sha256=as_content_hash(adapter.get(HASH_KEY), f"adapter.{HASH_KEY}"),
+    )
+
+
+def _task(task: dict[str, Any]) -> TaskInfo:
+    """``task``: its name and metric required, where it came from optional."""
+    return TaskInfo(
+        name=str(required(task, "name", "task.")),
+        metric=str(required(task, "metric", "task.")),
+        eval_examples=as_int(task.get("eval_examples"), "task.eval_examples", optional=True),
+        **_task_source(task),
+    )
+
+
+def _probe(probe: dict[str, Any], scores: dict[str, Any]) -> ProbeRecord:
+    """``probe`` with its ``per_seed`` scores (already checked to be an object)."""
+    return ProbeRecord(
+        rank=as_int(required(probe, "rank", "probe."), "probe.rank", optional=True),
+        params=as_int(required(probe, "params", "probe."), "probe.params", optional=True),
+        per_seed={
+            as_seed(s, "probe.per_seed"): as_number(x, f"probe.per_seed.{s}")
+            for s, x in scores.items()
+        },
+        mean=as_number(required(probe, "mean", "probe."), "probe.mean"),
+    )
+
+
+def read_v1(data: dict[str, Any]) -> BenchRecord:
+    """Our bench.json into a record; ``adapter.content_sha256`` is optional, so records
+    written before it existed still load."""
+    adapter = as_object(required(data, "adapter", ""), "adapter")
+    task = as_object(required(data, "task", ""), "task")
+    protocol_fields = dict(as_object(required(data, "protocol", ""), "protocol"))
+    probe = as_object(required(data, "probe", ""), "probe")
+    variants = required(data, "variants", "")
+    if not isinstance(variants, list):
+        raise field_error("variants", "must be a list")
+    rec = required(data, "recommendation", "")
+    as_object(required(data, "noise_floor", ""), "noise_floor")  # recomputed on re-judging
+    protocol = _protocol(protocol_fields)
     probe_scores = as_object(required(probe, "per_seed", "probe."), "probe.per_seed")
-    out_variants = []
-    for i, item in enumerate(variants):
-        p = f"variants[{i}]."
-        v = as_object(item, p.rstrip("."))
-        if "rank" not in v and "rank_pattern" not in v:
-            raise RecordError(
-                f"bench.json is missing '{p}rank' (or '{p}rank_pattern')",
-                hint="regenerate the file with 'gradience-hub bench'",
-            )
-        pattern = v.get("rank_pattern")
-        per_seed = {}
-        for seed, cell in as_object(required(v, "per_seed", p), f"{p}per_seed").items():
-            c = as_object(cell, f"{p}per_seed.{seed}")
-            q = f"{p}per_seed.{seed}."
-            per_seed[as_seed(seed, f"{p}per_seed")] = SeedScore(
-                score=as_number(required(c, "score", q), f"{q}score"),
-                delta=as_number(required(c, "delta", q), f"{q}delta"),
-                delta_ci=as_interval(c.get("delta_ci"), f"{q}delta_ci"),
-                retained_gain=as_number(c.get("retained_gain"), f"{q}retained_gain", optional=True),
-            )
-        out_variants.append(
-            VariantRecord(
-                name=str(required(v, "name", p)),
-                params=as_int(required(v, "params", p), f"{p}params", optional=True),
-                param_reduction=as_number(
-                    required(v, "param_reduction", p), f"{p}param_reduction", optional=True
-                ),
-                per_seed=per_seed,
-                mean=as_number(required(v, "mean", p), f"{p}mean", optional=True),
-                worst_delta=as_number(
-                    required(v, "worst_delta", p), f"{p}worst_delta", optional=True
-                ),
-                pass_rate=as_number(required(v, "pass_rate", p), f"{p}pass_rate", optional=True),
-                p_value=as_number(required(v, "p_value", p), f"{p}p_value", optional=True),
-                p_value_test=v.get("p_value_test"),
-                verdict=as_verdict(required(v, "verdict", p), f"{p}verdict"),
-                delta_ci=as_interval(v.get("delta_ci"), f"{p}delta_ci"),
-                verdicts=as_verdicts(v.get("verdicts"), f"{p}verdicts"),
-                rank=as_int(v.get("rank"), f"{p}rank", optional=True),
-                rank_pattern=(
-                    {str(k): as_int(r, f"{p}rank_pattern.{k}") for k, r in pattern.items()}
-                    if isinstance(pattern, dict)
-                    else None
-                ),
-            )
-        )
-    recommendation = None
-    if rec is not None:
-        r = as_object(rec, "recommendation")
-        recommendation = Recommendation(
-            variant=str(required(r, "variant", "recommendation.")),
-            param_reduction=as_number(
-                r.get("param_reduction"), "recommendation.param_reduction", optional=True
-            ),
-        )
+    out_variants = [_variant(i, item) for i, item in enumerate(variants)]
+    recommendation = _recommendation(rec)
     return BenchRecord(
-        adapter=AdapterInfo(
-            source=str(required(adapter, "source", "adapter.")),
-            revision=adapter.get("revision"),
-            base_model=adapter.get("base_model"),
-            allocated_rank=as_int(
-                adapter.get("allocated_rank"), "adapter.allocated_rank", optional=True
-            ),
-            lora_params=as_int(adapter.get("lora_params"), "adapter.lora_params", optional=True),
-            content_sha256=as_content_hash(adapter.get(HASH_KEY), f"adapter.{HASH_KEY}"),
-        ),
-        task=TaskInfo(
-            name=str(required(task, "name", "task.")),
-            metric=str(required(task, "metric", "task.")),
-            eval_examples=as_int(task.get("eval_examples"), "task.eval_examples", optional=True),
-            **_task_source(task),
-        ),
-        protocol=ProtocolInfo(kind=str(kind), seeds=seeds, extra=protocol),
+        adapter=_adapter(adapter),
+        task=_task(task),
+        protocol=protocol,
         policy=as_policy(as_object(required(data, "policy", ""), "policy"), "policy."),
-        probe=ProbeRecord(
-            rank=as_int(required(probe, "rank", "probe."), "probe.rank", optional=True),
-            params=as_int(required(probe, "params", "probe."), "probe.params", optional=True),
-            per_seed={
-                as_seed(s, "probe.per_seed"): as_number(x, f"probe.per_seed.{s}")
-                for s, x in probe_scores.items()
-            },
-            mean=as_number(required(probe, "mean", "probe."), "probe.mean"),
-        ),
+        probe=_probe(probe, probe_scores),
         variants=out_variants,
         status=as_status(required(data, "status", ""), "status"),
         recommendation=recommendation,
