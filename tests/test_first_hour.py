@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from gradience_hub.audit import AuditReport
 from gradience_hub.bench.cells import BASE, PROBE, CellResult, cell_line
 from gradience_hub.markdown import checkpoint_label, is_hub_model_id, looks_like_local_path
 from gradience_hub.publish import render as R
@@ -86,7 +87,8 @@ def test_a_checkpoint_path_is_named_by_its_model_directory() -> None:
 def _adapter_line(audit_base: str | None, bench_base: str | None) -> dict[str, Any]:
     audit = {"source": {"kind": "local", "path": "."}, "summary": {"base_model": audit_base}}
     bench = {"adapter": {"base_model": bench_base}}
-    return R.template_context("card", audit, bench)["adapter"]
+    # the view of the adapter line, from the audit.json and bench.json forms it reads
+    return R._adapter_view(audit, bench, {})
 
 
 def test_the_card_names_the_base_model_readably_and_links_only_hub_ids() -> None:
@@ -98,12 +100,10 @@ def test_the_card_names_the_base_model_readably_and_links_only_hub_ids() -> None
     assert view["base_model_url"] is None
     view = _adapter_line("org/base", None)
     assert view["base_model_url"] == "https://huggingface.co/org/base"
-    audit = {
-        "schema": "gradience-hub/audit/v1",
-        "source": {"kind": "local", "path": "."},
-        "summary": {"base_model": path},
-    }
-    card = R.render("card", audit, None)
+    doc = json.loads((Path(__file__).parent / "golden" / "audit.json").read_text())
+    doc["source"] = {"kind": "local", "path": ".", "base_model": path}
+    doc["summary"]["base_model"] = path
+    card = R.render("card", AuditReport.from_dict(doc), None)
     assert "model model" not in card and "/venv" not in card
     assert "](https://huggingface.co/gt" not in card
 

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from gradience_hub import _io, hub
+from gradience_hub.audit import AuditReport
 from gradience_hub.cli import main
 from gradience_hub.errors import CardError, UsageError
 from gradience_hub.markers import COMMENT_MARKER, SECTION_END, SECTION_START
@@ -524,7 +525,8 @@ def test_the_comment_marker_is_the_one_the_modules_use() -> None:
     from gradience_hub.publish import render
 
     assert github.MARKER == ann.COMMENT_MARKER == render.COMMENT_MARKER == COMMENT_MARKER
-    text = render.render("comment", json.loads((GOLDEN / "audit.json").read_text()), None)
+    audit = AuditReport.from_dict(json.loads((GOLDEN / "audit.json").read_text()))
+    text = render.render("comment", audit, None)
     assert text.startswith(COMMENT_MARKER + "\n")
     with pytest.raises(CardError):
         splice_readme("x", f"a {SECTION_END}", base_model=None)

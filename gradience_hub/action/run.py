@@ -218,7 +218,9 @@ def _jobs_md(result: RepoResult) -> str:
 
 def _sections(result: RepoResult) -> tuple[str, str]:
     """The step-summary and PR-comment Markdown of one repo (comment without the marker)."""
+    from gradience_hub.audit import AuditReport
     from gradience_hub.publish import render
+    from gradience_hub.record import record_from_dict
 
     if result.error is not None:
         hint = f"\n\n**Fix:** {render.md(result.error.hint)}" if result.error.hint else ""
@@ -232,9 +234,12 @@ def _sections(result: RepoResult) -> tuple[str, str]:
         extra = f"Source: {render.md(result.source)}\n\n"
     if result.hub_url:
         extra += f"**Hub pull request:** {render.safe_url(result.hub_url)}\n\n"
+    # render takes the typed documents: the audit, and the bench judged as it is read
+    audit = AuditReport.from_dict(result.audit) if result.audit is not None else None
+    bench = record_from_dict(result.bench) if result.bench is not None else None
     out = []
     for kind in ("summary", "comment"):
-        text = render.render(kind, result.audit, result.bench, context=result.context)
+        text = render.render(kind, audit, bench, context=result.context)
         text = text.replace(COMMENT_MARKER, "").strip("\n")
         # The extra lines go right under the section's heading line.
         head, _, body = text.partition("\n")

@@ -43,6 +43,7 @@ from gradience_hub.markers import (
 )
 from gradience_hub.policy import status_of
 from gradience_hub.publish.readme import library_for
+from gradience_hub.record import BenchRecord, record_from_dict
 from gradience_hub.record.hub_eval import HubEvalClaim, claim_from_record
 
 __all__ = [
@@ -91,6 +92,11 @@ class _Evidence:
     audit: AuditReport
     bench: dict[str, Any] | None
     bench_md: str | None
+
+    def bench_record(self) -> BenchRecord | None:
+        """The bench as render takes it: the judged record, read back from the bench.json
+        form that is published (so the card shows exactly what the file says)."""
+        return record_from_dict(self.bench) if self.bench is not None else None
 
 
 def _load_bench(bench_json: str, max_drop: float | None) -> tuple[dict[str, Any], str]:
@@ -197,8 +203,6 @@ def keep_published(
 
 def hub_eval_claim(bench: dict[str, Any], model_name: str, record_url: str | None) -> HubEvalClaim:
     """What the record lets the card claim in the Hub's eval formats (record/hub_eval.py)."""
-    from gradience_hub.record import record_from_dict
-
     claim = claim_from_record(record_from_dict(bench), model_name=model_name, source_url=record_url)
 
     # names from the record land in the card's metadata: no HTML comment may open or close
@@ -250,7 +254,7 @@ def evidence_files(
         claim = hub_eval_claim(evidence.bench, name, record_url)
         context["hub_eval_note"] = _hub_eval_note(claim)
     section = render.render(
-        "card", audit, evidence.bench, template_dir=template_dir, context=context
+        "card", evidence.audit, evidence.bench_record(), template_dir=template_dir, context=context
     )
     summary = evidence.audit.summary
     new_readme = render.splice_readme(
@@ -763,8 +767,8 @@ def _comment(run: _HubRun, done: _Pass, outcome: hub.CommitOutcome, num: int) ->
     )
     comment = render.render(
         "comment",
-        done.evidence.audit.to_dict(),
-        done.evidence.bench,
+        done.evidence.audit,
+        done.evidence.bench_record(),
         template_dir=run.template_dir,
         context={**done.context, "revision": where},
     )

@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import functools
 import math
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -40,8 +41,8 @@ from urllib.parse import quote
 from markupsafe import Markup
 
 from gradience_hub import __version__
-from gradience_hub.audit import V011_ENERGY_ALIASES, energy_fields
-from gradience_hub.errors import ConfigError, RecordError, TemplateError, UsageError
+from gradience_hub.audit import V011_ENERGY_ALIASES, AuditReport, energy_fields
+from gradience_hub.errors import RecordError, TemplateError, UsageError
 from gradience_hub.markdown import (
     FILTERS,
     checkpoint_label,
@@ -58,8 +59,7 @@ from gradience_hub.policy import (
     FAIL,
     INCONCLUSIVE,
     PASS,
-    RECORD_STATUSES,
-    RULE_WORST_SEED,
+    Interval,
     Policy,
 )
 from gradience_hub.publish.readme import (
@@ -72,7 +72,7 @@ from gradience_hub.publish.readme import (
     splice_readme,
     splice_readme_file,
 )
-from gradience_hub.record.model import AUDIT_FIELDS
+from gradience_hub.record.model import AUDIT_FIELDS, BenchRecord, VariantRecord
 
 __all__ = [
     "COMMENT_MARKER",
@@ -355,68 +355,42 @@ def _summary_view(audit: dict[str, Any] | None, bench: dict[str, Any] | None) ->
     return view
 
 
-def _policy(raw: Any) -> Policy | None:
-    """The bench's policy when its values are valid (a raw template document may hold
-    anything), else None."""
-    data = _mapping(raw)
-    try:
-        return Policy(
-            max_drop=data.get("max_drop", 0.025),
-            min_pass_rate=data.get("min_pass_rate", 1.0),
-            seed_max_drop=data.get("seed_max_drop"),
-            rule=data.get("rule") or RULE_WORST_SEED,
-        )
-    except (ConfigError, TypeError):
+def _interval_view(interval: Interval | None) -> dict[str, Any] | None:
+    if interval is None:
         return None
+    return {"low": interval.low, "high": interval.high, "level": interval.level}
 
 
-def _interval_view(raw: Any) -> dict[str, Any] | None:
-    data = _mapping(raw)
-    if to_number(data.get("low")) is None or to_number(data.get("high")) is None:
-        return None
-    return {"low": data["low"], "high": data["high"], "level": data.get("level")}
-
-
-def _variant_view(raw: Any, recommended: str | None, policy: Policy | None) -> dict[str, Any]:
-    variant = _mapping(raw)
-    view = {key: variant.get(key) for key in _VARIANT_FIELDS}
-    view.update({k: v for k, v in variant.items() if k not in view})
-    per_seed = _mapping(variant.get("per_seed"))
+def _variant_view(
+    variant: VariantRecord, raw: Mapping[str, Any], recommended: str | None, policy: Policy
+) -> dict[str, Any]:
+    """A variant row: its bench.json fields (``raw``) plus what the judged record says of it."""
+    view = {key: raw.get(key) for key in _VARIANT_FIELDS}
+    view.update({k: v for k, v in raw.items() if k not in view})
+    per_seed = _mapping(raw.get("per_seed"))
     seeds = []
     for seed in sorted(per_seed, key=_seed_key):
-        cell = per_seed[seed]
-        cell = cell if isinstance(cell, Mapping) else {"score": cell}
+        cell = _mapping(per_seed[seed])
         seeds.append({"seed": seed, "score": cell.get("score"), "delta": cell.get("delta")})
     view["seeds"] = seeds
     view["delta_by_seed"] = {str(s["seed"]): s["delta"] for s in seeds}
     view["n_seeds"] = len(seeds)
-    passed = None
-    if seeds and policy is not None:
-        deltas = [to_number(s["delta"]) for s in seeds]
-        if all(d is not None for d in deltas):
-            passed = sum(1 for d in deltas if d is not None and policy.seed_passes(d))
-    rate = to_number(view["pass_rate"])
-    if passed is None and seeds and rate is not None:
-        passed = round(rate * len(seeds))
-    view["seeds_passed"] = passed
-    view["delta_ci"] = _interval_view(variant.get("delta_ci"))
-    gain = _mapping(variant.get("retained_gain"))
-    view["retained_gain_worst"] = to_number(gain.get("worst"))
-    verdict = str(view["verdict"] or "").upper()
-    view["passed"] = verdict == PASS
-    view["recommended"] = recommended is not None and view["name"] == recommended
+    scores = variant.per_seed.values()
+    view["seeds_passed"] = sum(policy.seed_passes(c.delta) for c in scores) if scores else None
+    view["delta_ci"] = _interval_view(variant.delta_ci)
+    view["retained_gain_worst"] = to_number(_mapping(raw.get("retained_gain")).get("worst"))
+    view["passed"] = variant.passed
+    view["recommended"] = recommended is not None and variant.name == recommended
     return view
 
 
-def _metric_scale(bench: dict[str, Any]) -> str:
+def _metric_scale(bench: BenchRecord) -> str:
     """``fraction`` when every score and mean lies in [0, 1] (accuracy-like), else ``raw``."""
-    values: list[float | None] = [to_number(_mapping(bench.get("probe")).get("mean"))]
-    for variant in bench.get("variants") or []:
-        variant = _mapping(variant)
-        values.append(to_number(variant.get("mean")))
-        for cell in _mapping(variant.get("per_seed")).values():
-            values.append(to_number(_mapping(cell).get("score")))
-    known = [v for v in values if v is not None]
+    values: list[float | None] = [bench.probe.mean]
+    for variant in bench.variants:
+        values.append(variant.mean)
+        values.extend(cell.score for cell in variant.per_seed.values())
+    known = [v for v in values if v is not None and not math.isnan(v)]
     return "fraction" if all(0.0 <= v <= 1.0 for v in known) else "raw"
 
 
@@ -498,14 +472,16 @@ def _adapter_view(
 
 def template_context(
     kind: str,
-    audit: dict[str, Any] | None,
-    bench: dict[str, Any] | None,
+    audit: AuditReport | None,
+    bench: BenchRecord | None,
     context: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The variables every template sees; user templates may use any of them.
 
-    Raw documents (deep copies): ``audit`` (the audit.json dict or None), ``bench`` (the
-    bench.json v1 dict or None), ``context`` (the caller's dict).
+    ``audit`` and ``bench`` are the typed documents (the bench judged on reading, so its
+    status and verdicts are the record's own: nothing here re-judges). Raw documents (fresh
+    copies): ``audit`` (audit.json as a dict, or None), ``bench`` (bench.json v1 as a dict, or
+    None), ``context`` (the caller's dict).
 
     Digested (every key present; None when unknown):
 
@@ -539,124 +515,135 @@ def template_context(
       picture} (from :mod:`gradience_hub.markers`).
     """
     ctx = dict(context or {})
-    if audit is not None and not isinstance(audit, Mapping):
-        raise RecordError("the audit must be an audit.json document (a JSON object)")
-    if bench is not None and not isinstance(bench, Mapping):
-        raise RecordError("the bench must be a bench.json document (a JSON object)")
-    # Copies: nothing a template does can reach the caller's documents.
-    audit = copy.deepcopy(dict(audit)) if audit is not None else None
-    bench = copy.deepcopy(dict(bench)) if bench is not None else None
-    has_bench = bench is not None
-    summary = _summary_view(audit, bench)
-
-    per_layer = None
-    suggestions = _mapping((audit or {}).get("suggestions")).get("per_layer")
-    if isinstance(suggestions, Mapping) and summary:
-        params = to_number(suggestions.get("lora_params"))
-        total = to_number(summary.get("lora_params"))
-        per_layer = {
-            "lora_params": params,
-            "reduction": 1 - params / total if params is not None and total else None,
-            "rank_pattern": _mapping(suggestions.get("rank_pattern")),
-        }
-
-    task = policy = protocol = probe = recommendation = None
-    variants: list[dict[str, Any]] = []
-    seeds: list[Any] = []
-    noise_floor = None
-    status = AUDIT
-    status_reason = base = None
-    metric_scale = "fraction"
-    bench_tool = None
-    if bench is not None:
-        status = str(bench.get("status", "")).upper()
-        status = status if status in RECORD_STATUSES else FAIL  # unknown: never shown as PASS
-        reason = bench.get("status_reason")
-        status_reason = reason if isinstance(reason, str) else None
-        base_raw = _mapping(bench.get("base"))
-        if to_number(base_raw.get("mean")) is not None:
-            gain = _mapping(base_raw.get("gain"))
-            base = {
-                "per_seed": _mapping(base_raw.get("per_seed")),
-                "mean": base_raw["mean"],
-                "gain": gain.get("mean"),
-                "p_value": gain.get("p_value"),
-            }
-        task = {"name": None, "metric": None, "eval_examples": None} | _mapping(bench.get("task"))
-        policy = {
-            "rule": None,
-            "max_drop": None,
-            "seed_max_drop": None,
-            "min_pass_rate": None,
-        } | _mapping(bench.get("policy"))
-        protocol = {"kind": None, "seeds": None} | _mapping(bench.get("protocol"))
-        probe_raw = bench.get("probe")
-        if isinstance(probe_raw, Mapping):
-            probe = {"rank": None, "params": None, "mean": None} | dict(probe_raw)
-        rec = bench.get("recommendation")
-        if isinstance(rec, Mapping) and rec.get("variant") is not None:
-            recommendation = {"variant": rec.get("variant"), "param_reduction": None} | dict(rec)
-        rec_name = recommendation["variant"] if recommendation else None
-        judged = _policy(policy)
-        variants = [_variant_view(v, rec_name, judged) for v in bench.get("variants") or []]
-        if isinstance(protocol["seeds"], Sequence) and not isinstance(protocol["seeds"], str):
-            seeds = list(protocol["seeds"])
-        else:
-            found = {s["seed"] for v in variants for s in v["seeds"]}
-            seeds = sorted(found, key=_seed_key)
-        noise = _mapping(bench.get("noise_floor"))
-        noise_floor = to_number(noise.get("half_width"))
-        metric_scale = _metric_scale(bench)
-        tool = _mapping(bench.get("tool"))
-        if tool and (tool.get("name"), tool.get("version")) != ("gradience-hub", __version__):
-            bench_tool = {"name": tool.get("name"), "version": tool.get("version")}
-
-    recommended = next((v for v in variants if v["recommended"]), None)
-    warnings: list[Any] = []
-    for source in (audit, bench):
-        for warning in (source or {}).get("warnings") or []:
-            if warning not in warnings:
-                warnings.append(warning)
+    audit_doc, bench_doc = _documents(audit, bench)
+    summary = _summary_view(audit_doc, bench_doc)
     picture = bool(ctx.get("utilization_png")) and summary is not None
-    protocol_kind = protocol["kind"] if protocol else None
-    return {
+    views = _bench_views(bench, bench_doc)
+    protocol_kind = views["protocol"]["kind"] if views["protocol"] else None
+    return views | {
         "kind": kind,
-        "audit": audit,
-        "bench": bench,
+        "audit": audit_doc,
+        "bench": bench_doc,
         "context": ctx,
         # annotate's sentence on where the adapter's score went on the Hub (model-index,
         # .eval_results) or why it is not a benchmark score; None elsewhere
         "hub_eval_note": ctx.get("hub_eval_note"),
-        "status": status,
-        "status_reason": status_reason,
-        "base": base,
-        "has_bench": has_bench,
-        "adapter": _adapter_view(audit, bench, ctx),
+        "has_bench": bench is not None,
+        "adapter": _adapter_view(audit_doc, bench_doc, ctx),
         "summary": summary,
-        "per_layer": per_layer,
-        "rank_policies": _rank_policies_view(audit),
-        "udr": _udr_view(audit),
-        "task": task,
-        "protocol": protocol,
+        "per_layer": _per_layer_view(audit_doc, summary),
+        "rank_policies": _rank_policies_view(audit_doc),
+        "udr": _udr_view(audit_doc),
         "protocol_text": _PROTOCOLS.get(str(protocol_kind), protocol_kind),
-        "policy": policy,
-        "seeds": seeds,
-        "probe": probe,
-        "variants": variants,
-        "recommendation": recommendation,
-        "recommended": recommended,
-        "metric_name": (task or {}).get("metric") or "metric",
-        "metric_scale": metric_scale,
-        "noise_floor": noise_floor,
-        "links": _links(kind, ctx, has_bench, picture),
+        "recommended": next((v for v in views["variants"] if v["recommended"]), None),
+        "metric_name": (views["task"] or {}).get("metric") or "metric",
+        "links": _links(kind, ctx, bench is not None, picture),
         "picture": picture,
-        "warnings": warnings,
+        "warnings": _warnings(audit, bench),
         "tool": {"name": "gradience-hub", "version": __version__, "url": Markup(HOMEPAGE)},
-        "bench_tool": bench_tool,
         "generated_at": ctx.get("generated_at"),
         "markers": {role: Markup(text) for role, text in MARKERS.items()},
         "paths": _paths(ctx),
     }
+
+
+def _documents(
+    audit: AuditReport | None, bench: BenchRecord | None
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """audit.json and bench.json of the typed documents: fresh dicts, so nothing a template
+    does can reach the caller's objects."""
+    if audit is not None and not isinstance(audit, AuditReport):
+        raise TypeError(f"render takes an AuditReport, not {type(audit).__name__}")
+    if bench is not None and not isinstance(bench, BenchRecord):
+        raise TypeError(f"render takes a BenchRecord, not {type(bench).__name__}")
+    return (
+        audit.to_dict() if audit is not None else None,
+        bench.to_dict() if bench is not None else None,
+    )
+
+
+def _per_layer_view(
+    audit: Mapping[str, Any] | None, summary: Mapping[str, Any] | None
+) -> dict[str, Any] | None:
+    """The per-layer suggestion: its LoRA params, their reduction and its rank_pattern."""
+    suggestions = _mapping((audit or {}).get("suggestions")).get("per_layer")
+    if not isinstance(suggestions, Mapping) or not summary:
+        return None
+    params = to_number(suggestions.get("lora_params"))
+    total = to_number(summary.get("lora_params"))
+    return {
+        "lora_params": params,
+        "reduction": 1 - params / total if params is not None and total else None,
+        "rank_pattern": _mapping(suggestions.get("rank_pattern")),
+    }
+
+
+def _bench_views(bench: BenchRecord | None, doc: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The bench's variables, read off the judged record (status, verdicts, seeds passed) and
+    its bench.json form (``doc``, for the fields shown as stored); empty without a bench."""
+    if bench is None or doc is None:
+        return {
+            "status": AUDIT,
+            "status_reason": None,
+            "base": None,
+            "task": None,
+            "protocol": None,
+            "policy": None,
+            "seeds": [],
+            "probe": None,
+            "variants": [],
+            "recommendation": None,
+            "metric_scale": "fraction",
+            "noise_floor": None,
+            "bench_tool": None,
+        }
+    base = None
+    if bench.base is not None:
+        base = {
+            "per_seed": _mapping(_mapping(doc.get("base")).get("per_seed")),
+            "mean": bench.base.mean,
+            "gain": bench.base.gain,
+            "p_value": bench.base.p_value,
+        }
+    rec = bench.recommendation
+    recommendation = (
+        {"variant": rec.variant, "param_reduction": rec.param_reduction} if rec else None
+    )
+    raw_variants = doc.get("variants") or []
+    variants = [
+        _variant_view(v, _mapping(raw), rec.variant if rec else None, bench.policy)
+        for v, raw in zip(bench.variants, raw_variants, strict=True)
+    ]
+    tool = bench.tool
+    bench_tool = None
+    if (tool.get("name"), tool.get("version")) != ("gradience-hub", __version__):
+        bench_tool = {"name": tool.get("name"), "version": tool.get("version")}
+    return {
+        "status": bench.status,
+        "status_reason": bench.status_reason,
+        "base": base,
+        "task": {"name": None, "metric": None, "eval_examples": None} | _mapping(doc.get("task")),
+        "protocol": {"kind": None, "seeds": None} | _mapping(doc.get("protocol")),
+        "policy": {"rule": None, "max_drop": None, "seed_max_drop": None, "min_pass_rate": None}
+        | _mapping(doc.get("policy")),
+        "seeds": list(bench.protocol.seeds),
+        "probe": {"rank": None, "params": None, "mean": None} | _mapping(doc.get("probe")),
+        "variants": variants,
+        "recommendation": recommendation,
+        "metric_scale": _metric_scale(bench),
+        "noise_floor": bench.noise_floor,
+        "bench_tool": bench_tool,
+    }
+
+
+def _warnings(audit: AuditReport | None, bench: BenchRecord | None) -> list[str]:
+    """The audit's warnings then the bench's, each once."""
+    warnings: list[str] = []
+    for source in (audit.warnings if audit else [], bench.warnings if bench else []):
+        for warning in source:
+            if warning not in warnings:
+                warnings.append(warning)
+    return warnings
 
 
 def _rank_policies_view(audit: Mapping[str, Any] | None) -> list[dict[str, Any]]:
@@ -693,17 +680,18 @@ def _udr_view(audit: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 def render(
     kind: str,
-    audit: dict[str, Any] | None,
-    bench: dict[str, Any] | None,
+    audit: AuditReport | None,
+    bench: BenchRecord | None,
     *,
     template_dir: str | os.PathLike[str] | None = None,
     context: dict[str, Any] | None = None,
 ) -> str:
     """Render the ``card`` section, PR ``comment`` or step ``summary`` as Markdown.
 
-    ``audit`` is an audit.json dict, ``bench`` a bench.json dict in our v1 schema (either may
-    be None, not both). ``context`` may carry ``repo_url`` (``https://huggingface.co/org/name``)
-    and ``revision`` (sha or ref) for absolute links in the comment and summary, ``repo_id``
+    ``audit`` is an :class:`~gradience_hub.audit.AuditReport`, ``bench`` a judged
+    :class:`~gradience_hub.record.BenchRecord` (either may be None, not both). ``context``
+    may carry ``repo_url`` (``https://huggingface.co/org/name``) and ``revision`` (sha or
+    ref) for absolute links in the comment and summary, ``repo_id``
     (named when the audit source is local), ``utilization_png=True`` when
     ``gradience/utilization.png`` is published alongside (the card then shows it), and
     ``generated_at`` (shown only when given, so the same input gives the same bytes), ``files``
@@ -783,18 +771,20 @@ def render_from_files(
     if audit_path is not None:
         from gradience_hub.audit import load_audit
 
-        audit = load_audit(audit_path).to_dict()
+        audit = load_audit(audit_path)
     if bench_path is not None:
         if not Path(bench_path).is_file():
             raise RecordError(f"bench file not found: {bench_path}", hint="check the --bench path")
         from gradience_hub.record import load_bench
 
-        bench = load_bench(bench_path, strict=strict).to_dict()
+        bench = load_bench(bench_path, strict=strict)
     if audit is not None and bench is not None:
         from gradience_hub.identity import link_bench
 
-        # The record must have measured the audited adapter (else exit 2, naming both).
-        bench = link_bench(bench, audit)
+        # The record must have measured the audited adapter (else exit 2, naming both); one
+        # that cannot be checked carries the warning that says so.
+        linked = link_bench(bench.to_dict(), audit.to_dict())
+        bench = dataclasses.replace(bench, warnings=list(linked["warnings"]))
     text = render(kind, audit, bench, template_dir=template_dir)
     return wrap_section(text) if kind == "card" else text
 
