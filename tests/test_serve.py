@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from gradience_hub.errors import ConfigError
-from gradience_hub.serve import JobQueue, QueueFull, ServeConfig, decide, load_config
+from gradience_hub.serve import JobQueue, QueueFull, ServeConfig, load_config, route_event
 from gradience_hub.serve.app import status_page
 from gradience_hub.serve.events import PayloadError
 from gradience_hub.serve.worker import backoff, is_adapter_listing
@@ -798,17 +798,17 @@ def test_webhook_create_list_delete(
 def test_decide_reads_the_raw_json_and_the_watched_branch() -> None:
     config = ServeConfig.from_dict({"watch": {"branch": "release"}})
     payload = push_payload("org/a", "d" * 40, "refs/heads/release")
-    decision = decide(payload, config)
+    decision = route_event(payload, config)
     assert decision.queued and (decision.repo, decision.sha) == ("org/a", "d" * 40)
     assert decision.webhook_id == "65d6e2ab0bc0ec17b2cbd5a4"
-    assert not decide(push_payload("org/a", "d" * 40), config).queued
+    assert not route_event(push_payload("org/a", "d" * 40), config).queued
     # both refs in one push: the watched one is found wherever it is in the list
     payload["updatedRefs"].insert(0, {"ref": "refs/tags/v1", "newSha": "e" * 40})
-    assert decide(payload, config).sha == "d" * 40
+    assert route_event(payload, config).sha == "d" * 40
     with pytest.raises(PayloadError, match=r"event\.action"):
-        decide({"event": {}}, config)
+        route_event({"event": {}}, config)
     with pytest.raises(PayloadError, match="JSON object"):
-        decide([], config)
+        route_event([], config)
 
 
 def test_config_rules_first_match_wins_and_errors_name_the_key(tmp_path: Path) -> None:

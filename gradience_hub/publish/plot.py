@@ -224,106 +224,12 @@ def utilization_heatmap(audit: dict[str, Any], path: str | os.PathLike[str]) -> 
     same audit always gives the same bytes.
     """
     import matplotlib.style
-    import matplotlib.ticker
-    import numpy as np
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
 
     layers = [row for row in (audit or {}).get("layers") or [] if isinstance(row, dict)]
     if not layers:
         raise RecordError("the audit has no modules to plot", hint="audit a LoRA adapter first")
-    rows, groups, cols, matrix = utilization_grid(layers)
-    rows = [_shown(r) for r in rows]
-    data = np.ma.masked_invalid(matrix * 100.0)
-    n_rows, n_cols = data.shape
-    summary = audit.get("summary") or {}
-
-    width = min(16.0, max(6.4, 2.6 + 0.24 * n_cols + 0.06 * max(len(r) for r in rows)))
-    height = min(14.0, max(3.0, 1.7 + 0.34 * n_rows))
     with matplotlib.style.context("default"):
-        fig = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
-        FigureCanvasAgg(fig)
-        ax = fig.add_subplot()
-        # A perceptual colormap over the range this adapter spans (utilization_norm): on a
-        # fixed 0..100% scale a typical adapter (5-20%) is one pale colour.
-        norm = utilization_norm(matrix)
-        cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#e6e6e6")
-        image = ax.imshow(data, cmap=cmap, norm=norm, aspect="auto", interpolation="nearest")
-        colorbar = fig.colorbar(image, ax=ax, pad=0.02, fraction=0.05 if n_cols > 8 else 0.08)
-        colorbar.set_label("utilization (stable rank / r)")
-        colorbar.ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(decimals=0))
-
-        # Text from the adapter (module names) is drawn as text, never parsed as mathtext:
-        # "$\\undefinedcmd{x}$" in a module name must not stop the picture.
-        plain: dict[str, Any] = {"parse_math": False}
-        step = _tick_step(n_cols, 32)
-        ticks = [i for i in range(n_cols) if i % step == 0 or cols[i] == _NO_LAYER]
-        ax.set_xticks(
-            ticks, labels=[cols[i] for i in ticks], fontsize=8 if n_cols > 24 else 9, **plain
-        )
-        if cols == [_NO_LAYER]:
-            ax.set_xticks([])
-        row_step = _tick_step(n_rows, 120)
-        shown_rows = range(0, n_rows, row_step)
-        ax.set_yticks(
-            shown_rows,
-            labels=[rows[i] for i in shown_rows],
-            fontsize=9 if n_rows <= 24 else 7,
-            **plain,
-        )
-        ax.tick_params(length=0)
-        indexed = any(c != _NO_LAYER for c in cols)
-        ax.set_xlabel("layer" if indexed else "modules without a layer index")
-        for spine in ax.spines.values():
-            spine.set_visible(False)
-
-        # White rules between module groups, and the group names on the right.
-        bounds = [0] + [i for i in range(1, n_rows) if groups[i] != groups[i - 1]] + [n_rows]
-        for b in bounds[1:-1]:
-            ax.axhline(b - 0.5, color="white", linewidth=2.5)
-        if len(bounds) > 2:
-            side = ax.secondary_yaxis("right")
-            centers = [(lo + hi - 1) / 2 for lo, hi in itertools.pairwise(bounds)]
-            side.set_yticks(centers, labels=[groups[lo] for lo in bounds[:-1]], fontsize=9, **plain)
-            side.tick_params(length=0)
-            for spine in side.spines.values():
-                spine.set_visible(False)
-
-        if n_cols <= 32 and n_rows * n_cols <= 400:
-            for i in range(n_rows):
-                for j in range(n_cols):
-                    if np.ma.getmaskarray(data)[i, j]:
-                        continue
-                    value = float(data[i, j])
-                    ax.text(
-                        j,
-                        i,
-                        f"{value:.0f}%" if n_cols <= 12 else f"{value:.0f}",
-                        ha="center",
-                        va="center",
-                        fontsize=7 if n_cols > 16 else 8,
-                        color="white" if norm(value) < 0.6 else "black",  # viridis: dark low
-                        **plain,
-                    )
-
-        details = []
-        rank = summary.get("allocated_rank")
-        if isinstance(rank, (int, float)):
-            details.append(f"allocated rank r={rank:g}")
-        mean = summary.get("utilization_mean")
-        if isinstance(mean, (int, float)):
-            details.append(f"mean utilization {mean * 100:.1f}%")
-        details.append(f"{len(layers)} module{'s' if len(layers) != 1 else ''}")
-        details.append(f"colours span {norm.vmin:.1f}%–{norm.vmax:.1f}%")
-        if data.mask.any():
-            details.append("grey: no LoRA module there")
-        ax.set_title(
-            "LoRA utilization by layer and module\n" + " · ".join(details),
-            fontsize=10,
-            loc="left",
-            **plain,
-        )
-
+        fig = _heatmap_figure(layers, audit.get("summary") or {})
         buffer = io.BytesIO()
         # No "Software" key: the PNG then carries no version string, and the bytes depend on
         # the audit only. A module name in a script the font lacks draws as boxes; matplotlib's
@@ -331,6 +237,118 @@ def utilization_heatmap(audit: dict[str, Any], path: str | os.PathLike[str]) -> 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             fig.savefig(buffer, format="png", dpi=_DPI, metadata={"Software": None})
+    return write_file(Path(path), buffer.getvalue(), parents=True)
 
-    target = Path(path)
-    return write_file(target, buffer.getvalue(), parents=True)
+
+# Text from the adapter (module names) is drawn as text, never parsed as mathtext:
+# "$\\undefinedcmd{x}$" in a module name must not stop the picture.
+_PLAIN: dict[str, Any] = {"parse_math": False}
+
+
+def _heatmap_figure(layers: list[dict[str, Any]], summary: dict[str, Any]) -> Any:
+    """The heatmap's Figure (on an Agg canvas) of the audit rows ``layers``."""
+    import matplotlib.ticker
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows, groups, cols, matrix = utilization_grid(layers)
+    rows = [_shown(r) for r in rows]
+    data = np.ma.masked_invalid(matrix * 100.0)
+    n_rows, n_cols = data.shape
+    width = min(16.0, max(6.4, 2.6 + 0.24 * n_cols + 0.06 * max(len(r) for r in rows)))
+    height = min(14.0, max(3.0, 1.7 + 0.34 * n_rows))
+    fig = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    # A perceptual colormap over the range this adapter spans (utilization_norm): on a
+    # fixed 0..100% scale a typical adapter (5-20%) is one pale colour.
+    norm = utilization_norm(matrix)
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#e6e6e6")
+    image = ax.imshow(data, cmap=cmap, norm=norm, aspect="auto", interpolation="nearest")
+    colorbar = fig.colorbar(image, ax=ax, pad=0.02, fraction=0.05 if n_cols > 8 else 0.08)
+    colorbar.set_label("utilization (stable rank / r)")
+    colorbar.ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(decimals=0))
+    _axes_labels(ax, rows, cols)
+    _group_rules(ax, groups)
+    if n_cols <= 32 and n_rows * n_cols <= 400:
+        _cell_values(ax, data, norm)
+    details = []
+    rank = summary.get("allocated_rank")
+    if isinstance(rank, (int, float)):
+        details.append(f"allocated rank r={rank:g}")
+    mean = summary.get("utilization_mean")
+    if isinstance(mean, (int, float)):
+        details.append(f"mean utilization {mean * 100:.1f}%")
+    details.append(f"{len(layers)} module{'s' if len(layers) != 1 else ''}")
+    details.append(f"colours span {norm.vmin:.1f}%–{norm.vmax:.1f}%")
+    if data.mask.any():
+        details.append("grey: no LoRA module there")
+    ax.set_title(
+        "LoRA utilization by layer and module\n" + " · ".join(details),
+        fontsize=10,
+        loc="left",
+        **_PLAIN,
+    )
+    return fig
+
+
+def _axes_labels(ax: Any, rows: list[str], cols: list[str]) -> None:
+    """Layer ticks along x (thinned past 32 columns), module names along y (past 120 rows)."""
+    n_rows, n_cols = len(rows), len(cols)
+    step = _tick_step(n_cols, 32)
+    ticks = [i for i in range(n_cols) if i % step == 0 or cols[i] == _NO_LAYER]
+    ax.set_xticks(
+        ticks, labels=[cols[i] for i in ticks], fontsize=8 if n_cols > 24 else 9, **_PLAIN
+    )
+    if cols == [_NO_LAYER]:
+        ax.set_xticks([])
+    shown_rows = range(0, n_rows, _tick_step(n_rows, 120))
+    ax.set_yticks(
+        shown_rows,
+        labels=[rows[i] for i in shown_rows],
+        fontsize=9 if n_rows <= 24 else 7,
+        **_PLAIN,
+    )
+    ax.tick_params(length=0)
+    indexed = any(c != _NO_LAYER for c in cols)
+    ax.set_xlabel("layer" if indexed else "modules without a layer index")
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
+def _group_rules(ax: Any, groups: list[str]) -> None:
+    """White rules between module groups, and the group names on the right."""
+    n_rows = len(groups)
+    bounds = [0] + [i for i in range(1, n_rows) if groups[i] != groups[i - 1]] + [n_rows]
+    for b in bounds[1:-1]:
+        ax.axhline(b - 0.5, color="white", linewidth=2.5)
+    if len(bounds) > 2:
+        side = ax.secondary_yaxis("right")
+        centers = [(lo + hi - 1) / 2 for lo, hi in itertools.pairwise(bounds)]
+        side.set_yticks(centers, labels=[groups[lo] for lo in bounds[:-1]], fontsize=9, **_PLAIN)
+        side.tick_params(length=0)
+        for spine in side.spines.values():
+            spine.set_visible(False)
+
+
+def _cell_values(ax: Any, data: Any, norm: Any) -> None:
+    """Each cell's percentage, white on the dark (low) end of viridis, black on the light."""
+    import numpy as np
+
+    n_rows, n_cols = data.shape
+    for i in range(n_rows):
+        for j in range(n_cols):
+            if np.ma.getmaskarray(data)[i, j]:
+                continue
+            value = float(data[i, j])
+            ax.text(
+                j,
+                i,
+                f"{value:.0f}%" if n_cols <= 12 else f"{value:.0f}",
+                ha="center",
+                va="center",
+                fontsize=7 if n_cols > 16 else 8,
+                color="white" if norm(value) < 0.6 else "black",  # viridis: dark low
+                **_PLAIN,
+            )

@@ -12,7 +12,7 @@ Only :mod:`.app` and :mod:`.server` need the ``serve`` extra (FastAPI, uvicorn).
 """
 
 from gradience_hub.serve.config import RepoRule, ServeConfig, ServeOptions, WatchConfig, load_config
-from gradience_hub.serve.events import Decision, PayloadError, decide, parse_payload
+from gradience_hub.serve.events import Decision, PayloadError, parse_payload, route_event
 from gradience_hub.serve.queue import Enqueued, Job, JobQueue, QueueFull, Recovery
 
 __all__ = [
@@ -27,7 +27,7 @@ __all__ = [
     "ServeConfig",
     "ServeOptions",
     "WatchConfig",
-    "decide",
     "load_config",
     "parse_payload",
+    "route_event",
 ]

@@ -36,7 +36,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from gradience_hub import __version__
 from gradience_hub.serve.config import ServeConfig, ServeOptions
-from gradience_hub.serve.events import Decision, PayloadError, decide, parse_payload
+from gradience_hub.serve.events import Decision, PayloadError, parse_payload, route_event
 from gradience_hub.serve.log import EventLog
 from gradience_hub.serve.pool import WorkerPool
 from gradience_hub.serve.queue import Job, JobQueue, QueueFull
@@ -221,7 +221,7 @@ async def webhook(request: Request) -> JSONResponse:
     if body is None:
         return _error(413, f"the body is larger than {options.max_body} bytes")
     try:
-        decision = decide(parse_payload(body), service.config)
+        decision = route_event(parse_payload(body), service.config)
     except PayloadError as exc:
         log("webhook.bad_request", level="warning", reason=str(exc))
         return _error(400, str(exc))

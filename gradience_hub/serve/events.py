@@ -86,7 +86,7 @@ def _ignore(reason: str, repo: str | None = None, webhook_id: str | None = None)
     return Decision("ignore", reason, repo=repo, webhook_id=webhook_id)
 
 
-def decide(payload: Any, config: ServeConfig) -> Decision:
+def route_event(payload: Any, config: ServeConfig) -> Decision:
     """Queue or ignore one parsed payload; PayloadError when required fields are missing."""
     if not isinstance(payload, dict):
         raise PayloadError("the payload must be a JSON object")

@@ -18,7 +18,7 @@ from typing import Any
 
 from gradience_hub.errors import ConfigError, MissingExtraError, UsageError
 from gradience_hub.serve.config import ServeConfig, ServeOptions, load_config
-from gradience_hub.serve.events import PayloadError, decide, parse_payload
+from gradience_hub.serve.events import PayloadError, parse_payload, route_event
 from gradience_hub.serve.log import EventLog, forward_library_logs, service_secrets
 from gradience_hub.serve.queue import Job, JobQueue
 
@@ -147,7 +147,7 @@ def run_once(
             hint="serve --once runs the event a webhook-triggered Job receives in WEBHOOK_PAYLOAD",
         )
     try:
-        decision = decide(parse_payload(payload_text), config)
+        decision = route_event(parse_payload(payload_text), config)
     except PayloadError as exc:
         raise UsageError(f"WEBHOOK_PAYLOAD: {exc}", hint="pass the Hub's webhook JSON") from None
     if not decision.queued:
