@@ -365,6 +365,111 @@ def _check_agrees(name: str, what: str, stored: float, computed: float) -> None:
         )
 
 
+def _check_scores(name: str, reference: Mapping[int, float], scores: Mapping[int, float]) -> None:
+    """Raise unless the variant has scores, each for a seed the adapter has a score for."""
+    if not scores:
+        raise RecordError(f"variant {name} has no scores")
+    missing = sorted(set(scores) - set(reference))
+    if missing:
+        raise RecordError(
+            f"variant {name} has a score for seed {missing[0]} but the uncompressed adapter has "
+            "none; deltas are only taken against the same seed"
+        )
+
+
+def _seed_delta(
+    name: str,
+    seed: int,
+    delta: float,
+    deltas: Mapping[int, float] | None,
+    trust_deltas: bool,
+) -> float:
+    """A seed's delta: the stored one when trusted, else ``delta`` after checking that the
+    stored one (if any) agrees with it."""
+    if deltas is not None and seed in deltas:
+        if trust_deltas:
+            return float(deltas[seed])
+        _check_agrees(name, f"seed {seed}'s delta", float(deltas[seed]), delta)
+    return delta
+
+
+def _seed_interval(
+    name: str, seed: int, delta: float, seed_pairs: Mapping[int, Pairs] | None
+) -> Interval | None:
+    """The seed's paired interval (None without per-example pairs); its pairs must give
+    ``delta``."""
+    if seed_pairs is None:
+        return None
+    if seed not in seed_pairs:
+        raise RecordError(f"variant {name}: no per-example pairs for seed {seed}")
+    _check_agrees(name, f"seed {seed}'s delta", delta, seed_pairs[seed].mean)
+    return paired_interval(seed_pairs[seed])
+
+
+def _seed_outcomes(
+    name: str,
+    reference: Mapping[int, float],
+    scores: Mapping[int, float],
+    seed_pairs: Mapping[int, Pairs] | None,
+    base: Mapping[int, float] | None,
+    deltas: Mapping[int, float] | None,
+    trust_deltas: bool,
+) -> dict[int, SeedOutcome]:
+    """Each seed's score, delta against the adapter of that seed, interval and retained gain
+    (see :func:`judge_variant` for the arguments)."""
+    per_seed: dict[int, SeedOutcome] = {}
+    for seed in scores:
+        score = float(scores[seed])
+        delta = _seed_delta(name, seed, score - float(reference[seed]), deltas, trust_deltas)
+        interval = _seed_interval(name, seed, delta, seed_pairs)
+        gain = None
+        if base is not None and seed in base:
+            gain = retained_gain(score, float(reference[seed]), float(base[seed]))
+        per_seed[int(seed)] = SeedOutcome(score, delta, interval, gain)
+    return per_seed
+
+
+@dataclass(frozen=True)
+class _Rules:
+    """Both rules' verdicts (non-inferiority None without pooled pairs), the pooled interval,
+    and the p-value with the name of its test."""
+
+    verdicts: dict[str, str | None]
+    interval: Interval | None
+    p_value: float
+    test: str
+
+
+def _rules(values: list[float], pass_rate: float, policy: Policy, pooled: Pairs | None) -> _Rules:
+    """Judge the per-seed deltas ``values`` under both rules; with ``pooled`` pairs the exact
+    paired test, else the sign test on the seeds."""
+    verdicts: dict[str, str | None] = {
+        RULE_WORST_SEED: PASS
+        if policy.floor_passes(min(values)) and pass_rate >= policy.min_pass_rate - TOLERANCE
+        else FAIL,
+        RULE_NON_INFERIORITY: None,
+    }
+    if pooled is None:
+        better = sum(1 for d in values if d > TOLERANCE)
+        worse = sum(1 for d in values if d < -TOLERANCE)
+        return _Rules(verdicts, None, sign_test(better, worse), TEST_SIGN)
+    interval = paired_interval(pooled)
+    verdicts[RULE_NON_INFERIORITY] = PASS if policy.floor_passes(interval.low) else FAIL
+    return _Rules(verdicts, interval, exact_paired_p(pooled), TEST_MCNEMAR)
+
+
+def _deciding_verdict(name: str, rules: _Rules, policy: Policy) -> str:
+    """The verdict of ``policy.rule``; a RecordError when that rule could not be judged."""
+    verdict = rules.verdicts[policy.rule]
+    if verdict is None:
+        raise RecordError(
+            f"variant {name}: the non-inferiority rule needs per-example pairs, which this "
+            "record does not hold",
+            hint="use policy.rule: worst-seed for this record, or rerun the bench",
+        )
+    return verdict
+
+
 def judge_variant(
     name: str,
     reference: Mapping[int, float],
@@ -389,69 +494,24 @@ def judge_variant(
     ``trust_deltas`` they are used as recorded instead (gradience 0.11 rounded its scores and
     deltas separately, so they agree only to its rounding).
     """
-    if not scores:
-        raise RecordError(f"variant {name} has no scores")
-    missing = sorted(set(scores) - set(reference))
-    if missing:
-        raise RecordError(
-            f"variant {name} has a score for seed {missing[0]} but the uncompressed adapter has "
-            "none; deltas are only taken against the same seed"
-        )
-    per_seed: dict[int, SeedOutcome] = {}
-    for seed in scores:
-        score = float(scores[seed])
-        delta = score - float(reference[seed])
-        if deltas is not None and seed in deltas:
-            if trust_deltas:
-                delta = float(deltas[seed])
-            else:
-                _check_agrees(name, f"seed {seed}'s delta", float(deltas[seed]), delta)
-        interval = None
-        if seed_pairs is not None:
-            if seed not in seed_pairs:
-                raise RecordError(f"variant {name}: no per-example pairs for seed {seed}")
-            _check_agrees(name, f"seed {seed}'s delta", delta, seed_pairs[seed].mean)
-            interval = paired_interval(seed_pairs[seed])
-        gain = None
-        if base is not None and seed in base:
-            gain = retained_gain(score, float(reference[seed]), float(base[seed]))
-        per_seed[int(seed)] = SeedOutcome(score, delta, interval, gain)
+    _check_scores(name, reference, scores)
+    per_seed = _seed_outcomes(name, reference, scores, seed_pairs, base, deltas, trust_deltas)
     values = [s.delta for s in per_seed.values()]
-    worst = min(values)
     pass_rate = sum(policy.seed_passes(d) for d in values) / len(values)
-    verdicts: dict[str, str | None] = {
-        RULE_WORST_SEED: PASS
-        if policy.floor_passes(worst) and pass_rate >= policy.min_pass_rate - TOLERANCE
-        else FAIL,
-        RULE_NON_INFERIORITY: None,
-    }
-    interval = paired_interval(pooled) if pooled is not None else None
-    if interval is not None:
-        verdicts[RULE_NON_INFERIORITY] = PASS if policy.floor_passes(interval.low) else FAIL
-        p_value, test = exact_paired_p(pooled), TEST_MCNEMAR  # type: ignore[arg-type]
-    else:
-        better = sum(1 for d in values if d > TOLERANCE)
-        worse = sum(1 for d in values if d < -TOLERANCE)
-        p_value, test = sign_test(better, worse), TEST_SIGN
-    verdict = verdicts[policy.rule]
-    if verdict is None:
-        raise RecordError(
-            f"variant {name}: the non-inferiority rule needs per-example pairs, which this "
-            "record does not hold",
-            hint="use policy.rule: worst-seed for this record, or rerun the bench",
-        )
+    rules = _rules(values, pass_rate, policy, pooled)
+    verdict = _deciding_verdict(name, rules, policy)
     gains = [s.retained_gain for s in per_seed.values() if s.retained_gain is not None]
     return VariantOutcome(
         name=name,
         per_seed=per_seed,
         mean=sum(s.score for s in per_seed.values()) / len(per_seed),
-        worst_delta=worst,
+        worst_delta=min(values),
         pass_rate=pass_rate,
-        p_value=p_value,
-        p_value_test=test,
-        verdicts=verdicts,
+        p_value=rules.p_value,
+        p_value_test=rules.test,
+        verdicts=rules.verdicts,
         verdict=verdict,
-        interval=interval,
+        interval=rules.interval,
         retained_gain_worst=min(gains) if gains else None,
         params=params,
         param_reduction=param_reduction,

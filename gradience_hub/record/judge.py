@@ -66,9 +66,9 @@ def _outcome(v: VariantRecord, record: BenchRecord, policy: Policy) -> VariantOu
             param_reduction=v.param_reduction,
         )
     ours = record.tool.get("name") == "gradience-hub"
-    seed_pairs = None
-    if all(c.delta_ci is not None for c in v.per_seed.values()):
-        seed_pairs = {s: c.delta_ci.pairs for s, c in v.per_seed.items()}  # type: ignore[union-attr]
+    # per-seed pairs only when every seed has them: judge_variant needs one for each seed
+    known = {s: c.delta_ci.pairs for s, c in v.per_seed.items() if c.delta_ci is not None}
+    seed_pairs = known if len(known) == len(v.per_seed) else None
     outcome = judge_variant(
         v.name,
         reference,
