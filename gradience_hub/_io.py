@@ -22,6 +22,8 @@ import json
 import os
 import shutil
 import stat
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from gradience_hub.errors import RecordError, UsageError
@@ -139,6 +141,23 @@ def replace_directory(new: str | os.PathLike[str], target: str | os.PathLike[str
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_directory(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """A new temporary directory beside ``target`` for the body to fill. When the body
+    returns, it replaces ``target`` whole (:func:`replace_directory`); when the body raises,
+    it is removed and ``target`` stays as it was: ``target`` holds a whole result or nothing
+    new."""
+    target_path = Path(target)
+    target_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target_path.name}.tmp-", dir=target_path.parent))
+    try:
+        yield tmp
+        replace_directory(tmp, target_path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def read_json(path: str | os.PathLike[str], what: str) -> dict:

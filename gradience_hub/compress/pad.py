@@ -14,8 +14,6 @@ truncates (compress with ``--rank R`` first).
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from gradience_hub import spectral
-from gradience_hub._io import replace_directory
+from gradience_hub._io import staged_directory
 from gradience_hub.adapter import CONFIG_NAME, SAFETENSORS_NAME, Adapter, LoraModule
 from gradience_hub.adapter.safetensors_io import Encoded, write_safetensors
 from gradience_hub.compress import files
@@ -150,9 +148,7 @@ def pad_adapter(
             warnings.append(f"{adapter.weights_path.name} was converted to {SAFETENSORS_NAME}")
     if set(tensors) != set(adapter.tensor_names):
         raise AdapterError("the padded file would change its key set", hint="report this bug")
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
-    try:
+    with staged_directory(output_dir) as tmp:
         if adapter.layout is None:
             (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         write_safetensors(tmp / weights_name, tensors, adapter.stored_dtypes(), header)
@@ -171,8 +167,4 @@ def pad_adapter(
         )
         if finish is not None:
             finish(tmp, result)
-        replace_directory(tmp, output_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return result

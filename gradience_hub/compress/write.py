@@ -26,8 +26,6 @@ truncated by :mod:`gradience_hub.compress.truncate`, the ranks and the config ar
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from gradience_hub._io import staged_directory
 from gradience_hub.adapter import CONFIG_NAME, SAFETENSORS_NAME, Adapter
 from gradience_hub.adapter.safetensors_io import Encoded, write_safetensors
 from gradience_hub.compress import files
@@ -116,13 +115,6 @@ def check_output(output_dir: Path, adapter: Adapter, force: bool) -> None:
     _check_output(output_dir, adapter, force)
 
 
-def _install(tmp: Path, output_dir: Path) -> None:
-    """Move the finished ``tmp`` directory to ``output_dir``, replacing what was there."""
-    from gradience_hub._io import replace_directory
-
-    replace_directory(tmp, output_dir)
-
-
 def compress_adapter(
     adapter: Adapter,
     ranks: Mapping[str, int] | RankRule,
@@ -155,9 +147,7 @@ def compress_adapter(
     _check_output(output_dir, adapter, force)
     out = _truncate_all(adapter, ranks)
     header, config, weights_name = _file_layout(adapter, out)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
-    try:
+    with staged_directory(output_dir) as tmp:
         if adapter.layout is None:
             (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         write_safetensors(tmp / weights_name, out.tensors, adapter.stored_dtypes(), header)
@@ -173,10 +163,6 @@ def compress_adapter(
         )
         if finish is not None:
             finish(tmp, result)
-        _install(tmp, output_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return result
 
 
