@@ -17,7 +17,7 @@ from gradience_hub.bench.cells import BASE, PROBE, Cell, CellResult
 from gradience_hub.bench.config import BenchConfig, TaskConfig
 from gradience_hub.bench.tasks import eval_indices, score
 from gradience_hub.bench.variants import VariantPlan
-from gradience_hub.policy import Pairs, decide, judge_base, judge_variant
+from gradience_hub.policy import Pairs, VariantOutcome, decide, judge_base, judge_variant
 from gradience_hub.record import (
     AdapterInfo,
     BenchRecord,
@@ -99,49 +99,83 @@ def _task_info(task: TaskConfig, n_eval: int, pool_size: int) -> TaskInfo:
     )
 
 
-def build_record(run: RunResults) -> BenchRecord:
-    """Judge every variant with the policy and assemble the BenchRecord."""
-    config = run.config
-    seeds = config.seeds
-    policy = config.policy
-    samples = {s: eval_indices(run.pool_size, config.task.eval_count, s) for s in seeds}
-    reference = _scores(run, PROBE, samples)
-    base_scores = _scores(run, BASE, samples)
-    _, base_pooled = paired_counts(run, BASE, PROBE, samples)
-    base = judge_base(base_scores, reference, base_pooled)
-    outcomes = []
-    ranks: dict[str, Any] = {}
-    per_seed_ranks: dict[str, dict[str, Any]] = {}
-    for spec in config.compression.variants:
-        cells = [_cell(run, spec.name, seed) for seed in seeds]
-        plan = run.plans.get(Cell(spec.name).key) or run.plans[Cell(spec.name, seeds[0]).key]
-        params = round(sum(c.params for c in cells) / len(cells))
-        seed_pairs, pooled = paired_counts(run, PROBE, spec.name, samples)
-        outcomes.append(
-            judge_variant(
-                spec.name,
-                reference,
-                _scores(run, spec.name, samples),
-                policy,
-                seed_pairs=seed_pairs,
-                pooled=pooled,
-                base=base_scores,
-                params=params,
-                param_reduction=1.0 - params / run.probe_params if run.probe_params else None,
-            )
-        )
-        fields = plan.rank_fields()
-        ranks[spec.name] = fields.get("rank", fields.get("rank_pattern"))
+@dataclass
+class _JudgedVariants:
+    """The variants judged by the policy, the rank each is recorded under (an int, or a
+    per-module pattern), and in retrain each seed's planned ranks."""
+
+    outcomes: list[VariantOutcome]
+    ranks: dict[str, int | dict[str, int]]
+    per_seed_ranks: dict[str, dict[str, dict[str, Any]]]
+
+
+def _judge_one(
+    run: RunResults,
+    name: str,
+    reference: dict[int, float],
+    base_scores: dict[int, float],
+    samples: dict[int, list[int]],
+) -> tuple[VariantOutcome, VariantPlan]:
+    """Variant ``name`` judged against the adapter of each seed (its params: the mean over
+    its cells), and the plan its record shows (the first seed's in retrain)."""
+    seeds = run.config.seeds
+    cells = [_cell(run, name, seed) for seed in seeds]
+    plan = run.plans.get(Cell(name).key) or run.plans[Cell(name, seeds[0]).key]
+    params = round(sum(c.params for c in cells) / len(cells))
+    seed_pairs, pooled = paired_counts(run, PROBE, name, samples)
+    outcome = judge_variant(
+        name,
+        reference,
+        _scores(run, name, samples),
+        run.config.policy,
+        seed_pairs=seed_pairs,
+        pooled=pooled,
+        base=base_scores,
+        params=params,
+        param_reduction=1.0 - params / run.probe_params if run.probe_params else None,
+    )
+    return outcome, plan
+
+
+def _recorded_rank(plan: VariantPlan) -> int | dict[str, int]:
+    """The rank a record shows for ``plan``: the uniform rank, else the per-module pattern
+    (what :meth:`VariantPlan.rank_fields` holds)."""
+    k = plan.uniform_rank
+    return k if k is not None else dict(plan.ranks)
+
+
+def _judge_variants(
+    run: RunResults,
+    reference: dict[int, float],
+    base_scores: dict[int, float],
+    samples: dict[int, list[int]],
+) -> _JudgedVariants:
+    """Every variant of the config judged, in the config's order, with its ranks."""
+    seeds = run.config.seeds
+    judged = _JudgedVariants([], {}, {})
+    for spec in run.config.compression.variants:
+        outcome, plan = _judge_one(run, spec.name, reference, base_scores, samples)
+        judged.outcomes.append(outcome)
+        judged.ranks[spec.name] = _recorded_rank(plan)
         if run.protocol == "retrain":
-            per_seed_ranks[spec.name] = {
+            judged.per_seed_ranks[spec.name] = {
                 str(seed): run.plans[Cell(spec.name, seed).key].rank_fields() for seed in seeds
             }
-    n_eval = len(samples[seeds[0]])
-    decision = decide(outcomes, policy, base)
+    return judged
+
+
+def _protocol_extra(
+    run: RunResults,
+    samples: dict[int, list[int]],
+    per_seed_ranks: dict[str, dict[str, dict[str, Any]]],
+) -> dict[str, Any]:
+    """bench.json ``protocol`` beside its kind and seeds: the eval sampling, the device, the
+    allowed ranks, and in retrain the training settings and each seed's planned ranks."""
+    config = run.config
     scored = sorted({i for ids in samples.values() for i in ids})
     extra: dict[str, Any] = {
         "eval_pool": run.pool_size,
-        "eval_samples_per_seed": n_eval,
+        "eval_samples_per_seed": len(samples[config.seeds[0]]),
         "eval_sampling": "each seed draws its own sample (numpy default_rng(seed)) from the "
         f"pool; {len(scored)} distinct examples scored once per model",
         "device": run.device,
@@ -156,6 +190,22 @@ def build_record(run: RunResults) -> BenchRecord:
             "batch_size": config.train.batch_size,
         }
         extra["variant_ranks_per_seed"] = per_seed_ranks
+    return extra
+
+
+def build_record(run: RunResults) -> BenchRecord:
+    """Judge every variant with the policy and assemble the BenchRecord."""
+    config = run.config
+    seeds = config.seeds
+    samples = {s: eval_indices(run.pool_size, config.task.eval_count, s) for s in seeds}
+    reference = _scores(run, PROBE, samples)
+    base_scores = _scores(run, BASE, samples)
+    _, base_pooled = paired_counts(run, BASE, PROBE, samples)
+    base = judge_base(base_scores, reference, base_pooled)
+    judged = _judge_variants(run, reference, base_scores, samples)
+    n_eval = len(samples[seeds[0]])
+    decision = decide(judged.outcomes, config.policy, base)
+    extra = _protocol_extra(run, samples, judged.per_seed_ranks)
     environment = environment_info()
     environment["device"] = run.device
     return BenchRecord.from_decision(
@@ -164,7 +214,7 @@ def build_record(run: RunResults) -> BenchRecord:
         task=_task_info(config.task, n_eval, run.pool_size),
         protocol=ProtocolInfo(kind=run.protocol, seeds=list(seeds), extra=extra),
         probe=ProbeRecord.from_scores(run.probe_rank, run.probe_params, reference),
-        ranks=ranks,
+        ranks=judged.ranks,
         audit=run.audit_summary,
         warnings=run.warnings,
         environment=environment,

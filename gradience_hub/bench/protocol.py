@@ -44,6 +44,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,6 +76,8 @@ from gradience_hub.errors import ConfigError, GradienceError, UsageError
 from gradience_hub.identity import HASH_KEY
 
 if TYPE_CHECKING:
+    from gradience_hub.adapter import Adapter, SourceInfo
+    from gradience_hub.audit import AuditReport
     from gradience_hub.record import BenchRecord
 
 __all__ = [
@@ -122,6 +125,48 @@ def _task_facts(task: Any, executor: Executor, warnings: list[str]) -> tuple[int
 # --------------------------------------------------------------------------- posthoc
 
 
+def _write_variants(
+    adapter: Adapter,
+    report: AuditReport,
+    config: BenchConfig,
+    out: Path,
+    skeleton: Any,
+    warnings: list[str],
+    echo: Echo,
+) -> tuple[dict[str, VariantPlan], dict[str, Path]]:
+    """Plan and write every compressed variant under ``OUTPUT/<variant>/``: the plans by cell
+    key and the directories by variant name (a variant that compresses nothing is a warning)."""
+    plans: dict[str, VariantPlan] = {}
+    adapter_dirs: dict[str, Path] = {}
+    for i, spec in enumerate(config.compression.variants):
+        plan = plan_variant(
+            spec, report, config.compression.allowed_ranks, f"compression.variants[{i}]"
+        )
+        if plan.params == plan.full_params:
+            warnings.append(f"variant {spec.name} keeps every module's rank (no compression)")
+        error = write_variant(adapter, plan, out / spec.name, skeleton)
+        adapter_dirs[spec.name] = out / spec.name
+        echo(
+            f"Compressed {plan.label}: {plan.param_reduction * 100:.1f}% fewer LoRA params, "
+            f"relative error {error:.3f} -> {out / spec.name}"
+        )
+        plans[Cell(spec.name).key] = plan
+    return plans, adapter_dirs
+
+
+def _posthoc_adapter(info: SourceInfo, config: BenchConfig, report: AuditReport) -> dict[str, Any]:
+    """bench.json ``adapter`` for posthoc: SOURCE as loaded and audited."""
+    return {
+        "source": info.display,
+        "revision": info.sha or info.revision,
+        "base_model": config.model.name_or_path,
+        "allocated_rank": report.summary.allocated_rank,
+        "lora_params": report.summary.lora_params,
+        # what annotate checks before publishing this record beside an adapter
+        "content_sha256": report.source.get(HASH_KEY),
+    }
+
+
 def _posthoc(
     source: str,
     config: BenchConfig,
@@ -155,24 +200,10 @@ def _posthoc(
     skeleton = model_skeleton(config, task) if task is not None else None
     if skeleton is not None:
         check_fits(report, adapter, skeleton, config.model.name_or_path)
-    plans: dict[str, VariantPlan] = {}
-    adapter_dirs: dict[str, Path] = {}
     base_dirs: dict[str, Path] = {}
     if needs_head(adapter):
         base_dirs[Cell(BASE).key] = write_zeroed(adapter, out / BASE)
-    for i, spec in enumerate(config.compression.variants):
-        plan = plan_variant(
-            spec, report, config.compression.allowed_ranks, f"compression.variants[{i}]"
-        )
-        if plan.params == plan.full_params:
-            warnings.append(f"variant {spec.name} keeps every module's rank (no compression)")
-        error = write_variant(adapter, plan, out / spec.name, skeleton)
-        adapter_dirs[spec.name] = out / spec.name
-        echo(
-            f"Compressed {plan.label}: {plan.param_reduction * 100:.1f}% fewer LoRA params, "
-            f"relative error {error:.3f} -> {out / spec.name}"
-        )
-        plans[Cell(spec.name).key] = plan
+    plans, adapter_dirs = _write_variants(adapter, report, config, out, skeleton, warnings, echo)
     runner = CellRunner(
         protocol="posthoc",
         config=config,
@@ -196,15 +227,7 @@ def _posthoc(
         config=config,
         output_dir=out,
         device=device,
-        adapter={
-            "source": info.display,
-            "revision": info.sha or info.revision,
-            "base_model": config.model.name_or_path,
-            "allocated_rank": report.summary.allocated_rank,
-            "lora_params": report.summary.lora_params,
-            # what annotate checks before publishing this record beside an adapter
-            "content_sha256": report.source.get(HASH_KEY),
-        },
+        adapter=_posthoc_adapter(info, config, report),
         audit_summary=summary_dict(report),
         probe_rank=report.summary.allocated_rank,
         probe_params=report.summary.lora_params,
@@ -218,6 +241,80 @@ def _posthoc(
 # --------------------------------------------------------------------------- retrain
 
 
+def _refuse_rank_zero(config: BenchConfig) -> None:
+    """A ConfigError for a rank-0 variant: there is nothing to train in retrain."""
+    for i, spec in enumerate(config.compression.variants):
+        if spec.rank == 0:
+            raise ConfigError(
+                f"variant {spec.name}: rank 0 (the no-update control) exists only in posthoc",
+                hint="drop it from compression.variants or use --protocol posthoc",
+                key=f"compression.variants[{i}].rank",
+            )
+
+
+@dataclass
+class _Probes:
+    """What the seeds' probe audits give stage 2: the variants' plans by cell key, the first
+    seed's audit summary and LoRA params, and the per-seed base cells (probes with a head)."""
+
+    plans: dict[str, VariantPlan] = field(default_factory=dict)
+    first_summary: dict[str, Any] = field(default_factory=dict)
+    probe_params: int = 0
+    base_cells: list[Cell] = field(default_factory=list)
+
+
+def _audit_probes(config: BenchConfig, out: Path, runner: CellRunner, echo: Echo) -> _Probes:
+    """Audit each seed's trained probe (its audit.json beside it, the first seed's also as
+    OUTPUT/audit.json) and plan that seed's variants from it; a probe with a head gets its
+    zero-update copy as that seed's base-model control (in ``runner.base_dirs``)."""
+    from gradience_hub.adapter import SourceInfo, open_adapter
+    from gradience_hub.audit import audit_adapter, format_text
+
+    probes = _Probes()
+    for seed in config.seeds:
+        probe_dir = out / RETRAIN_DIR / Cell(PROBE, seed).key
+        probe = open_adapter(probe_dir)
+        if needs_head(probe):
+            # the base-model control keeps this seed's trained head: a per-seed cell
+            key = Cell(BASE, seed).key
+            runner.base_dirs[key] = write_zeroed(probe, out / RETRAIN_DIR / key)
+            probes.base_cells.append(Cell(BASE, seed))
+        report = audit_adapter(probe, SourceInfo("local", str(probe_dir)))
+        (probe_dir / "audit.json").write_text(report.to_json(), encoding="utf-8")
+        if not probes.first_summary:
+            probes.first_summary = summary_dict(report)
+            probes.probe_params = report.summary.lora_params
+            (out / "audit.json").write_text(report.to_json(), encoding="utf-8")
+            echo(f"Audit of the seed-{seed} uncompressed adapter:")
+            echo(format_text(report))
+        for i, spec in enumerate(config.compression.variants):
+            probes.plans[Cell(spec.name, seed).key] = plan_variant(
+                spec, report, config.compression.allowed_ranks, f"compression.variants[{i}]"
+            )
+    return probes
+
+
+def _rank_disagreements(config: BenchConfig, plans: dict[str, VariantPlan]) -> list[str]:
+    """A warning per variant whose seeds' audits planned different ranks (the record shows
+    the first seed's)."""
+    warnings: list[str] = []
+    for spec in config.compression.variants:
+        per_seed = {seed: plans[Cell(spec.name, seed).key] for seed in config.seeds}
+        distinct = {json.dumps(p.ranks, sort_keys=True) for p in per_seed.values()}
+        if len(distinct) > 1:
+            shown = ", ".join(
+                f"seed {s}: "
+                + (f"r={p.uniform_rank}" if p.uniform_rank is not None else f"{p.params} params")
+                for s, p in per_seed.items()
+            )
+            warnings.append(
+                f"variant {spec.name}: the uncompressed adapters' audits planned different "
+                "ranks per seed "
+                f"({shown}); the record shows seed {config.seeds[0]}'s"
+            )
+    return warnings
+
+
 def _retrain(
     source: str | None,
     config: BenchConfig,
@@ -228,18 +325,10 @@ def _retrain(
     echo: Echo,
     progress: bool,
 ) -> RunResults:
-    from gradience_hub.adapter import SourceInfo, open_adapter
-    from gradience_hub.audit import audit_adapter, format_text
     from gradience_hub.bench.tasks import load_task
 
     lora, _ = config.require_training("the retrain protocol")
-    for i, spec in enumerate(config.compression.variants):
-        if spec.rank == 0:
-            raise ConfigError(
-                f"variant {spec.name}: rank 0 (the no-update control) exists only in posthoc",
-                hint="drop it from compression.variants or use --protocol posthoc",
-                key=f"compression.variants[{i}].rank",
-            )
+    _refuse_rank_zero(config)
     task = load_task(config, need_train=True) if driver_loads_task(executor) else None
     warnings = list(task.warnings) if task is not None else []
     store = CellStore(out)
@@ -260,52 +349,16 @@ def _retrain(
     probes = [Cell(PROBE, seed) for seed in config.seeds]
     run_grid(probes, runner, executor, store, results, echo, total)
     # Each seed's probe audit plans that seed's variants.
-    plans: dict[str, VariantPlan] = {}
-    first_summary: dict[str, Any] = {}
-    probe_params = 0
-    base_cells: list[Cell] = []
-    for seed in config.seeds:
-        probe_dir = out / RETRAIN_DIR / Cell(PROBE, seed).key
-        probe = open_adapter(probe_dir)
-        if needs_head(probe):
-            # the base-model control keeps this seed's trained head: a per-seed cell
-            key = Cell(BASE, seed).key
-            runner.base_dirs[key] = write_zeroed(probe, out / RETRAIN_DIR / key)
-            base_cells.append(Cell(BASE, seed))
-        report = audit_adapter(probe, SourceInfo("local", str(probe_dir)))
-        (probe_dir / "audit.json").write_text(report.to_json(), encoding="utf-8")
-        if not first_summary:
-            first_summary = summary_dict(report)
-            probe_params = report.summary.lora_params
-            (out / "audit.json").write_text(report.to_json(), encoding="utf-8")
-            echo(f"Audit of the seed-{seed} uncompressed adapter:")
-            echo(format_text(report))
-        for i, spec in enumerate(config.compression.variants):
-            plans[Cell(spec.name, seed).key] = plan_variant(
-                spec, report, config.compression.allowed_ranks, f"compression.variants[{i}]"
-            )
-    runner.plans = plans
-    runner.probe_params = probe_params
+    probed = _audit_probes(config, out, runner, echo)
+    runner.plans = probed.plans
+    runner.probe_params = probed.probe_params
     # Stage 2: the base-model control (one seed-free cell, or one per seed that keeps that
     # seed's head) and every variant at every seed, trained from scratch.
-    cells = base_cells or [Cell(BASE)]
+    cells = probed.base_cells or [Cell(BASE)]
     cells += [Cell(s.name, seed) for seed in config.seeds for s in config.compression.variants]
-    total += len(base_cells) or 1
+    total += len(probed.base_cells) or 1
     run_grid(cells, runner, executor, store, results, echo, total)
-    for spec in config.compression.variants:
-        per_seed = {seed: plans[Cell(spec.name, seed).key] for seed in config.seeds}
-        distinct = {json.dumps(p.ranks, sort_keys=True) for p in per_seed.values()}
-        if len(distinct) > 1:
-            shown = ", ".join(
-                f"seed {s}: "
-                + (f"r={p.uniform_rank}" if p.uniform_rank is not None else f"{p.params} params")
-                for s, p in per_seed.items()
-            )
-            warnings.append(
-                f"variant {spec.name}: the uncompressed adapters' audits planned different "
-                "ranks per seed "
-                f"({shown}); the record shows seed {config.seeds[0]}'s"
-            )
+    warnings += _rank_disagreements(config, probed.plans)
     pool_size, warnings = _task_facts(task, executor, warnings)
     return RunResults(
         protocol="retrain",
@@ -317,12 +370,12 @@ def _retrain(
             "revision": None,
             "base_model": config.model.name_or_path,
             "allocated_rank": lora.r,
-            "lora_params": probe_params,
+            "lora_params": probed.probe_params,
         },
-        audit_summary=first_summary,
+        audit_summary=probed.first_summary,
         probe_rank=lora.r,
-        probe_params=probe_params,
-        plans=plans,
+        probe_params=probed.probe_params,
+        plans=probed.plans,
         results=results,
         pool_size=pool_size,
         warnings=warnings,
