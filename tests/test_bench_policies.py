@@ -73,6 +73,7 @@ def test_posthoc_bench_judges_policy_variants(
     import json
 
     from gradience_hub.publish.render import render
+    from gradience_hub.record import record_from_dict
 
     cfg = _variants_config(tmp_path, ["policy:knee", "energy@0.95"])
     out = tmp_path / "out"
@@ -84,7 +85,7 @@ def test_posthoc_bench_judges_policy_variants(
     assert set(by_name) == {"policy-knee", "policy-energy-0.95"}
     for v in by_name.values():
         assert v["verdict"] in ("PASS", "FAIL") and ("rank" in v or "rank_pattern" in v)
-    card = render("comment", None, record)
+    card = render("comment", None, record_from_dict(record))
     rows = [line for line in card.splitlines() if line.startswith("| ") and "policy-knee" in line]
     verdict = by_name["policy-knee"]["verdict"]
     assert rows and verdict in rows[0]

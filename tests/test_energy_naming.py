@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gradience_hub.audit import run_audit
+from gradience_hub.audit import AuditReport, run_audit
 from gradience_hub.publish.render import render
 from gradience_hub.record import load_bench
 from tests.factories import lora_config, planted_factors, write_adapter
@@ -25,13 +25,13 @@ def _audit(tmp_path: Path, energy: float) -> dict:
 
 def test_card_shows_k_at_the_asked_threshold(tmp_path: Path) -> None:
     audit = _audit(tmp_path, 0.5)
-    card = render("card", audit, None)
+    card = render("card", AuditReport.from_dict(audit), None)
     assert "| Energy rank (50% energy), p50 / p90 | 4 / 4 |" in card
     # the same audit written with the pre-rename names renders the same card
     legacy = json.loads(json.dumps(audit))
     legacy["summary"]["energy_rank_90_p50"] = legacy["summary"].pop("energy_rank_p50")
     legacy["summary"]["energy_rank_90_p90"] = legacy["summary"].pop("energy_rank_p90")
-    assert render("card", legacy, None) == card
+    assert render("card", AuditReport.from_dict(legacy), None) == card
 
 
 def test_gradience_011_bench_gets_the_new_names() -> None:
