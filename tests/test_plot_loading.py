@@ -53,3 +53,44 @@ def test_an_error_in_the_body_leaves_after_the_join_and_the_process_exits_cleanl
     # exit 2 as asked, not SIGABRT (-6) from a thread left inside matplotlib's extension
     assert done.returncode == 2, (done.returncode, done.stderr)
     assert done.stderr == ""
+
+
+def _audit(utilizations: list[float]) -> dict:
+    layers = [
+        {
+            "name": f"model.layers.{i}.self_attn.q_proj",
+            "module_type": "attention",
+            "layer_index": i,
+            "utilization": u,
+        }
+        for i, u in enumerate(utilizations)
+    ]
+    return {"layers": layers, "summary": {"allocated_rank": 8, "utilization_mean": 0.3}}
+
+
+def test_drawn_ahead_is_the_same_picture_and_another_audit_is_drawn_anew() -> None:
+    import threading
+
+    from gradience_hub.publish import plot
+
+    first, second = _audit([0.1, 0.5, 0.9]), _audit([0.2, 0.2, 0.7])
+    with plot.drawing_ahead(first) as png:
+        ahead = png(first)
+        other = png(second)
+    assert ahead == plot.heatmap_png(first) and ahead.startswith(b"\x89PNG")
+    assert other == plot.heatmap_png(second) != ahead
+    assert "gradience-heatmap" not in [t.name for t in threading.enumerate()]
+
+
+def test_a_drawing_error_reaches_the_caller_when_it_asks() -> None:
+    import pytest
+
+    from gradience_hub.errors import RecordError
+    from gradience_hub.publish import plot
+
+    empty = {"layers": [], "summary": {}}
+    with plot.drawing_ahead(empty) as png, pytest.raises(RecordError, match="no modules"):
+        png(empty)
+    # never asked: the error stays in the thread, which is joined
+    with plot.drawing_ahead(empty):
+        pass

@@ -215,8 +215,8 @@ def _posthoc(
         base_dirs=base_dirs,
         probe_params=report.summary.lora_params,
         progress=progress,
-        _task=task,
     )
+    runner.adopt(task, None)  # the task loaded for the audit, when this process loaded one
     # One cell per model: the base model, the adapter, each variant (seed-free in posthoc).
     cells = [Cell(name) for name in (BASE, PROBE, *(s.name for s in config.compression.variants))]
     results: dict[str, CellResult] = {}
@@ -340,8 +340,8 @@ def _retrain(
         device=device,
         probe_dir=None,
         progress=progress,
-        _task=task,
     )
+    runner.adopt(task, None)
     n_variants = len(config.compression.variants)
     total = len(config.seeds) * (1 + n_variants)
     results: dict[str, CellResult] = {}

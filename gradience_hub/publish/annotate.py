@@ -235,8 +235,11 @@ def evidence_files(
     context: dict[str, Any] | None = None,
     model_name: str | None = None,
     record_url: str | None = None,
+    png: Callable[[dict[str, Any]], bytes] | None = None,
 ) -> dict[str, bytes]:
     """Every file annotate writes, rendered in memory first (nothing is written on error).
+    ``png`` gives the picture's bytes of an audit.json dict (drawn ahead, say); by default
+    it is drawn here.
 
     With a bench, the card's ``model-index`` carries the adapter's score (as ``model_name``,
     linking ``record_url``), and ``.eval_results/<task>.yaml`` too when the record is a full
@@ -272,9 +275,7 @@ def evidence_files(
         files[BENCH_MD] = (evidence.bench_md or "").encode("utf-8")
     if claim is not None and claim.is_benchmark_score:
         files[claim.eval_results_path] = eval_results_yaml(claim).encode("utf-8")
-    with tempfile.TemporaryDirectory(prefix="gradience-png-") as tmp:
-        png = plot.utilization_heatmap(audit, Path(tmp) / "utilization.png")
-        files[PICTURE] = Path(png).read_bytes()
+    files[PICTURE] = (png or plot.heatmap_png)(audit)
     return files
 
 
@@ -577,6 +578,16 @@ def _annotate(
     return done.result
 
 
+# What evidence_files imports on first use (Jinja, the Hub's eval-results types): imported
+# with matplotlib while the adapter downloads.
+_RENDER_MODULES = (
+    "jinja2.sandbox",
+    "gradience_hub.publish.render",
+    "gradience_hub.publish.model_index",
+    "gradience_hub.hub.evals",
+)
+
+
 @dataclass
 class _EvidenceSource:
     """The evidence of one revision: its audit, and the given record or a bench run on it."""
@@ -592,7 +603,7 @@ class _EvidenceSource:
         from gradience_hub.publish import plot
 
         # the picture's imports overlap the download; joined before the audit takes the cores
-        with plot.matplotlib_loading():
+        with plot.matplotlib_loading(*_RENDER_MODULES):
             adapter, info = hub.load_adapter(source, revision, self.adapter_name)
         report = audit_adapter(adapter, info, self.energy)
         bench, bench_md = self.bench, self.bench_md
@@ -663,25 +674,30 @@ def _prepare(run: _HubRun, notes: list[str]) -> _Pass:
         run.say(f"Auditing {run.repo} @ {sha[:7]}")
         run.audited[sha] = run.evidence(run.repo, sha)
     evidence = run.audited[sha]
-    pr = hub.find_open_pr(run.repo, run.me) if (run.create_pr and run.me) else None
-    parent = hub.resolve_sha(run.repo, pr.ref) if pr else sha
-    current = _decode_readme(hub.read_bytes(run.repo, README, parent), run.repo)
-    evidence = keep_published(
-        evidence,
-        hub.read_bytes(run.repo, AUDIT_JSON, parent),
-        hub.read_bytes(run.repo, BENCH_JSON, parent) if evidence.bench is not None else None,
-    )
-    shown = evidence.audit.source.get("sha") or sha
-    context = {"repo_id": run.repo, "revision": shown, "repo_url": hub.repo_url(run.repo)}
-    files = evidence_files(
-        evidence,
-        current,
-        template_dir=run.template_dir,
-        context=context,
-        model_name=run.repo,
-        # where the record lives once the commit is on the branch (a PR: once merged)
-        record_url=f"{hub.repo_url(run.repo)}/blob/{quote(run.branch, safe='')}/{BENCH_JSON}",
-    )
+    from gradience_hub.publish import plot
+
+    # the picture is drawn while the Hub is read; joined before this block is left
+    with plot.drawing_ahead(evidence.audit.to_dict()) as png:
+        pr = hub.find_open_pr(run.repo, run.me) if (run.create_pr and run.me) else None
+        parent = hub.resolve_sha(run.repo, pr.ref) if pr else sha
+        current = _decode_readme(hub.read_bytes(run.repo, README, parent), run.repo)
+        evidence = keep_published(
+            evidence,
+            hub.read_bytes(run.repo, AUDIT_JSON, parent),
+            hub.read_bytes(run.repo, BENCH_JSON, parent) if evidence.bench is not None else None,
+        )
+        shown = evidence.audit.source.get("sha") or sha
+        context = {"repo_id": run.repo, "revision": shown, "repo_url": hub.repo_url(run.repo)}
+        files = evidence_files(
+            evidence,
+            current,
+            template_dir=run.template_dir,
+            context=context,
+            model_name=run.repo,
+            # where the record lives once the commit is on the branch (a PR: once merged)
+            record_url=f"{hub.repo_url(run.repo)}/blob/{quote(run.branch, safe='')}/{BENCH_JSON}",
+            png=png,
+        )
     result = AnnotateResult(
         status=status_of(evidence.bench),
         audit=evidence.audit,

@@ -18,7 +18,7 @@ import sys
 import threading
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -165,16 +165,16 @@ _MATPLOTLIB_MODULES = (
 )
 
 
-def _import_matplotlib() -> None:
-    for name in _MATPLOTLIB_MODULES:
+def _import_all(names: tuple[str, ...]) -> None:
+    for name in names:
         try:
             importlib.import_module(name)
         except ImportError:
-            return  # utilization_heatmap reports it when it runs
+            return  # whoever uses the module reports it when it runs
 
 
 @contextmanager
-def matplotlib_loading() -> Iterator[None]:
+def matplotlib_loading(*also: str) -> Iterator[None]:
     """Import matplotlib on a thread while the body runs (annotate: while the adapter
     downloads, which waits on the network), so the picture does not pay for it afterwards.
 
@@ -182,12 +182,13 @@ def matplotlib_loading() -> Iterator[None]:
     daemon: a process that exited while the thread was still inside matplotlib's C++
     extension would abort ("terminate called without an active exception"), which a daemon
     thread left running on an error path did. Nothing of matplotlib's state is changed: the
-    thread only imports.
+    thread only imports. ``also`` names more modules to import on the same thread after it.
     """
-    if all(name in sys.modules for name in _MATPLOTLIB_MODULES):
+    names = tuple(n for n in (*_MATPLOTLIB_MODULES, *also) if n not in sys.modules)
+    if not names:
         yield
         return
-    thread = threading.Thread(target=_import_matplotlib, name="gradience-matplotlib-import")
+    thread = threading.Thread(target=_import_all, args=(names,), name="gradience-matplotlib-import")
     thread.start()
     try:
         yield
@@ -223,6 +224,11 @@ def utilization_heatmap(audit: dict[str, Any], path: str | os.PathLike[str]) -> 
     show percentages when the grid is small enough to read. Returns the written path; the
     same audit always gives the same bytes.
     """
+    return write_file(Path(path), heatmap_png(audit), parents=True)
+
+
+def heatmap_png(audit: dict[str, Any]) -> bytes:
+    """The PNG bytes :func:`utilization_heatmap` writes."""
     import matplotlib.style
 
     layers = [row for row in (audit or {}).get("layers") or [] if isinstance(row, dict)]
@@ -237,7 +243,44 @@ def utilization_heatmap(audit: dict[str, Any], path: str | os.PathLike[str]) -> 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             fig.savefig(buffer, format="png", dpi=_DPI, metadata={"Software": None})
-    return write_file(Path(path), buffer.getvalue(), parents=True)
+    return buffer.getvalue()
+
+
+def _plotted(audit: dict[str, Any]) -> tuple[Any, Any]:
+    """What the picture is drawn from: the rows and the summary."""
+    return (audit or {}).get("layers"), (audit or {}).get("summary")
+
+
+@contextmanager
+def drawing_ahead(audit: dict[str, Any]) -> Iterator[Callable[[dict[str, Any]], bytes]]:
+    """Draw the heatmap of ``audit`` on a thread while the body runs (annotate: while it reads
+    the Hub, waiting on the network), and yield ``png(current)``: the bytes drawn ahead when
+    ``current`` plots the same rows and summary (else drawn anew), with a drawing error raised
+    in the caller's thread. The thread is joined before anything leaves the block (not a
+    daemon: see :func:`matplotlib_loading`); it is the only user of matplotlib meanwhile."""
+    drawn: dict[str, Any] = {}
+
+    def draw() -> None:
+        try:
+            drawn["png"] = heatmap_png(audit)
+        except BaseException as exc:  # re-raised where the bytes are asked for
+            drawn["error"] = exc
+
+    thread = threading.Thread(target=draw, name="gradience-heatmap")
+    thread.start()
+
+    def png(current: dict[str, Any]) -> bytes:
+        thread.join()
+        if _plotted(current) != _plotted(audit):
+            return heatmap_png(current)
+        if "error" in drawn:
+            raise drawn["error"]
+        return bytes(drawn["png"])
+
+    try:
+        yield png
+    finally:
+        thread.join()
 
 
 # Text from the adapter (module names) is drawn as text, never parsed as mathtext:
