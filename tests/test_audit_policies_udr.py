@@ -4,7 +4,6 @@ without --udr/--base-model the base model is never asked for."""
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
@@ -73,13 +72,14 @@ def test_v1_audit_json_still_reads_and_renders() -> None:
     assert data["schema"] == "gradience-hub/audit/v1" and data["schema"] in READABLE_SCHEMAS
     report = AuditReport.from_dict(data)
     assert report.udr is None and all(layer.policies is None for layer in report.layers)
-    card = render("card", data, None)
+    card = render("card", report, None)
     assert "Rank policies" not in card
 
 
 def test_card_shows_each_policys_global_suggestions(tmp_path: Path) -> None:
-    data = run_audit(str(llama_like_adapter(tmp_path / "a"))).to_dict()
-    card = render("card", copy.deepcopy(data), None)
+    report = run_audit(str(llama_like_adapter(tmp_path / "a")))
+    data = report.to_dict()
+    card = render("card", report, None)
     assert "Rank policies" in card
     for name, p in data["suggestions"]["policies"].items():
         shown = name.replace("@", "@\u200b")  # the card's escaping breaks @-mentions
