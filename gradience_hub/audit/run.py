@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,34 +25,56 @@ def check_energy(energy: float) -> None:
         raise UsageError(f"--energy must be in (0, 1], got {energy}", hint="e.g. --energy 0.9")
 
 
+@dataclass
+class _Analyzed:
+    """One module's reading, its spectral statistics and, when asked, its rank policies."""
+
+    module: LoraModule
+    stats: spectral.SpectralStats
+    policies: rank_policies.ModulePolicies | None
+
+
 def _analyze(
-    adapter: Adapter, name: str, energy: float
-) -> tuple[LoraModule, spectral.SpectralStats] | UnreadableModule:
-    """Read and analyse one module (on a worker thread); a module the reader cannot understand
-    comes back as its error, to be skipped with a warning."""
+    adapter: Adapter, name: str, energy: float, specs: list[rank_policies.PolicySpec] | None
+) -> _Analyzed | UnreadableModule:
+    """Read and analyse one module, its rank policies too (on a worker thread, beside the
+    other modules' BLAS work); a module the reader cannot understand comes back as its
+    error, to be skipped with a warning."""
     try:
         module = adapter.module(name)
     except UnreadableModule as exc:
         return exc
     try:
-        return module, spectral.analyze(module.B, module.A, module.scale, energy)
+        stats = spectral.analyze(module.B, module.A, module.scale, energy)
     except OverflowError as exc:
         raise AdapterError(
             f"module {module.name}: {exc}",
             hint="the adapter's weights or lora_alpha are corrupt",
         ) from None
+    found = None
+    if specs is not None:
+        found = rank_policies.apply_policies(specs, stats.singular_values, module.shape, module.r)
+    return _Analyzed(module, stats, found)
 
 
-def apply_rank_policies(layers: list[LayerReport], policies: str, allocated: int) -> dict[str, Any]:
+def apply_rank_policies(
+    layers: list[LayerReport],
+    policies: str,
+    allocated: int,
+    found: Mapping[str, rank_policies.ModulePolicies] | None = None,
+) -> dict[str, Any]:
     """Fill each row's ``policies``, ``policy_spread`` and ``policy_consensus`` (from its
-    singular values) and return ``suggestions.policies``: per policy its median, p90, global
-    ranks and ``rank_pattern`` (:func:`rank_policies.summarize`)."""
+    singular values, or ``found`` by the worker threads) and return ``suggestions.policies``:
+    per policy its median, p90, global ranks and ``rank_pattern``
+    (:func:`rank_policies.summarize`)."""
     specs = rank_policies.parse_policies(policies)
     per_module: dict[str, rank_policies.ModulePolicies] = {}
     for layer in layers:
-        s = np.asarray(layer.singular_values, dtype=np.float64)
-        shape = (int(layer.shape[0]), int(layer.shape[1]))
-        result = rank_policies.apply_policies(specs, s, shape, layer.r)
+        result = (found or {}).get(layer.name)
+        if result is None:
+            s = np.asarray(layer.singular_values, dtype=np.float64)
+            shape = (int(layer.shape[0]), int(layer.shape[1]))
+            result = rank_policies.apply_policies(specs, s, shape, layer.r)
         layer.policies = result.ks
         layer.policy_spread = result.spread
         layer.policy_consensus = result.consensus
@@ -61,7 +84,11 @@ def apply_rank_policies(layers: list[LayerReport], policies: str, allocated: int
 
 
 def _suggestions(
-    layers: list[LayerReport], summary: Summary, energy: float, policies: str | None
+    layers: list[LayerReport],
+    summary: Summary,
+    energy: float,
+    policies: str | None,
+    found: Mapping[str, rank_policies.ModulePolicies] | None = None,
 ) -> dict[str, Any]:
     """audit.json's ``suggestions``: the global ranks, the per-layer ``rank_pattern`` and, with
     ``policies``, each rank policy's (:func:`apply_rank_policies`)."""
@@ -79,7 +106,9 @@ def _suggestions(
         },
     }
     if policies is not None:
-        suggestions["policies"] = apply_rank_policies(layers, policies, summary.allocated_rank)
+        suggestions["policies"] = apply_rank_policies(
+            layers, policies, summary.allocated_rank, found
+        )
     return suggestions
 
 
@@ -112,16 +141,22 @@ class _Rows:
     zero: list[str] = field(default_factory=list)
     mismatched: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    policies: dict[str, rank_policies.ModulePolicies] = field(default_factory=dict)
 
 
-def _layer_rows(adapter: Adapter, energy: float) -> _Rows:
+def _layer_rows(
+    adapter: Adapter, energy: float, specs: list[rank_policies.PolicySpec] | None
+) -> _Rows:
     """Every module's row, streamed through the worker threads in module order."""
     rows = _Rows()
-    for done in map_ordered(lambda name: _analyze(adapter, name, energy), adapter.module_names):
+    names = adapter.module_names
+    for done in map_ordered(lambda name: _analyze(adapter, name, energy, specs), names):
         if isinstance(done, UnreadableModule):
             rows.skipped.append(done.message)
             continue
-        module, stats = done
+        module, stats = done.module, done.stats
+        if done.policies is not None:
+            rows.policies[module.name] = done.policies
         if stats.is_zero:
             rows.zero.append(module.name)
         configured = module.configured_r
@@ -145,7 +180,7 @@ def _layer_rows(adapter: Adapter, energy: float) -> _Rows:
                 effective_rank=stats.effective_rank,
                 sigma_max=stats.sigma_max,
                 fro_norm=stats.fro_norm,
-                singular_values=[float(s) for s in stats.singular_values],
+                singular_values=stats.singular_values.tolist(),
                 suggested_r=suggest_rank(stats.energy_rank, module.r),
             )
         )
@@ -217,10 +252,11 @@ def _audit_modules(
     adapter: Adapter, source: SourceInfo, energy: float, policies: str | None
 ) -> AuditReport:
     """The report of :func:`audit_adapter` without its content hash."""
-    rows = _layer_rows(adapter, energy)
+    specs = rank_policies.parse_policies(policies) if policies is not None else None
+    rows = _layer_rows(adapter, energy, specs)
     summary = _summary(adapter, rows, energy)
     warnings = _warnings(adapter, source, rows)
-    suggestions = _suggestions(rows.layers, summary, energy, policies)
+    suggestions = _suggestions(rows.layers, summary, energy, policies, rows.policies)
     src = source.to_dict()
     src["base_model"] = adapter.config.base_model
     return AuditReport(
