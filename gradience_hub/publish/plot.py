@@ -365,8 +365,9 @@ def _placed_axes(fig: Any, rows: list[str], groups: list[str], title: str) -> tu
     group_names = list(dict.fromkeys(groups))
     group_w = text_width(group_names, 9) + 0.12 if len(group_names) > 1 else 0.0
     bar_w, bar_gap = 0.16, 0.15
-    # the colour bar's tick labels (0%..100%) and its rotated label, one line of 10 pt
-    bar_labels = text_width(["100%"], 10) + 0.08 + 10 * line + pad
+    # the colour bar's tick labels (at most "100.0%": one decimal on a narrow range) and its
+    # rotated label, one line of 10 pt
+    bar_labels = text_width(["100.0%"], 10) + 0.08 + 10 * line + pad
     right = group_w + bar_gap + bar_w + bar_labels
     top = 2 * 10 * line + 0.15  # the two-line title
     bottom = 9 * line + 10 * line + 0.2  # layer ticks and the axis label
