@@ -74,18 +74,23 @@ def test_help_imports_no_numpy_and_little_else() -> None:
     assert spent < 300_000, f"gradience-hub --help spends {spent / 1e6:.2f} s importing"
 
 
+def _assert_within_budget(rows: list[tuple[int, int, str]], what: str) -> None:
+    """Nothing heavy, and everything beyond the stdlib and numpy under twice numpy's import:
+    relative to numpy's own import in the same process, so a slow or loaded machine scales
+    both (ours and the rest cost ~0.8x numpy today; ml_dtypes 0.7 alone was 5x)."""
+    assert _heavy(rows) == [], f"{what} imports heavy modules"
+    numpy = max(cumulative for _, cumulative, n in rows if n == "numpy")
+    spent = _beyond_stdlib_and_numpy(rows)
+    assert spent < 2 * numpy, (
+        f"{what} spends {spent / 1e6:.2f} s importing beyond numpy's {numpy / 1e6:.2f} s: "
+        + ", ".join(f"{n} {c / 1e6:.2f}s" for _, c, n in sorted(rows, reverse=True)[:5])
+    )
+
+
 def test_the_audit_imports_within_its_budget(tmp_path: Path) -> None:
     adapter = llama_like_adapter(tmp_path / "adapter", n_layers=2, d=32, r=8)
     rows = import_profile("audit", str(adapter), "--json")
-    assert _heavy(rows) == [], "the audit path imports heavy modules"
-    numpy = max(cumulative for _, cumulative, n in rows if n == "numpy")
-    spent = _beyond_stdlib_and_numpy(rows)
-    # Relative to numpy's own import in the same process, so a slow or loaded machine scales
-    # both: ours and the rest cost ~0.8x numpy today; ml_dtypes 0.7 alone was 5x.
-    assert spent < 2 * numpy, (
-        f"the audit spends {spent / 1e6:.2f} s importing beyond numpy's {numpy / 1e6:.2f} s: "
-        + ", ".join(f"{n} {c / 1e6:.2f}s" for _, c, n in sorted(rows, reverse=True)[:5])
-    )
+    _assert_within_budget(rows, "the audit")
 
 
 def test_compress_imports_within_the_same_budget(tmp_path: Path) -> None:
@@ -96,16 +101,10 @@ def test_compress_imports_within_the_same_budget(tmp_path: Path) -> None:
     rows = import_profile(
         "compress", str(adapter), "-o", str(out), "--rank", "4", "--verify", "self"
     )
-    assert _heavy(rows) == [], "the compress path imports heavy modules"
+    _assert_within_budget(rows, "compress")
     assert not {
         n for _, _, n in rows if n.startswith(("gradience_hub.record", "gradience_hub.audit"))
     }
-    numpy = max(cumulative for _, cumulative, n in rows if n == "numpy")
-    spent = _beyond_stdlib_and_numpy(rows)
-    assert spent < 2 * numpy, (
-        f"compress spends {spent / 1e6:.2f} s importing beyond numpy's {numpy / 1e6:.2f} s: "
-        + ", ".join(f"{n} {c / 1e6:.2f}s" for _, c, n in sorted(rows, reverse=True)[:5])
-    )
 
 
 def test_the_old_bf16_path_would_fail_the_budget(tmp_path: Path) -> None:

@@ -24,6 +24,17 @@ N_EXPERTS = 3
 pytestmark = pytest.mark.filterwarnings("ignore:The following (rank|alpha)_pattern keys")
 
 
+# One LoRA config for the peft-saved adapter and its numpy stand-in, so they cannot drift apart.
+_MOE_LORA: dict = {
+    "r": 4,
+    "lora_alpha": 8,
+    "target_modules": ["q_proj"],
+    "target_parameters": ["experts.gate_up_proj", "experts.down_proj"],
+    "rank_pattern": {"layers.1.mlp.experts.down_proj": 2},
+    "alpha_pattern": {"layers.1.mlp.experts.down_proj": 6},
+}
+
+
 def _mixtral_config():  # type: ignore[no-untyped-def]
     from transformers import MixtralConfig
 
@@ -49,14 +60,7 @@ def moe(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-de
 
     torch.manual_seed(0)
     config = _mixtral_config()
-    lora = LoraConfig(
-        r=4,
-        lora_alpha=8,
-        target_modules=["q_proj"],
-        target_parameters=["experts.gate_up_proj", "experts.down_proj"],
-        rank_pattern={"layers.1.mlp.experts.down_proj": 2},
-        alpha_pattern={"layers.1.mlp.experts.down_proj": 6},
-    )
+    lora = LoraConfig(**_MOE_LORA)
     model = get_peft_model(MixtralForCausalLM(config), lora)
     with torch.no_grad():
         for name, param in model.named_parameters():
@@ -98,16 +102,7 @@ def numpy_moe(tmp_path_factory: pytest.TempPathFactory) -> Path:
             rng.standard_normal((N_EXPERTS * r_down, inter)),
         )
         modules[f"model.layers.{i}.self_attn.q_proj"] = planted_factors(hidden, hidden, 4, seed=i)
-    config = lora_config(
-        r=4,
-        lora_alpha=8,
-        target_modules=["q_proj"],
-        target_parameters=["experts.gate_up_proj", "experts.down_proj"],
-        rank_pattern={"layers.1.mlp.experts.down_proj": 2},
-        alpha_pattern={"layers.1.mlp.experts.down_proj": 6},
-        task_type=None,
-        base_model_name_or_path=None,
-    )
+    config = lora_config(**_MOE_LORA, task_type=None, base_model_name_or_path=None)
     return write_adapter(tmp_path_factory.mktemp("moe_np"), modules, config)
 
 
