@@ -122,35 +122,43 @@ class PolicyResult:
     note: str = ""
 
 
-def _clean(s: np.ndarray) -> np.ndarray:
-    return s[s > EPS]
+@dataclass(frozen=True)
+class _Clean:
+    """What several policies read off one spectrum, computed once per module: the values
+    above ``EPS``, their energy total and cumulative energy fraction (None for a zero total)."""
+
+    values: np.ndarray
+    total: float
+    cumulative: np.ndarray | None
 
 
-def energy_policy(s: np.ndarray, t: float) -> PolicyResult:
-    """``energy@t`` (see the module docstring)."""
-    name = PolicySpec(f"energy@{t}").name
-    sc = _clean(s)
+def _clean(s: np.ndarray) -> _Clean:
+    sc = s[s > EPS]
     energy = sc**2
     total = float(np.sum(energy))
-    if sc.size == 0 or total <= EPS:
+    return _Clean(sc, total, np.cumsum(energy) / total if total > EPS else None)
+
+
+def energy_policy(s: np.ndarray, t: float, clean: _Clean | None = None) -> PolicyResult:
+    """``energy@t`` (see the module docstring)."""
+    name = PolicySpec(f"energy@{t}").name
+    c = clean or _clean(s)
+    if c.values.size == 0 or c.cumulative is None:
         return PolicyResult(name, 0, t, "energy", "zero update")
-    cumulative = np.cumsum(energy) / total
-    hits = np.nonzero(cumulative >= t)[0]
-    k = int(hits[0]) + 1 if hits.size else int(sc.size)
+    hits = np.nonzero(c.cumulative >= t)[0]
+    k = int(hits[0]) + 1 if hits.size else int(c.values.size)
     return PolicyResult(name, k, t, "energy")
 
 
-def knee_policy(s: np.ndarray, r: int) -> PolicyResult:
+def knee_policy(s: np.ndarray, r: int, clean: _Clean | None = None) -> PolicyResult:
     """``knee`` (see the module docstring)."""
-    sc = _clean(s)
-    if sc.size < 2:
-        return PolicyResult("knee", int(sc.size) or 1, None, "knee height", "fewer than 2 values")
-    n = int(sc.size)
-    energy = sc**2
-    total = float(np.sum(energy))
-    if total <= EPS:
+    c = clean or _clean(s)
+    n = int(c.values.size)
+    if n < 2:
+        return PolicyResult("knee", n or 1, None, "knee height", "fewer than 2 values")
+    if c.cumulative is None:
         return PolicyResult("knee", 1, None, "knee height", "zero update")
-    y = np.cumsum(energy) / total
+    y = c.cumulative
     x = np.arange(n, dtype=np.float32) / (n - 1)
     window = min(5, max(3, n // 3))
     if n >= window:
@@ -165,9 +173,9 @@ def knee_policy(s: np.ndarray, r: int) -> PolicyResult:
     return PolicyResult("knee", max(1, min(idx + 1, r)), height, "knee height")
 
 
-def erank_policy(s: np.ndarray, r: int) -> PolicyResult:
+def erank_policy(s: np.ndarray, r: int, clean: _Clean | None = None) -> PolicyResult:
     """``erank`` (see the module docstring)."""
-    sc = _clean(s)
+    sc = (clean or _clean(s)).values
     if sc.size == 0:
         return PolicyResult("erank", 0, None, "effective rank", "zero update")
     p = sc / float(np.sum(sc))
@@ -196,7 +204,7 @@ def oht_policy(s: np.ndarray, shape: tuple[int, int], r: int) -> PolicyResult:
         return PolicyResult("oht", 0, None, "singular value", "zero update")
     d_out, d_in = shape
     beta = min(d_out, d_in) / max(d_out, d_in)
-    median = float(np.median(sc))
+    median = _median32(sc)
     if median <= EPS:
         return PolicyResult("oht", 1, 0.0, "singular value", "median is zero")
     tau = omega(beta) * median
@@ -204,30 +212,49 @@ def oht_policy(s: np.ndarray, shape: tuple[int, int], r: int) -> PolicyResult:
     return PolicyResult("oht", max(1, min(k_raw, r)), tau, "singular value")
 
 
-def stable_ceil_policy(s: np.ndarray) -> PolicyResult:
+def _median32(x: np.ndarray) -> float:
+    """``float(np.median(x))`` of a non-empty float32 array, without its overhead: the middle
+    value, or the float32 mean of the two middle values (their float32 sum halved, exactly
+    as numpy's mean of two float32 values)."""
+    n = int(x.size)
+    part = np.partition(x, [(n - 1) // 2, n // 2])
+    lo, hi = part[(n - 1) // 2], part[n // 2]
+    return float(lo) if n % 2 else float(np.float32(lo + hi) / np.float32(2))
+
+
+def stable_ceil_policy(s: np.ndarray, clean: _Clean | None = None) -> PolicyResult:
     """``stable-ceil`` (see the module docstring)."""
-    sc = _clean(s)
+    c = clean or _clean(s)
+    sc = c.values
     if sc.size == 0:
         return PolicyResult("stable-ceil", 0, None, "stable rank", "zero update")
     # gradience adds eps to the denominator; kept, so an integer stable rank rounds the same
-    sr = float(np.sum(sc**2)) / (float(sc[0]) ** 2 + EPS)
+    sr = c.total / (float(sc[0]) ** 2 + EPS)
     return PolicyResult("stable-ceil", min(max(1, math.ceil(sr)), int(sc.size)), sr, "stable rank")
 
 
-def apply_policy(spec: PolicySpec, s: np.ndarray, shape: tuple[int, int], r: int) -> PolicyResult:
+def apply_policy(
+    spec: PolicySpec,
+    s: np.ndarray,
+    shape: tuple[int, int],
+    r: int,
+    clean: _Clean | None = None,
+) -> PolicyResult:
     """One policy on one module: ``s`` descending singular values, ``shape`` ``(d_out, d_in)``
-    of ``dW``, ``r`` the allocated rank."""
+    of ``dW``, ``r`` the allocated rank (``clean``: ``s``'s shared figures, when the caller
+    applies several policies)."""
     s = np.asarray(s, dtype=np.float64)
-    if spec.kind == "energy":
-        assert spec.threshold is not None
-        return energy_policy(s, spec.threshold)
-    if spec.kind == "knee":
-        return knee_policy(s, r)
-    if spec.kind == "erank":
-        return erank_policy(s, r)
     if spec.kind == "oht":
         return oht_policy(s, shape, r)
-    return stable_ceil_policy(s)
+    c = clean or _clean(s)
+    if spec.kind == "energy":
+        assert spec.threshold is not None
+        return energy_policy(s, spec.threshold, c)
+    if spec.kind == "knee":
+        return knee_policy(s, r, c)
+    if spec.kind == "erank":
+        return erank_policy(s, r, c)
+    return stable_ceil_policy(s, c)
 
 
 @dataclass(frozen=True)
@@ -250,15 +277,20 @@ class ModulePolicies:
     @property
     def consensus(self) -> int:
         """The median ``k``, rounded up on a tie between two (keeping rank is the safe side)."""
-        ks = [p.k for p in self.results]
-        return math.ceil(float(np.median(ks))) if ks else 0
+        ks = sorted(p.k for p in self.results)
+        if not ks:
+            return 0
+        n = len(ks)  # the median of integers: the middle one, or the mean of the middle two
+        return ks[n // 2] if n % 2 else math.ceil((ks[n // 2 - 1] + ks[n // 2]) / 2)
 
 
 def apply_policies(
     specs: list[PolicySpec], s: np.ndarray, shape: tuple[int, int], r: int
 ) -> ModulePolicies:
     """All ``specs`` on one module."""
-    return ModulePolicies(tuple(apply_policy(spec, s, shape, r) for spec in specs))
+    s = np.asarray(s, dtype=np.float64)
+    clean = _clean(s)
+    return ModulePolicies(tuple(apply_policy(spec, s, shape, r, clean) for spec in specs))
 
 
 @dataclass(frozen=True)

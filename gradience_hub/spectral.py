@@ -33,9 +33,10 @@ _BASIS_BUDGET = 1e-11
 _CHOLQR2_MAX_COND = 1e6
 
 
-def _cholesky_r(gram: np.ndarray) -> np.ndarray | None:
-    """Upper-triangular R with R^T R = gram, or None when gram is not numerically SPD."""
-    if not np.isfinite(gram).all():  # overflowed: LAPACK must never see inf (it prints)
+def _cholesky_r(gram: np.ndarray, checked: bool = False) -> np.ndarray | None:
+    """Upper-triangular R with R^T R = gram, or None when gram is not numerically SPD.
+    ``checked``: the caller knows gram is finite (the check is one pass over it)."""
+    if not checked and not np.isfinite(gram).all():  # LAPACK must never see inf (it prints)
         return None
     try:
         return np.linalg.cholesky(gram).T
@@ -53,19 +54,22 @@ def _equilibrated_cholesky(G: np.ndarray, n: int, budget: float) -> tuple[np.nda
     not numerically SPD (a zero column, overflow).
     """
     k = G.shape[0]
-    if not np.isfinite(G).all():
+    d = np.sqrt(G.diagonal())
+    # One comparison refuses a zero column, an overflowed diagonal and NaN (all compare False).
+    if not ((d > 0) & (d < np.inf)).all():
         return None
-    d = np.sqrt(np.diag(G))
-    if not np.all(d > 0):
-        return None
-    G_hat = G / np.outer(d, d)
+    G_hat = G / np.multiply.outer(d, d)
     R_hat = _cholesky_r(G_hat)
-    if R_hat is None or not np.all(np.diag(R_hat) > 0):
+    if R_hat is None or not (R_hat.diagonal() > 0).all():
         return None
     lam = k * (n + k + 1) * _EPS / budget
     # G_hat has a unit diagonal, so lambda_min <= 1: no shift of 1 or more can be certified.
     # The Cholesky's own backward error (~k u) is far below any shift a budget allows.
-    one_pass = lam < 1.0 and _cholesky_r(G_hat - lam * np.eye(k)) is not None
+    one_pass = False
+    if lam < 1.0:
+        G_hat.flat[:: k + 1] -= lam  # G_hat - lam I in place: R_hat is already taken from it
+        one_pass = _cholesky_r(G_hat, checked=True) is not None
+    # |R_hat| <= 1 entrywise (its columns have unit norm), so R_hat * d is finite.
     return R_hat * d, one_pass
 
 
@@ -106,26 +110,29 @@ def r_factor(X: np.ndarray) -> np.ndarray:
     """
     X = np.asarray(X, dtype=np.float64)
     R = _r_factor(X)
-    if np.isfinite(R).all():
+    if R is not None:
         return R
     # Entries near float64's range overflow the Gram matrix or R itself: factor X / c for a
     # power of two c (exact scaling) and scale back; a still-infinite R means the update does not
     # fit in float64 at all, which the callers report.
     c = 2.0 ** np.round(np.log2(np.max(np.abs(X))))
-    return c * _r_factor(X / c)
+    R = _r_factor(X / c)
+    return c * R if R is not None else np.full((X.shape[1], X.shape[1]), np.inf)
 
 
-def _r_factor(X: np.ndarray) -> np.ndarray:
+def _r_factor(X: np.ndarray) -> np.ndarray | None:
+    """R of ``X`` by the routes of :func:`r_factor`, or None where it is not finite."""
     k = X.shape[1]
     routed = _cholesky_qr(X, _ONE_PASS_BUDGET, basis=False)
     if routed is not None:
-        return routed[2]
-    if not X.any():  # an untrained factor (B = 0): R = 0, no factorisation needed
+        R = routed[2]
+    elif not X.any():  # an untrained factor (B = 0): R = 0, no factorisation needed
         return np.zeros((k, k))
-    R: np.ndarray = np.asarray(np.linalg.qr(X, mode="r"))
-    if R.shape[0] < k:  # n < k: pad to k x k so the core stays r x r
-        R = np.vstack([R, np.zeros((k - R.shape[0], k))])
-    return R
+    else:
+        R = np.asarray(np.linalg.qr(X, mode="r"))
+        if R.shape[0] < k:  # n < k: pad to k x k so the core stays r x r
+            R = np.vstack([R, np.zeros((k - R.shape[0], k))])
+    return R if np.isfinite(R).all() else None
 
 
 def core_matrix(B: np.ndarray, A: np.ndarray, scale: float) -> np.ndarray:
@@ -144,7 +151,8 @@ _MAX_CORE = 1e150
 
 def _finite_or_raise(core: np.ndarray) -> np.ndarray:
     """LAPACK prints to stdout (and returns garbage) on inf/NaN input: refuse it first."""
-    if not np.isfinite(core).all() or (core.size and float(np.max(np.abs(core))) > _MAX_CORE):
+    # NaN compares False, so one reduction refuses NaN, inf and the too-large alike.
+    if core.size and not float(np.max(np.abs(core))) <= _MAX_CORE:
         raise OverflowError(
             "the scaled update B @ A overflows float64 (factors or scale too large)"
         )

@@ -76,6 +76,18 @@ def test_oht_uses_the_module_shape() -> None:
     assert k("oht", [1.0] * 8) == 1
 
 
+def test_oht_median_is_numpys_float32_median() -> None:
+    """oht's tau is omega(beta) times numpy's own median of the float32 values (gradience
+    computes it so), for odd and even counts, ties and values that round in float32."""
+    rng = np.random.default_rng(3)
+    for n in (3, 4, 7, 8, 63, 64):
+        s = np.sort(rng.lognormal(sigma=3.0, size=n))[::-1]
+        s[1] = s[0]  # a tie
+        result = apply_policy(PolicySpec("oht"), s, SQUARE, n)
+        s32 = s.astype(np.float32)
+        assert result.threshold == omega(1.0) * float(np.median(s32[s32 > 1e-12])), n
+
+
 def test_knee_worked_by_hand() -> None:
     # s = 1 (x4) then 0.001 (x12): y = 0.25, 0.5, 0.75, ~1, ~1, ...; n = 16, window
     # min(5, max(3, 16 // 3)) = 5, zero-padded moving average: y_s[3] = (0.5+0.75+1+1+1)/5 = 0.85,

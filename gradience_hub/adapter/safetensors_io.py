@@ -91,7 +91,8 @@ def widen_bits(bits: np.ndarray, dtype: str) -> np.ndarray:
     """float32 values of raw ``BF16``, ``F8_E4M3`` or ``F8_E5M2`` bits. Exact: each such value
     is a float32 (bf16 is the upper half of one)."""
     if dtype == "BF16":
-        return (bits.astype(np.uint32) << 16).view(np.float32)
+        # one pass: the ufunc casts to uint32 as it shifts (no uint32 copy first)
+        return np.left_shift(bits, 16, dtype=np.uint32).view(np.float32)
     table = _FP8_TABLES.get(dtype)
     if table is None:
         table = _FP8_TABLES[dtype] = _fp8_table(*_FP8_FORMATS[dtype])
