@@ -25,11 +25,10 @@ import site
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from audit_speed import write_mistral_shaped
+from audit_speed import spawned, write_mistral_shaped
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,15 +55,10 @@ def run(cmd: list[str], out: Path, threads: int | None) -> tuple[float, float]:
         # the same BLAS/OpenMP thread count for both tools (torch reads OMP_NUM_THREADS)
         for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             env[var] = str(threads)
-    started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        err = proc.stderr.read().decode() if proc.stderr else ""
-        raise SystemExit(f"{cmd[:4]} failed ({proc.returncode}): {err[-2000:]}")
-    return elapsed, usage.ru_maxrss / 1024
+    elapsed, rss, code = spawned(cmd, env)  # its stderr shows here
+    if code:
+        raise SystemExit(f"{cmd[:4]} failed ({code})")
+    return elapsed, rss
 
 
 def main() -> None:
