@@ -45,6 +45,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -135,13 +136,16 @@ class _Clean:
 def _clean(s: np.ndarray) -> _Clean:
     sc = s[s > EPS]
     energy = sc**2
-    total = float(np.sum(energy))
+    total = float(energy.sum())
     return _Clean(sc, total, np.cumsum(energy) / total if total > EPS else None)
 
 
-def energy_policy(s: np.ndarray, t: float, clean: _Clean | None = None) -> PolicyResult:
-    """``energy@t`` (see the module docstring)."""
-    name = PolicySpec(f"energy@{t}").name
+def energy_policy(
+    s: np.ndarray, t: float, clean: _Clean | None = None, name: str | None = None
+) -> PolicyResult:
+    """``energy@t`` (see the module docstring); ``name``: the policy's spelling, when the
+    caller has its spec."""
+    name = name or PolicySpec(f"energy@{t}").name
     c = clean or _clean(s)
     if c.values.size == 0 or c.cumulative is None:
         return PolicyResult(name, 0, t, "energy", "zero update")
@@ -164,7 +168,7 @@ def knee_policy(s: np.ndarray, r: int, clean: _Clean | None = None) -> PolicyRes
     if n >= window:
         y = np.convolve(y, np.ones(window) / window, mode="same")
     diff = y - x
-    idx = int(np.argmax(diff))
+    idx = int(diff.argmax())
     height = float(diff[idx])
     if idx >= max(1, int(_KNEE_TAIL * n)):
         return PolicyResult("knee", max(1, r), height, "knee height", "knee in the tail: flat")
@@ -178,11 +182,11 @@ def erank_policy(s: np.ndarray, r: int, clean: _Clean | None = None) -> PolicyRe
     sc = (clean or _clean(s)).values
     if sc.size == 0:
         return PolicyResult("erank", 0, None, "effective rank", "zero update")
-    p = sc / float(np.sum(sc))
+    p = sc / float(sc.sum())
     p = p[p > EPS]
     if p.size == 0:
         return PolicyResult("erank", 1, None, "effective rank", "degenerate")
-    erank = float(np.exp(-np.sum(p * np.log(p))))
+    erank = float(np.exp(-(p * np.log(p)).sum()))
     return PolicyResult("erank", max(1, min(math.ceil(erank), r)), erank, "effective rank")
 
 
@@ -208,7 +212,7 @@ def oht_policy(s: np.ndarray, shape: tuple[int, int], r: int) -> PolicyResult:
     if median <= EPS:
         return PolicyResult("oht", 1, 0.0, "singular value", "median is zero")
     tau = omega(beta) * median
-    k_raw = int(np.sum(sc > np.float32(tau)))
+    k_raw = int(np.count_nonzero(sc > np.float32(tau)))
     return PolicyResult("oht", max(1, min(k_raw, r)), tau, "singular value")
 
 
@@ -249,7 +253,7 @@ def apply_policy(
     c = clean or _clean(s)
     if spec.kind == "energy":
         assert spec.threshold is not None
-        return energy_policy(s, spec.threshold, c)
+        return energy_policy(s, spec.threshold, c, spec.name)
     if spec.kind == "knee":
         return knee_policy(s, r, c)
     if spec.kind == "erank":
@@ -263,9 +267,9 @@ class ModulePolicies:
 
     results: tuple[PolicyResult, ...]
 
-    @property
+    @cached_property
     def ks(self) -> dict[str, int]:
-        """Policy name -> k."""
+        """Policy name -> k (built once: the summaries read it per policy and module)."""
         return {p.policy: p.k for p in self.results}
 
     @property
