@@ -481,6 +481,41 @@ def test_user_template_can_override_macros(tmp_path: Path, audit) -> None:
     assert "Only audited" in render("card", audit, None, template_dir=tmp_path)
 
 
+def test_compiled_ahead_templates_are_not_compiled_again(
+    tmp_path: Path, audit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """compile_templates (annotate runs it while the adapter downloads) compiles the card and
+    the macros it imports, a user's overrides included, so the render compiles nothing."""
+    import jinja2
+
+    (tmp_path / "_macros.md.j2").write_text(
+        (Path(R.__file__).parent / "templates" / "_macros.md.j2")
+        .read_text()
+        .replace("Audit only", "Only audited")
+    )
+    (tmp_path.parent / "linked").symlink_to(tmp_path)  # both calls resolve it alike
+    R.compile_templates("card", tmp_path.parent / "linked")
+    compiled: list[str | None] = []
+    real = jinja2.Environment.compile
+
+    def counting(self: Any, source: Any, name: str | None = None, *args: Any, **kw: Any) -> Any:
+        compiled.append(name)
+        return real(self, source, name, *args, **kw)
+
+    monkeypatch.setattr(jinja2.Environment, "compile", counting)
+    assert "Only audited" in render("card", audit, None, template_dir=tmp_path.parent / "linked")
+    assert compiled == []
+
+
+def test_a_broken_template_compiled_ahead_is_reported_by_the_render(tmp_path: Path, audit) -> None:
+    (tmp_path / "card_section.md.j2").write_text("{% if %}\n")
+    R.compile_templates("card", tmp_path)  # says nothing: the render reports it
+    R.compile_templates("card", tmp_path / "missing")
+    with pytest.raises(TemplateError, match="syntax error") as info:
+        render("card", audit, None, template_dir=tmp_path)
+    assert info.value.exit_code == 2
+
+
 def test_strict_undefined_is_a_template_error(tmp_path: Path, audit) -> None:
     (tmp_path / "card_section.md.j2").write_text("line one\n{{ no_such_variable }}\n")
     with pytest.raises(TemplateError, match=r"card_section\.md\.j2:2.*no_such_variable") as info:

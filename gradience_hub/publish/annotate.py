@@ -13,14 +13,17 @@ All Hub calls go through :mod:`gradience_hub.hub`; this module only orchestrates
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import difflib
 import json
 import math
 import os
 import re
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -551,7 +554,9 @@ def _annotate(
 ) -> AnnotateResult:
     # a given record is read first: a bad one must fail before any Hub traffic
     bench, bench_md = _load_bench(bench_json, max_drop) if bench_json else (None, None)
-    evidence = _EvidenceSource(adapter_name, energy, bench, bench_md, bench_config, max_drop)
+    evidence = _EvidenceSource(
+        adapter_name, energy, bench, bench_md, bench_config, max_drop, template_dir
+    )
     spec = adapter_io.parse_source(source, revision)
     if spec.local_path is not None:
         if comment_on_pr is not None:
@@ -564,7 +569,7 @@ def _annotate(
         revision=spec.revision,
         branch=_branch(spec.revision, create_pr),
         create_pr=create_pr,
-        me=_identity(dry_run),
+        identity=_identity(dry_run),
         evidence=evidence,
         template_dir=template_dir,
         dry_run=dry_run,
@@ -598,12 +603,14 @@ class _EvidenceSource:
     bench_md: str | None
     bench_config: str | None
     max_drop: float | None
+    template_dir: str | None = None
 
     def __call__(self, source: str, revision: str | None) -> _Evidence:
         from gradience_hub.publish import plot
 
-        # the picture's imports overlap the download; joined before the audit takes the cores
-        with plot.matplotlib_loading(*_RENDER_MODULES):
+        # the picture's and the card's imports, and the card's templates compiled, overlap the
+        # download; joined before the audit takes the cores
+        with plot.matplotlib_loading(*_RENDER_MODULES), _meanwhile(self._compile_card):
             adapter, info = hub.load_adapter(source, revision, self.adapter_name)
         report = audit_adapter(adapter, info, self.energy)
         bench, bench_md = self.bench, self.bench_md
@@ -613,6 +620,29 @@ class _EvidenceSource:
         # A record of another adapter must never be published as this one's evidence (exit
         # 2 before anything is written); one that cannot be checked carries a warning.
         return _Evidence(report, link_bench(bench, report.to_dict()) if bench else None, bench_md)
+
+    def _compile_card(self) -> None:
+        from gradience_hub.publish import render
+
+        render.compile_templates("card", self.template_dir)
+
+
+@contextlib.contextmanager
+def _meanwhile(work: Callable[[], None]) -> Iterator[None]:
+    """Run ``work`` on a thread while the body runs; joined before anything leaves the block
+    (not a daemon, as :func:`plot.matplotlib_loading`). Only for work whose failure the code
+    after the block meets again and reports (the card's templates: :func:`render.render`)."""
+
+    def run() -> None:
+        with contextlib.suppress(Exception):
+            work()
+
+    thread = threading.Thread(target=run, name="gradience-ahead")
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()
 
 
 def _branch(revision: str | None, create_pr: bool) -> str:
@@ -625,7 +655,7 @@ def _branch(revision: str | None, create_pr: bool) -> str:
     return branch
 
 
-def _identity(dry_run: bool) -> str | None:
+def _whoami(dry_run: bool) -> str | None:
     """Who publishes. A dry run needs no token; with one (HF_TOKEN or a saved login) it also
     shows which of our PRs the commit would go to."""
     if not dry_run:
@@ -636,6 +666,23 @@ def _identity(dry_run: bool) -> str | None:
         return None
 
 
+def _identity(dry_run: bool) -> Future[str | None]:
+    """:func:`_whoami`, asked on a thread while the adapter downloads and is audited: it needs
+    nothing else, and its round trip to the Hub is then hidden (0.2-0.3 s here, with the
+    client's import). Without any token a publish fails here and now, before the download, as
+    it always did (the lookup is local). The thread runs in a copy of this context, so a token
+    given with ``hub.using_token`` (serve) goes with it."""
+    if not dry_run and hub.token() is None:
+        known: Future[str | None] = Future()
+        known.set_result(hub.whoami())  # raises the one "no valid Hugging Face token" error
+        return known
+    asking = ThreadPoolExecutor(1, thread_name_prefix="gradience-whoami")
+    try:
+        return asking.submit(contextvars.copy_context().run, _whoami, dry_run)
+    finally:
+        asking.shutdown(wait=False)  # the thread ends with its one call
+
+
 @dataclass
 class _HubRun:
     """What stays the same across the passes of one publish to a Hub repo."""
@@ -644,12 +691,17 @@ class _HubRun:
     revision: str | None
     branch: str
     create_pr: bool
-    me: str | None
+    identity: Future[str | None]
     evidence: _EvidenceSource
     template_dir: str | None
     dry_run: bool
     say: Callable[[str], None]
     audited: dict[str, _Evidence] = field(default_factory=dict)  # by sha
+
+    @property
+    def me(self) -> str | None:
+        """Who publishes (:func:`_identity`; its error, if any, is raised here)."""
+        return self.identity.result()
 
 
 @dataclass
