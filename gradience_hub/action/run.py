@@ -28,7 +28,7 @@ import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gradience_hub.action.io import (
     Channel,
@@ -51,6 +51,9 @@ from gradience_hub.identity import link_bench
 from gradience_hub.markers import COMMENT_MARKER
 from gradience_hub.output import emit_command
 from gradience_hub.policy import ERROR, FAIL, is_failing, overall_status, status_of
+
+if TYPE_CHECKING:  # the bench's modules are imported only when the Action benches
+    from gradience_hub.bench.cells import Executor
 
 REPORT_DIR = "gradience-report"
 """Reports go to ``$GITHUB_WORKSPACE/gradience-report/<repo>/`` (audit.json, bench.json)."""
@@ -193,7 +196,7 @@ def run_repo(source: str, index: int, settings: Settings, report_dir: Path) -> R
     return result
 
 
-def _bench_executor(settings: Settings) -> Any:
+def _bench_executor(settings: Settings) -> Executor | None:
     """The executor of input ``bench-executor``: None (local) or Hugging Face Jobs of
     ``bench-flavor`` (a CPU runner benches on the Hub's GPUs)."""
     if settings.bench_executor != "hf-jobs":
