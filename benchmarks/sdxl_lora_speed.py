@@ -12,7 +12,9 @@ and ``.alpha``. Both routes truncate every module to rank 16 and report the Ecka
   matrix in float32 and ``torch.linalg.svd`` it, keep the top 16 directions.
 
 The dense route is measured on one module of each distinct shape and extrapolated by shape count
-(it runs for minutes on 2 cores), unless ``--full``.
+(it runs for minutes on 2 cores), unless ``--full``. It models kohya's per-module work; the
+README's comparison runs kohya's real ``resize_lora.py`` instead (benchmarks/compare.py, which
+takes this file's module list) and quotes no figure of this script.
 
     python benchmarks/sdxl_lora_speed.py [--dir DIR] [--full] [--threads 1]
 """
