@@ -63,7 +63,7 @@ def _newest_checkpoint(output_dir: Path) -> Path | None:
 def lora_factors(model: Any) -> Iterator[ModuleFactors]:
     """The active adapter's LoRA factors of a peft model in memory, as float32 numpy (peft's
     ``LoraLayer``: ``lora_A[name].weight``, ``lora_B[name].weight``, ``scaling[name]``)."""
-    from gradience_hub.adapter.weights import module_type
+    from gradience_hub.adapter.weights import UnreadableModule, conv_factors, module_type
 
     for name, module in model.named_modules():
         lora_a, lora_b = getattr(module, "lora_A", None), getattr(module, "lora_B", None)
@@ -75,8 +75,13 @@ def lora_factors(model: Any) -> Iterator[ModuleFactors]:
             continue
         A = lora_a[adapter].weight.detach().float().cpu().numpy()
         B = lora_b[adapter].weight.detach().float().cpu().numpy()
-        if A.ndim != 2 or B.ndim != 2:  # conv LoRA: the audit reads it from the saved files
-            continue
+        if A.ndim != 2 or B.ndim != 2:
+            if not 3 <= A.ndim == B.ndim <= 5:
+                continue
+            try:  # conv LoRA: the update's matrices, as the audit reads them from the files
+                A, B, _ = conv_factors(name, A, B)
+            except UnreadableModule:
+                continue
         scale = float(getattr(module, "scaling", {}).get(adapter, 1.0))
         clean = name.removeprefix("base_model.model.")
         yield ModuleFactors(clean, module_type(clean), B, A, scale)

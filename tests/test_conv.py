@@ -130,6 +130,23 @@ def test_conv_spectra_match_the_applied_update(conv_adapter, name: str) -> None:
         assert np.allclose(np.linalg.svd(dense, compute_uv=False)[:4], truth, rtol=1e-9)
 
 
+@requires("torch", "peft", "transformers")
+def test_training_telemetry_reads_conv_modules_as_the_audit(conv_adapter) -> None:  # type: ignore[no-untyped-def]
+    """The Trainer callback's factors (integrations.lora_factors, from the model in memory) have
+    the spectra the audit reads from the saved files, conv and grouped conv included."""
+    from gradience_hub import spectral
+    from gradience_hub.integrations import lora_factors
+
+    directory, model = conv_adapter
+    rows = {row.name: row for row in run_audit(str(directory)).layers}
+    factors = {m.name: m for m in lora_factors(model)}
+    assert set(factors) == set(rows) == {"c1", "c3", "grouped", "lin"}
+    for name, m in factors.items():
+        got = spectral.lora_singular_values(m.B, m.A, m.scale)
+        # lora_factors hands float32 copies of this float64 model's factors
+        assert np.allclose(got, rows[name].singular_values, rtol=1e-5, atol=0), name
+
+
 def test_grouped_params(grouped_dir: Path) -> None:
     module = open_adapter(grouped_dir).module("grouped")
     assert module.groups == 2
