@@ -173,6 +173,22 @@ def test_every_example_config_round_trips_through_the_job_s_reader(
         assert files and remote_spec is not None
 
 
+def test_ray_keeps_a_local_base_model_at_its_absolute_path(tmp_path: Path) -> None:
+    """For Ray a local base model is not packed (gigabytes) nor refused: the worker reads it at
+    its absolute path (a one-machine cluster, a shared filesystem), wherever its config lands."""
+    model_dir = tmp_path / "models" / "base"
+    model_dir.mkdir(parents=True)
+    (model_dir / "config.json").write_text("{}", encoding="utf-8")
+    path = tmp_path / "bench.yaml"
+    path.write_text(
+        yaml.safe_dump({**CONFIG, "model": {"name_or_path": "models/base"}}), encoding="utf-8"
+    )
+    data, files = pack_config(load_config(path), local_model=True)
+    assert data["model"]["name_or_path"] == str(model_dir.resolve()) and files == {}
+    remote = config_from_data(json.loads(json.dumps(data)), tmp_path / "worker")
+    assert resolve_path(remote.model.name_or_path, remote) == model_dir.resolve()
+
+
 def _lm_eval_example(tmp_path: Path, **task: Any) -> Path:
     """examples/lm-eval copied to ``tmp_path`` (its relative paths kept), with ``task`` keys
     changed."""
@@ -365,6 +381,58 @@ def test_ray_interrupt_then_resume_with_a_killed_worker_equals_local(
     assert len(list(marks.iterdir())) == 2  # killed once, then it ran
     assert saved_cells(out) == ALL_CELLS
     assert comparable(out) == local
+
+
+@dataclasses.dataclass
+class WhereRunner(CellRunner):
+    """The bench's runner, refusing in the worker to read the task's data from ``driver``'s
+    folder: a node of a real cluster has no such folder."""
+
+    driver: str = ""
+
+    def __call__(self, cell: Cell) -> CellResult:
+        where = resolve_path(self.config.task.dataset or "", self.config)
+        if where is None or Path(self.driver) in where.parents:
+            raise ValueError(f"the cell reads {where}, the driver's file")
+        return super().__call__(cell)
+
+
+class WhereRay(RayExecutor):
+    """The Ray executor, running :class:`WhereRunner` in place of the bench's runner."""
+
+    def __init__(self, driver: Path, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.driver = str(driver)
+
+    def map(
+        self, cells: Sequence[Cell], runner: Callable[[Cell], CellResult]
+    ) -> Iterator[CellResult]:
+        assert isinstance(runner, CellRunner)
+        fields = {f.name: getattr(runner, f.name) for f in dataclasses.fields(CellRunner)}
+        return super().map(cells, WhereRunner(**fields, driver=self.driver))
+
+
+def test_ray_cells_read_the_config_s_local_data_from_the_object_store(
+    adapter: Path, ray_cluster: Any, tmp_path: Path
+) -> None:
+    """A task whose eval data is a local JSONL named relative to its config: the cells read
+    the copy that travelled with them, not the driver's file, and the record is the local
+    executor's."""
+    from gradience_hub.bench.tasks import load_task
+
+    folder = tmp_path / "bench"
+    folder.mkdir()
+    rows = load_task(config()).eval_pool  # the embedded task's labelled sentences
+    data = folder / "sentences.jsonl"
+    lines = (json.dumps({"text": r["text"], "label": r["label"]}) + "\n" for r in rows)
+    data.write_text("".join(lines), encoding="utf-8")
+    task = {"name": "sequence-classification", "dataset": data.name, "eval_samples": 24}
+    path = folder / "bench.yaml"
+    path.write_text(yaml.safe_dump({**CONFIG, "task": task, "seeds": [1]}), encoding="utf-8")
+    run_bench(str(adapter), load_config(path), tmp_path / "local", progress=False)
+    ray_out = tmp_path / "ray"
+    run_bench(str(adapter), load_config(path), ray_out, executor=WhereRay(folder), progress=False)
+    assert comparable(ray_out) == comparable(tmp_path / "local")
 
 
 # --------------------------------------------------------------------------- Hugging Face Jobs

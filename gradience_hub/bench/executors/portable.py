@@ -75,10 +75,11 @@ def cell_sources(runner: CellRunner, cell: Cell) -> dict[str, Path]:
     return {f"{OUT_PREFIX}/{cell.variant}": runner.adapter_dirs[cell.variant]}
 
 
-def localize(runner: CellRunner, root: Path) -> CellRunner:
+def localize(runner: CellRunner, root: Path, **changes: Any) -> CellRunner:
     """A copy of ``runner`` whose paths point under ``root`` (laid out as the sources of
-    :func:`cell_sources`)."""
+    :func:`cell_sources`), with ``changes`` (a config read from ``root``, say)."""
     return runner.unloaded_copy(
+        **changes,
         output_dir=root / OUT_PREFIX,
         probe_dir=root / PROBE_PREFIX if runner.probe_dir is not None else None,
         adapter_dirs={name: root / OUT_PREFIX / name for name in runner.adapter_dirs},
@@ -226,22 +227,29 @@ def _check_task_files(folder: Path, key: str) -> None:
                 )
 
 
-def pack_config(config: BenchConfig) -> tuple[dict[str, Any], dict[str, bytes]]:
+def pack_config(
+    config: BenchConfig, *, local_model: bool = False
+) -> tuple[dict[str, Any], dict[str, bytes]]:
     """``config`` for a machine without this one's files: its data (:func:`config_data`) with
     every local path it names replaced by a path under :data:`CONFIG_PREFIX`, and those files
     ``{path under CONFIG_PREFIX: bytes}``. :func:`config_from_data` reads it back.
 
     Local paths are ``task.lm_eval.include_path`` (the folder, with the data files its task
     YAMLs name), ``task.train`` and ``task.dataset``. A local ``model.name_or_path`` is refused
-    (a base model is gigabytes: it goes to the Hub), as is any file a path reaches outside its
-    folder; every refusal is a ConfigError naming the key and the path.
+    (a base model is gigabytes: it goes to the Hub), unless ``local_model`` (Ray: then it is
+    kept as its absolute path, read where the worker runs, as on a one-machine cluster or a
+    shared filesystem); so is any file a path reaches outside its folder. Every refusal is a
+    ConfigError naming the key and the path.
     """
     from gradience_hub.bench.tasks import resolve_path
 
     data = config_data(config)
     files: dict[str, bytes] = {}
     model = config.model.name_or_path
-    if model != EMBEDDED_MODEL and resolve_path(model, config) is not None:
+    local = resolve_path(model, config) if model != EMBEDDED_MODEL else None
+    if local is not None and local_model:
+        data["model"]["name_or_path"] = str(local)
+    elif local is not None:
         raise ConfigError(
             f"bench config: model.name_or_path {model} is a local directory, which a remote "
             "cell cannot read",

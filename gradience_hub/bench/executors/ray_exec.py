@@ -2,10 +2,14 @@
 
 Tasks ask for ``resources.gpus_per_cell`` / ``cpus_per_cell`` of the config (``num_gpus`` /
 ``num_cpus``). No shared filesystem is assumed: each adapter directory a cell reads is put in
-the object store once (:func:`~gradience_hub.bench.executors.portable.cell_sources`) and the
-task returns its :class:`~gradience_hub.bench.cells.CellResult` with the files of any adapter
-it trained. Results are yielded as tasks finish, so the driver's cell store saves each at once
-and ``--resume`` continues a killed or interrupted run.
+the object store once (:func:`~gradience_hub.bench.executors.portable.cell_sources`), and so
+are the config's local files (task data, lm-eval task folders:
+:func:`~gradience_hub.bench.executors.portable.pack_config`), and the task returns its
+:class:`~gradience_hub.bench.cells.CellResult` with the files of any adapter it trained. A base
+model given as a local directory is read at its absolute path where the worker runs (a
+one-machine cluster, or a filesystem every node shares); on other clusters name a Hub repo.
+Results are yielded as tasks finish, so the driver's cell store saves each at once and
+``--resume`` continues a killed or interrupted run.
 
 Failures: a task whose worker process dies (OOM kill, preempted node) is retried up to
 ``max_retries`` times by Ray; an exception raised by a cell is not retried (it would raise
@@ -35,9 +39,15 @@ _SHARED: dict[str, tuple[Any, Any]] = {}
 
 
 def _run_task(
-    runner: CellRunner, cell: Cell, prefixes: list[str], *blobs: dict[str, bytes]
+    runner: CellRunner,
+    cell: Cell,
+    config: dict[str, Any],
+    prefixes: list[str],
+    *blobs: dict[str, bytes],
 ) -> tuple[CellResult, dict[str, bytes]]:
-    """The body of one Ray task: lay the packed files out, run the cell, pack the result."""
+    """The body of one Ray task: lay the packed files out (the config's under
+    ``CONFIG_PREFIX``, then the adapters'), read ``config`` (:func:`portable.pack_config`'s
+    data) from them, run the cell, pack the result."""
     key = json.dumps(
         [runner.protocol, portable.config_data(runner.config), runner.device],
         sort_keys=True,
@@ -47,7 +57,7 @@ def _run_task(
         root = Path(tmp)
         for prefix, files in zip(prefixes, blobs, strict=True):
             portable.write_files({f"{prefix}/{name}": data for name, data in files.items()}, root)
-        local = portable.localize(runner, root)
+        local = portable.localize(runner, root, config=portable.config_from_data(config, root))
         if key in _SHARED:
             local.adopt(*_SHARED[key])
         try:
@@ -110,7 +120,10 @@ class RayExecutor:
         self.task_warnings: list[str] = []
 
     def check_config(self, config: Any) -> None:
-        """Every config runs on Ray: the cells ship their local files with them."""
+        """Refuse, before anything runs, a config whose local files could not travel with the
+        cells (a data file outside its task folder, over 2 GiB); the ConfigError names the
+        key and the path."""
+        portable.pack_config(config, local_model=True)
 
     def map(
         self, cells: Sequence[Cell], runner: Callable[[Cell], CellResult]
@@ -127,7 +140,9 @@ class RayExecutor:
             max_retries=self.max_retries,
             retry_exceptions=False,
         )
-        refs: dict[str, Any] = {}  # driver directory -> object ref of its packed files
+        config, config_files = portable.pack_config(runner.config, local_model=True)
+        refs: dict[str, Any] = {portable.CONFIG_PREFIX: ray.put(config_files)}
+        # refs: driver directory -> object ref of its packed files (and the config's files)
         pending: dict[Any, Cell] = {}
         failures: dict[str, str] = {}
         exit_code = 2
@@ -137,8 +152,9 @@ class RayExecutor:
                 for path in sources.values():
                     if str(path) not in refs:
                         refs[str(path)] = ray.put(portable.dir_files(path))
-                blobs = [refs[str(p)] for p in sources.values()]
-                pending[remote.remote(runner, cell, list(sources), *blobs)] = cell
+                blobs = [refs[portable.CONFIG_PREFIX], *(refs[str(p)] for p in sources.values())]
+                prefixes = [portable.CONFIG_PREFIX, *sources]
+                pending[remote.remote(runner, cell, config, prefixes, *blobs)] = cell
                 self.submitted.append(cell.key)
             while pending:
                 # A timeout hands control back to Python every second, so Ctrl-C lands here.
