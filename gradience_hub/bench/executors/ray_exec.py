@@ -141,8 +141,8 @@ class RayExecutor:
             retry_exceptions=False,
         )
         config, config_files = portable.pack_config(runner.config, local_model=True)
-        refs: dict[str, Any] = {portable.CONFIG_PREFIX: ray.put(config_files)}
-        # refs: driver directory -> object ref of its packed files (and the config's files)
+        config_ref = ray.put(config_files)  # the config's local files, once for every cell
+        refs: dict[str, Any] = {}  # driver directory -> object ref of its packed files
         pending: dict[Any, Cell] = {}
         failures: dict[str, str] = {}
         exit_code = 2
@@ -152,7 +152,7 @@ class RayExecutor:
                 for path in sources.values():
                     if str(path) not in refs:
                         refs[str(path)] = ray.put(portable.dir_files(path))
-                blobs = [refs[portable.CONFIG_PREFIX], *(refs[str(p)] for p in sources.values())]
+                blobs = [config_ref, *(refs[str(p)] for p in sources.values())]
                 prefixes = [portable.CONFIG_PREFIX, *sources]
                 pending[remote.remote(runner, cell, config, prefixes, *blobs)] = cell
                 self.submitted.append(cell.key)
