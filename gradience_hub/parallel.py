@@ -25,6 +25,7 @@ commands do).
 
 from __future__ import annotations
 
+import contextvars
 import ctypes
 import os
 import threading
@@ -101,6 +102,34 @@ def single_threaded_blas() -> Iterator[None]:
             if _blas_users == 0:
                 limiter, _blas_limiter = _blas_limiter, None
                 limiter.restore_original_limits()
+
+
+@contextmanager
+def meanwhile(work: Callable[[], T], name: str) -> Iterator[Future[T]]:
+    """Run ``work`` on a thread (in a copy of the caller's context) while the body runs, and
+    yield the :class:`~concurrent.futures.Future` of its result or error.
+
+    The thread is joined before the body's result or error leaves the block, and is not a
+    daemon: a process that exited while a daemon thread was still inside matplotlib's C++
+    extension aborted ("terminate called without an active exception"). An error of ``work``
+    stays in the future: a caller that never reads it meets it again where it does the work
+    itself (annotate's imports and templates ahead of their first use)."""
+    future: Future[T] = Future()
+    future.set_running_or_notify_cancel()
+    context = contextvars.copy_context()
+
+    def run() -> None:
+        try:
+            future.set_result(context.run(work))
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    thread = threading.Thread(target=run, name=name)
+    thread.start()
+    try:
+        yield future
+    finally:
+        thread.join()
 
 
 def available_cores() -> int:

@@ -1,6 +1,6 @@
 """map_ordered: order, errors, bounded look-ahead, the BLAS thread count put back (also when
 two threads use it at once), and no allocator setting changed by a library call (only the CLI's
-own process opts in)."""
+own process opts in); meanwhile: work beside a block, joined before it is left."""
 
 from __future__ import annotations
 
@@ -265,3 +265,35 @@ def test_the_audit_and_compress_commands_opt_in_and_the_library_does_not(
             main([*argv, "--json"] if argv[0] == "audit" else [*argv, "--rank", "2"])
         assert code.value.code == 0
     assert calls == ["opt-in", "opt-in"]
+
+
+def test_meanwhile_runs_beside_the_body_in_the_callers_context_and_is_joined() -> None:
+    import contextvars
+
+    who: contextvars.ContextVar[str] = contextvars.ContextVar("who", default="nobody")
+    who.set("the caller")
+    started, release = threading.Event(), threading.Event()
+
+    def work() -> tuple[str, str]:
+        started.set()
+        assert release.wait(10)  # still running while the body runs
+        return who.get(), threading.current_thread().name
+
+    with parallel.meanwhile(work, "gradience-test") as future:
+        assert started.wait(10) and not future.done()
+        thread = next(t for t in threading.enumerate() if t.name == "gradience-test")
+        assert not thread.daemon
+        release.set()
+    assert not thread.is_alive()  # joined before the block was left
+    assert future.result() == ("the caller", "gradience-test")
+
+
+def test_meanwhile_keeps_the_works_error_for_whoever_reads_it() -> None:
+    def work() -> None:
+        raise KeyError("templates")
+
+    with parallel.meanwhile(work, "gradience-test") as future:
+        pass  # an error nobody asks for does not leave the block
+    assert isinstance(future.exception(), KeyError)
+    with pytest.raises(KeyError, match="templates"):
+        future.result()

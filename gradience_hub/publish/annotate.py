@@ -20,9 +20,8 @@ import math
 import os
 import re
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -44,6 +43,7 @@ from gradience_hub.markers import (
     README,
     TELEMETRY_PICTURE,
 )
+from gradience_hub.parallel import meanwhile
 from gradience_hub.policy import status_of
 from gradience_hub.publish.readme import library_for
 from gradience_hub.record import BenchRecord, record_from_dict
@@ -610,7 +610,10 @@ class _EvidenceSource:
 
         # the picture's and the card's imports, and the card's templates compiled, overlap the
         # download; joined before the audit takes the cores
-        with plot.matplotlib_loading(*_RENDER_MODULES), _meanwhile(self._compile_card):
+        with (
+            plot.matplotlib_loading(*_RENDER_MODULES),
+            meanwhile(self._compile_card, "gradience-templates"),
+        ):
             adapter, info = hub.load_adapter(source, revision, self.adapter_name)
         report = audit_adapter(adapter, info, self.energy)
         bench, bench_md = self.bench, self.bench_md
@@ -625,24 +628,6 @@ class _EvidenceSource:
         from gradience_hub.publish import render
 
         render.compile_templates("card", self.template_dir)
-
-
-@contextlib.contextmanager
-def _meanwhile(work: Callable[[], None]) -> Iterator[None]:
-    """Run ``work`` on a thread while the body runs; joined before anything leaves the block
-    (not a daemon, as :func:`plot.matplotlib_loading`). Only for work whose failure the code
-    after the block meets again and reports (the card's templates: :func:`render.render`)."""
-
-    def run() -> None:
-        with contextlib.suppress(Exception):
-            work()
-
-    thread = threading.Thread(target=run, name="gradience-ahead")
-    thread.start()
-    try:
-        yield
-    finally:
-        thread.join()
 
 
 def _branch(revision: str | None, create_pr: bool) -> str:

@@ -15,10 +15,10 @@ import itertools
 import math
 import os
 import sys
-import threading
 import warnings
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
+from concurrent.futures import wait
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from gradience_hub._io import write_file
 from gradience_hub.errors import RecordError
 from gradience_hub.markdown import number
 from gradience_hub.output import strip_controls
+from gradience_hub.parallel import meanwhile
 
 # Rows are grouped by module_type in this order; within a group, the usual projection order of
 # a transformer block comes first, then the rest alphabetically.
@@ -177,23 +178,16 @@ def _import_all(names: tuple[str, ...]) -> None:
 def matplotlib_loading(*also: str) -> Iterator[None]:
     """Import matplotlib on a thread while the body runs (annotate: while the adapter
     downloads, which waits on the network), so the picture does not pay for it afterwards.
-
-    The thread is joined before the body's result or error leaves this block, and is not a
-    daemon: a process that exited while the thread was still inside matplotlib's C++
-    extension would abort ("terminate called without an active exception"), which a daemon
-    thread left running on an error path did. Nothing of matplotlib's state is changed: the
-    thread only imports. ``also`` names more modules to import on the same thread after it.
+    The thread is joined before anything leaves the block (:func:`parallel.meanwhile`).
+    Nothing of matplotlib's state is changed: the thread only imports. ``also`` names more
+    modules to import on the same thread after it.
     """
     names = tuple(n for n in (*_MATPLOTLIB_MODULES, *also) if n not in sys.modules)
     if not names:
         yield
         return
-    thread = threading.Thread(target=_import_all, args=(names,), name="gradience-matplotlib-import")
-    thread.start()
-    try:
+    with meanwhile(lambda: _import_all(names), "gradience-matplotlib-import"):
         yield
-    finally:
-        thread.join()
 
 
 def utilization_norm(matrix: Any) -> Any:
@@ -255,32 +249,18 @@ def _plotted(audit: dict[str, Any]) -> tuple[Any, Any]:
 def drawing_ahead(audit: dict[str, Any]) -> Iterator[Callable[[dict[str, Any]], bytes]]:
     """Draw the heatmap of ``audit`` on a thread while the body runs (annotate: while it reads
     the Hub, waiting on the network), and yield ``png(current)``: the bytes drawn ahead when
-    ``current`` plots the same rows and summary (else drawn anew), with a drawing error raised
-    in the caller's thread. The thread is joined before anything leaves the block (not a
-    daemon: see :func:`matplotlib_loading`); it is the only user of matplotlib meanwhile."""
-    drawn: dict[str, Any] = {}
+    ``current`` plots the same rows and summary (else drawn anew, once the thread is done),
+    with a drawing error raised in the caller's thread. The thread is joined before anything
+    leaves the block (:func:`parallel.meanwhile`); it is the only user of matplotlib meanwhile."""
+    with meanwhile(lambda: heatmap_png(audit), "gradience-heatmap") as drawn:
 
-    def draw() -> None:
-        try:
-            drawn["png"] = heatmap_png(audit)
-        except BaseException as exc:  # re-raised where the bytes are asked for
-            drawn["error"] = exc
+        def png(current: dict[str, Any]) -> bytes:
+            if _plotted(current) != _plotted(audit):
+                wait([drawn])  # matplotlib is not drawn on from two threads at once
+                return heatmap_png(current)
+            return drawn.result()
 
-    thread = threading.Thread(target=draw, name="gradience-heatmap")
-    thread.start()
-
-    def png(current: dict[str, Any]) -> bytes:
-        thread.join()
-        if _plotted(current) != _plotted(audit):
-            return heatmap_png(current)
-        if "error" in drawn:
-            raise drawn["error"]
-        return bytes(drawn["png"])
-
-    try:
         yield png
-    finally:
-        thread.join()
 
 
 # Text from the adapter (module names) is drawn as text, never parsed as mathtext:
