@@ -54,15 +54,10 @@ def _analyze(adapter: Adapter, name: str, energy: float) -> _Analyzed | Unreadab
     return _Analyzed(module, stats)
 
 
-def apply_rank_policies(
-    layers: list[LayerReport],
-    policies: str,
-    allocated: int,
-) -> dict[str, Any]:
+def apply_rank_policies(layers: list[LayerReport], policies: str, allocated: int) -> dict[str, Any]:
     """Fill each row's ``policies``, ``policy_spread`` and ``policy_consensus`` (from its
-    singular values) and return ``suggestions.policies``:
-    per policy its median, p90, global ranks and ``rank_pattern``
-    (:func:`rank_policies.summarize`)."""
+    singular values) and return ``suggestions.policies``: per policy its median, p90, global
+    ranks and ``rank_pattern`` (:func:`rank_policies.summarize`)."""
     specs = rank_policies.parse_policies(policies)
     per_module: dict[str, rank_policies.ModulePolicies] = {}
     for layer in layers:
@@ -78,10 +73,7 @@ def apply_rank_policies(
 
 
 def _suggestions(
-    layers: list[LayerReport],
-    summary: Summary,
-    energy: float,
-    policies: str | None,
+    layers: list[LayerReport], summary: Summary, energy: float, policies: str | None
 ) -> dict[str, Any]:
     """audit.json's ``suggestions``: the global ranks, the per-layer ``rank_pattern`` and, with
     ``policies``, each rank policy's (:func:`apply_rank_policies`)."""
@@ -137,8 +129,7 @@ class _Rows:
 def _layer_rows(adapter: Adapter, energy: float) -> _Rows:
     """Every module's row, streamed through the worker threads in module order."""
     rows = _Rows()
-    names = adapter.module_names
-    for done in map_ordered(lambda name: _analyze(adapter, name, energy), names):
+    for done in map_ordered(lambda name: _analyze(adapter, name, energy), adapter.module_names):
         if isinstance(done, UnreadableModule):
             rows.skipped.append(done.message)
             continue
