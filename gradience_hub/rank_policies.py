@@ -124,7 +124,7 @@ class PolicyResult:
 
 
 @dataclass(frozen=True)
-class _Clean:
+class CleanSpectrum:
     """What several policies read off one spectrum, computed once per module: the values
     above ``EPS``, their energy total and cumulative energy fraction (None for a zero total)."""
 
@@ -133,20 +133,21 @@ class _Clean:
     cumulative: np.ndarray | None
 
 
-def _clean(s: np.ndarray) -> _Clean:
+def clean_spectrum(s: np.ndarray) -> CleanSpectrum:
+    """``s``'s shared figures, to pass to each policy of one module (:func:`apply_policies`)."""
     sc = s[s > EPS]
     energy = sc**2
     total = float(energy.sum())
-    return _Clean(sc, total, np.cumsum(energy) / total if total > EPS else None)
+    return CleanSpectrum(sc, total, np.cumsum(energy) / total if total > EPS else None)
 
 
 def energy_policy(
-    s: np.ndarray, t: float, clean: _Clean | None = None, name: str | None = None
+    s: np.ndarray, t: float, clean: CleanSpectrum | None = None, name: str | None = None
 ) -> PolicyResult:
     """``energy@t`` (see the module docstring); ``name``: the policy's spelling, when the
     caller has its spec."""
     name = name or PolicySpec(f"energy@{t}").name
-    c = clean or _clean(s)
+    c = clean or clean_spectrum(s)
     if c.values.size == 0 or c.cumulative is None:
         return PolicyResult(name, 0, t, "energy", "zero update")
     hits = np.nonzero(c.cumulative >= t)[0]
@@ -154,9 +155,9 @@ def energy_policy(
     return PolicyResult(name, k, t, "energy")
 
 
-def knee_policy(s: np.ndarray, r: int, clean: _Clean | None = None) -> PolicyResult:
+def knee_policy(s: np.ndarray, r: int, clean: CleanSpectrum | None = None) -> PolicyResult:
     """``knee`` (see the module docstring)."""
-    c = clean or _clean(s)
+    c = clean or clean_spectrum(s)
     n = int(c.values.size)
     if n < 2:
         return PolicyResult("knee", n or 1, None, "knee height", "fewer than 2 values")
@@ -177,9 +178,9 @@ def knee_policy(s: np.ndarray, r: int, clean: _Clean | None = None) -> PolicyRes
     return PolicyResult("knee", max(1, min(idx + 1, r)), height, "knee height")
 
 
-def erank_policy(s: np.ndarray, r: int, clean: _Clean | None = None) -> PolicyResult:
+def erank_policy(s: np.ndarray, r: int, clean: CleanSpectrum | None = None) -> PolicyResult:
     """``erank`` (see the module docstring)."""
-    sc = (clean or _clean(s)).values
+    sc = (clean or clean_spectrum(s)).values
     if sc.size == 0:
         return PolicyResult("erank", 0, None, "effective rank", "zero update")
     p = sc / float(sc.sum())
@@ -226,9 +227,9 @@ def _median32(x: np.ndarray) -> float:
     return float(lo) if n % 2 else float(np.float32(lo + hi) / np.float32(2))
 
 
-def stable_ceil_policy(s: np.ndarray, clean: _Clean | None = None) -> PolicyResult:
+def stable_ceil_policy(s: np.ndarray, clean: CleanSpectrum | None = None) -> PolicyResult:
     """``stable-ceil`` (see the module docstring)."""
-    c = clean or _clean(s)
+    c = clean or clean_spectrum(s)
     sc = c.values
     if sc.size == 0:
         return PolicyResult("stable-ceil", 0, None, "stable rank", "zero update")
@@ -242,7 +243,7 @@ def apply_policy(
     s: np.ndarray,
     shape: tuple[int, int],
     r: int,
-    clean: _Clean | None = None,
+    clean: CleanSpectrum | None = None,
 ) -> PolicyResult:
     """One policy on one module: ``s`` descending singular values, ``shape`` ``(d_out, d_in)``
     of ``dW``, ``r`` the allocated rank (``clean``: ``s``'s shared figures, when the caller
@@ -250,7 +251,7 @@ def apply_policy(
     s = np.asarray(s, dtype=np.float64)
     if spec.kind == "oht":
         return oht_policy(s, shape, r)
-    c = clean or _clean(s)
+    c = clean or clean_spectrum(s)
     if spec.kind == "energy":
         assert spec.threshold is not None
         return energy_policy(s, spec.threshold, c, spec.name)
@@ -293,7 +294,7 @@ def apply_policies(
 ) -> ModulePolicies:
     """All ``specs`` on one module."""
     s = np.asarray(s, dtype=np.float64)
-    clean = _clean(s)
+    clean = clean_spectrum(s)
     return ModulePolicies(tuple(apply_policy(spec, s, shape, r, clean) for spec in specs))
 
 
